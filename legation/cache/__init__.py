@@ -1,0 +1,37 @@
+"""Content-addressed resources, per-proxy snapshots, and watch notification.
+
+Between the pipeline (which writes) and the xDS streams (which read). Knows
+protobuf only as opaque messages to serialize; knows nothing of gRPC.
+"""
+
+from legation.cache.cache import SnapshotCache, Watch
+from legation.cache.resources import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SECRET,
+    WILDCARD_TYPES,
+    Resource,
+    short_name,
+    version_of,
+)
+from legation.cache.snapshot import ProxyError, Snapshot
+
+__all__ = [
+    "CLUSTER",
+    "ENDPOINT",
+    "LISTENER",
+    "PUSH_ORDER",
+    "ROUTE",
+    "SECRET",
+    "WILDCARD_TYPES",
+    "ProxyError",
+    "Resource",
+    "Snapshot",
+    "SnapshotCache",
+    "Watch",
+    "short_name",
+    "version_of",
+]

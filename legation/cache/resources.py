@@ -1,0 +1,77 @@
+"""Resources: Envoy messages serialized once, hashed, and shared by every proxy.
+
+Type URLs live here and nowhere else. A `Resource` carries the deterministic
+serialization of one message and its content hash (the resource version); the
+same `Resource` object is placed in every proxy snapshot that needs it, so a
+message is serialized once per content version, not once per proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import any_pb2
+
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+# Make-before-break (xDS spec, "Eventual consistency considerations"): clusters
+# before the endpoints that fill them, listeners before the routes they name.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+
+# CDS and LDS are wildcard types: an empty subscription means "everything".
+# (xDS spec, "How the client specifies what resources to return".)
+WILDCARD_TYPES: frozenset[str] = frozenset({CLUSTER, LISTENER})
+
+SHORT_NAMES: dict[str, str] = {
+    CLUSTER: "cds",
+    ENDPOINT: "eds",
+    LISTENER: "lds",
+    ROUTE: "rds",
+    SECRET: "sds",
+}
+
+
+def short_name(type_url: str) -> str:
+    return SHORT_NAMES.get(type_url, type_url.rsplit(".", 1)[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    type_url: str
+    name: str
+    version: str  # content hash of `body`
+    body: bytes
+    _any: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, type_url: str, name: str, message: Any) -> Resource:
+        body = message.SerializeToString(deterministic=True)
+        version = hashlib.sha256(body).hexdigest()[:16]
+        packed = any_pb2.Any(type_url=type_url, value=body)
+        return cls(type_url, name, version, body, packed)
+
+    @property
+    def any(self) -> Any:
+        """The packed `google.protobuf.Any`, built once."""
+        return self._any
+
+
+def version_of(resources: dict[str, Resource]) -> str:
+    """The version of a set of resources: a hash over (name, version) pairs.
+
+    Content-addressed, so every replica and every restart compute the same
+    version for the same config and reconnecting proxies see no churn.
+    """
+    h = hashlib.sha256()
+    for name in sorted(resources):
+        h.update(name.encode())
+        h.update(b"\0")
+        h.update(resources[name].version.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]

@@ -1,0 +1,58 @@
+"""The typed mesh model. Imports nothing of ours but itself; no k8s, yaml or protobuf."""
+
+from legation.model.diagnostics import Diagnostic, Severity, SourceRef
+from legation.model.mesh import (
+    DEFAULT_DOMAIN,
+    AppAddress,
+    Endpoint,
+    EndpointSlice,
+    HealthStatus,
+    Labels,
+    Locality,
+    MeshObject,
+    Namespace,
+    Node,
+    PolicyObject,
+    Protocol,
+    Service,
+    ServicePort,
+    SliceEndpoint,
+    SlicePort,
+    Workload,
+    WorkloadKind,
+    labels_of,
+    object_key,
+    selector_matches,
+)
+from legation.model.proxy import InterceptionMode, Proxy
+from legation.model.snapshot import MeshSnapshot
+
+__all__ = [
+    "DEFAULT_DOMAIN",
+    "AppAddress",
+    "Diagnostic",
+    "Endpoint",
+    "EndpointSlice",
+    "HealthStatus",
+    "InterceptionMode",
+    "Labels",
+    "Locality",
+    "MeshObject",
+    "MeshSnapshot",
+    "Namespace",
+    "Node",
+    "PolicyObject",
+    "Protocol",
+    "Proxy",
+    "Service",
+    "ServicePort",
+    "Severity",
+    "SliceEndpoint",
+    "SlicePort",
+    "SourceRef",
+    "Workload",
+    "WorkloadKind",
+    "labels_of",
+    "object_key",
+    "selector_matches",
+]

@@ -1,0 +1,224 @@
+"""The typed mesh: what sources produce and translators consume.
+
+Frozen, slotted, keyword-only dataclasses; tuples, not lists. This module
+imports neither Kubernetes, YAML nor protobuf: converters in
+`legation.sources.convert` build these values (validating once), translators
+read them. A `MeshSnapshot` is an immutable picture of the whole mesh with the
+indexes translators need (service -> endpoints, workload -> services).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from legation.model.diagnostics import Diagnostic, SourceRef
+
+DEFAULT_DOMAIN = "cluster.local"
+
+
+class Protocol(StrEnum):
+    """Istio's protocol selection: from `appProtocol` or the port name prefix."""
+
+    HTTP = "HTTP"
+    HTTP2 = "HTTP2"
+    GRPC = "GRPC"
+    HTTPS = "HTTPS"
+    TLS = "TLS"
+    TCP = "TCP"
+    UNKNOWN = "UNKNOWN"  # Istio sniffs; in explicit mode we treat it as HTTP
+
+    @property
+    def is_http(self) -> bool:
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC, Protocol.UNKNOWN)
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "HEALTHY"
+    DRAINING = "DRAINING"
+    UNHEALTHY = "UNHEALTHY"
+
+
+class WorkloadKind(StrEnum):
+    WORKLOAD_ENTRY = "WorkloadEntry"
+    POD = "Pod"
+
+
+Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
+
+
+def labels_of(mapping: Mapping[str, str] | None) -> Labels:
+    return tuple(sorted((mapping or {}).items()))
+
+
+def selector_matches(selector: Labels, labels: Labels) -> bool:
+    """A non-empty equality selector matches when every pair is present."""
+    if not selector:
+        return False
+    have = dict(labels)
+    return all(have.get(k) == v for k, v in selector)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Locality:
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace:
+    ref: SourceRef
+    name: str
+    labels: Labels = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServicePort:
+    name: str  # may be "" for a single unnamed port
+    port: int
+    target_port: int | str  # a number, or the name of a workload port
+    protocol: Protocol = Protocol.TCP
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    ref: SourceRef
+    name: str
+    namespace: str
+    labels: Labels = ()
+    selector: Labels = ()
+    ports: tuple[ServicePort, ...] = ()
+    cluster_ip: str = ""
+
+    def fqdn(self, domain: str = DEFAULT_DOMAIN) -> str:
+        return f"{self.name}.{self.namespace}.svc.{domain}"
+
+    def port(self, number: int) -> ServicePort | None:
+        return next((p for p in self.ports if p.port == number), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppAddress:
+    """Where the inbound sidecar forwards a target port (explicit mode)."""
+
+    host: str = "127.0.0.1"
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """A WorkloadEntry (outside Kubernetes) or a Pod."""
+
+    ref: SourceRef
+    kind: WorkloadKind
+    name: str
+    namespace: str
+    address: str
+    labels: Labels = ()
+    service_account: str = "default"
+    ports: tuple[tuple[str, int], ...] = ()  # port name -> port (WorkloadEntry.ports, Pod container ports)
+    locality: Locality = Locality()
+    health: HealthStatus = HealthStatus.HEALTHY
+    weight: int = 0  # 0: unset (Envoy's default of 1)
+    app_ports: tuple[tuple[int, AppAddress], ...] = ()  # sidecar.legation.io/app-ports
+    node_name: str = ""  # Pods: spec.nodeName
+
+    def port_named(self, name: str) -> int | None:
+        return next((p for n, p in self.ports if n == name), None)
+
+    def app_address(self, target_port: int) -> AppAddress:
+        for port, addr in self.app_ports:
+            if port == target_port:
+                return addr
+        return AppAddress(port=target_port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlicePort:
+    name: str
+    port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceEndpoint:
+    addresses: tuple[str, ...]
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    target_kind: str = ""  # targetRef.kind, e.g. "Pod"
+    target_name: str = ""
+    zone: str = ""
+    node_name: str = ""
+
+    @property
+    def health(self) -> HealthStatus | None:
+        """EndpointSlice conditions -> Envoy health; None: leave the endpoint out."""
+        if self.ready and not self.terminating:
+            return HealthStatus.HEALTHY
+        if self.serving and self.terminating:
+            return HealthStatus.DRAINING
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointSlice:
+    ref: SourceRef
+    name: str
+    namespace: str
+    service_name: str  # label kubernetes.io/service-name
+    address_type: str = "IPv4"
+    ports: tuple[SlicePort, ...] = ()
+    endpoints: tuple[SliceEndpoint, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    ref: SourceRef
+    name: str
+    locality: Locality = Locality()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyObject:
+    """A parsed object of a kind a translator reads directly (VirtualService, ...).
+
+    Kept as validated plain data until its own model lands; `spec` must not be
+    mutated.
+    """
+
+    ref: SourceRef
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    spec: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    spec_hash: str = ""  # content hash of spec: equality without deep compares
+
+
+MeshObject = Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
+
+
+def object_key(obj: MeshObject) -> tuple[str, str, str]:
+    """(kind, namespace, name): the identity of an object across versions."""
+    kind = obj.kind.value if isinstance(obj, Workload) else obj.ref.kind
+    namespace = "" if isinstance(obj, Namespace | Node) else obj.namespace
+    return (kind, namespace, obj.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """One resolved endpoint of a service port."""
+
+    address: str
+    port: int
+    health: HealthStatus
+    locality: Locality
+    labels: Labels
+    service_account: str
+    workload: str  # "ns/name" of the workload, or the slice target; "" if unknown
+    weight: int = 0
+    has_sidecar: bool = False  # True when the workload runs a Legation-managed proxy

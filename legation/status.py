@@ -1,0 +1,82 @@
+"""What each connected proxy has been sent, has ACKed and has rejected.
+
+Written by the xDS streams, read by the admin API (/debug/proxies) and the
+demo. One `ProxyStatus` per node id; one `TypeStatus` per resource type.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True, kw_only=True)
+class Nack:
+    version: str
+    nonce: str
+    message: str
+    at: float  # unix time
+
+
+@dataclass(slots=True, kw_only=True)
+class TypeStatus:
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_at: float = 0.0
+    acked_version: str = ""
+    acked_at: float = 0.0
+    last_nack: Nack | None = None
+    pushes: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        nack = self.last_nack
+        return {
+            "sent_version": self.sent_version,
+            "sent_nonce": self.sent_nonce,
+            "acked_version": self.acked_version,
+            "pushes": self.pushes,
+            "last_nack": None
+            if nack is None
+            else {"version": nack.version, "nonce": nack.nonce, "message": nack.message, "at": nack.at},
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class ProxyStatus:
+    node_id: str
+    stream: str  # "ads", "delta-ads", "cds", ...
+    peer: str = ""
+    connected_at: float = field(default_factory=time.time)
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def type(self, short: str) -> TypeStatus:
+        return self.types.setdefault(short, TypeStatus())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "node": self.node_id,
+            "stream": self.stream,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "types": {t: s.as_dict() for t, s in sorted(self.types.items())},
+        }
+
+
+class StatusBoard:
+    """Every open stream's status, keyed by a stream id."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, ProxyStatus] = {}
+        self._next = 0
+
+    def open(self, node_id: str, stream: str, peer: str = "") -> tuple[int, ProxyStatus]:
+        self._next += 1
+        st = ProxyStatus(node_id=node_id, stream=stream, peer=peer)
+        self._streams[self._next] = st
+        return self._next, st
+
+    def close(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    def all(self) -> list[ProxyStatus]:
+        return sorted(self._streams.values(), key=lambda s: (s.node_id, s.stream, s.connected_at))

@@ -1,0 +1,162 @@
+"""MeshStore: the current objects of every source, versioned, with change notification.
+
+Sources (files, Kubernetes) write here; the pipeline reads immutable
+`MeshSnapshot`s and waits for changes. Each source owns a namespace of keys:
+`replace_source` swaps everything a source contributes at once (the file
+source re-reads a file), `upsert`/`delete` apply one object (watch events).
+When two sources define the same object, the first source (by name) wins and
+the other gets a diagnostic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from legation.model import (
+    DEFAULT_DOMAIN,
+    Diagnostic,
+    EndpointSlice,
+    MeshObject,
+    MeshSnapshot,
+    Namespace,
+    Node,
+    PolicyObject,
+    Service,
+    Severity,
+    Workload,
+    object_key,
+)
+
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class MeshStore:
+    def __init__(self, *, domain: str = DEFAULT_DOMAIN, root_namespace: str = "istio-system") -> None:
+        self._domain = domain
+        self._root_namespace = root_namespace
+        self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
+        self._diagnostics: dict[str, tuple[Diagnostic, ...]] = {}
+        self._pending_sources: set[str] = set()
+        self._version = 0
+        self._snapshot: MeshSnapshot | None = None
+        self._changed = asyncio.Event()
+
+    # -- writers (sources) ----------------------------------------------
+
+    def expect_source(self, source: str) -> None:
+        """Declare a source whose first full picture must arrive before `ready`."""
+        self._pending_sources.add(source)
+
+    def replace_source(
+        self,
+        source: str,
+        objects: Iterable[MeshObject],
+        diagnostics: Iterable[Diagnostic] = (),
+    ) -> None:
+        new = {object_key(o): o for o in objects}
+        diags = tuple(diagnostics)
+        self._pending_sources.discard(source)
+        if new == self._objects.get(source) and diags == self._diagnostics.get(source, ()):
+            return
+        self._objects[source] = new
+        self._diagnostics[source] = diags
+        self._bump()
+
+    def upsert(self, source: str, obj: MeshObject) -> None:
+        objs = self._objects.setdefault(source, {})
+        key = object_key(obj)
+        if objs.get(key) == obj:
+            return
+        objs[key] = obj
+        self._bump()
+
+    def delete(self, source: str, key: ObjectKey) -> None:
+        if self._objects.get(source, {}).pop(key, None) is not None:
+            self._bump()
+
+    def set_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:
+        diags = tuple(diagnostics)
+        if diags != self._diagnostics.get(source, ()):
+            self._diagnostics[source] = diags
+            self._bump()
+
+    def objects(self, source: str) -> Mapping[ObjectKey, MeshObject]:
+        return dict(self._objects.get(source, {}))
+
+    # -- readers -----------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def ready(self) -> bool:
+        """True once every expected source delivered its first full picture."""
+        return not self._pending_sources
+
+    def snapshot(self) -> MeshSnapshot:
+        if self._snapshot is None or self._snapshot.version != self._version:
+            self._snapshot = self._build()
+        return self._snapshot
+
+    async def wait_changed(self, after: int) -> int:
+        """Return the current version once it differs from `after`."""
+        while self._version == after:
+            self._changed.clear()
+            await self._changed.wait()
+        return self._version
+
+    # -- internals ---------------------------------------------------------
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._changed.set()
+
+    def _build(self) -> MeshSnapshot:
+        merged: dict[ObjectKey, MeshObject] = {}
+        diagnostics: list[Diagnostic] = []
+        for source in sorted(self._objects):
+            for key, obj in self._objects[source].items():
+                if key in merged:
+                    diagnostics.append(_duplicate(obj, merged[key]))
+                    continue
+                merged[key] = obj
+        for source in sorted(self._diagnostics):
+            diagnostics.extend(self._diagnostics[source])
+        ordered = [merged[k] for k in sorted(merged)]
+        return MeshSnapshot(
+            version=self._version,
+            domain=self._domain,
+            root_namespace=self._root_namespace,
+            namespaces=tuple(o for o in ordered if isinstance(o, Namespace)),
+            services=_sorted(o for o in ordered if isinstance(o, Service)),
+            workloads=_sorted(o for o in ordered if isinstance(o, Workload)),
+            endpoint_slices=_sorted(o for o in ordered if isinstance(o, EndpointSlice)),
+            nodes=tuple(o for o in ordered if isinstance(o, Node)),
+            policies=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, PolicyObject)),
+                    key=lambda p: (p.kind, p.namespace, p.name),
+                )
+            ),
+            diagnostics=tuple(diagnostics),
+        )
+
+
+_T = TypeVar("_T", Service, Workload, EndpointSlice)
+
+
+def _sorted(items: Iterable[_T]) -> tuple[_T, ...]:
+    return tuple(sorted(items, key=lambda o: (o.namespace, o.name)))
+
+
+def _duplicate(obj: MeshObject, kept: MeshObject) -> Diagnostic:
+    return Diagnostic(
+        ref=obj.ref,
+        field="metadata.name",
+        code="object.duplicate",
+        message=f"{obj.ref.kind} is defined twice; the definition at {kept.ref.location or 'another source'} is used",
+        severity=Severity.WARNING,
+    )

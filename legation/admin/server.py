@@ -1,0 +1,158 @@
+"""Admin HTTP: /healthz /readyz /metrics /debug/proxies /debug/config_dump /debug/diagnostics.
+
+A deliberately small HTTP/1.1 server on asyncio streams (GET only, one
+request per connection): the admin port is for probes, Prometheus and
+operators, not for traffic. Handlers are plain functions returning
+`(status, content_type, body)`; they read state through `AdminView`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401  (registers types for Any decoding)
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2  # noqa: F401
+from envoy.config.route.v3 import route_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2  # noqa: F401
+from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from legation.cache import PUSH_ORDER, SECRET, ProxyError, Snapshot, short_name
+from legation.metrics import Metrics
+from legation.model import Diagnostic
+from legation.status import StatusBoard
+
+_log = structlog.get_logger("legation.admin")
+
+Response = tuple[int, str, bytes]
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_JSON = "application/json"
+
+
+class AdminView(Protocol):
+    """What the admin API reads; implemented by the app."""
+
+    def ready(self) -> tuple[bool, str]: ...
+    def diagnostics(self) -> list[Diagnostic]: ...
+    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError: ...
+
+
+@dataclass(slots=True)
+class Admin:
+    view: AdminView
+    status: StatusBoard
+    metrics: Metrics
+
+    def routes(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
+        return {
+            "/healthz": lambda q: (200, "text/plain", b"ok\n"),
+            "/readyz": self._readyz,
+            "/metrics": lambda q: (200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)),
+            "/debug/proxies": lambda q: _json([s.as_dict() for s in self.status.all()]),
+            "/debug/config_dump": self._config_dump,
+            "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
+        }
+
+    def _readyz(self, q: dict[str, list[str]]) -> Response:
+        ok, why = self.view.ready()
+        return (200 if ok else 503), "text/plain", (why + "\n").encode()
+
+    def _config_dump(self, q: dict[str, list[str]]) -> Response:
+        node = (q.get("proxy") or [""])[0]
+        if not node:
+            return 400, "text/plain", b"missing ?proxy=<node id>\n"
+        entry = self.view.snapshot_for(node)
+        if isinstance(entry, ProxyError):
+            return 404, "text/plain", (entry.message + "\n").encode()
+        return _json(config_dump(node, entry))
+
+
+def config_dump(node_id: str, snapshot: Snapshot) -> dict[str, Any]:
+    """The resources a proxy receives, decoded to JSON; private keys redacted."""
+    out: dict[str, Any] = {"node": node_id, "versions": {}, "resources": {}}
+    for type_url in PUSH_ORDER:
+        short = short_name(type_url)
+        out["versions"][short] = snapshot.version(type_url)
+        items = []
+        for name, res in sorted(snapshot.of_type(type_url).items()):
+            body = json_format.MessageToDict(res.any, preserving_proto_field_name=True)
+            if type_url == SECRET:
+                _redact(body)
+            items.append({"name": name, "version": res.version, "resource": body})
+        out["resources"][short] = items
+    return out
+
+
+def _redact(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "private_key":
+                obj[key] = "[redacted]"
+            else:
+                _redact(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            _redact(value)
+
+
+def _json(value: Any) -> Response:
+    return 200, _JSON, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+class AdminServer:
+    def __init__(self, admin: Admin, *, host: str, port: int) -> None:
+        self._routes = admin.routes()
+        self._host, self._port = host, port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                status, ctype, body = await self._respond(reader)
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:  # a bug in a handler must not kill the admin server
+            _log.exception("admin.handler_error")
+        finally:
+            writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader) -> Response:
+        request_line = (await reader.readline()).decode("latin-1").split()
+        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass  # headers are not needed
+        if len(request_line) < 2:
+            return 400, "text/plain", b"bad request\n"
+        method, target = request_line[0], request_line[1]
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"only GET\n"
+        url = urlsplit(target)
+        handler = self._routes.get(url.path.rstrip("/") or "/")
+        if handler is None:
+            return 404, "text/plain", ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode()
+        return handler(parse_qs(url.query))

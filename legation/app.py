@@ -1,0 +1,114 @@
+"""Composition root: sources, store, pipeline, xDS and admin servers, one TaskGroup.
+
+`App` wires the components from `Settings` and owns their lifetimes; nothing
+else constructs long-lived objects. Used by `legation serve` and by tests that
+want a real control plane in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+import structlog
+
+from legation.admin import Admin, AdminServer
+from legation.cache import ProxyError, Snapshot, SnapshotCache
+from legation.metrics import Metrics
+from legation.model import Diagnostic
+from legation.pipeline import Pipeline
+from legation.settings import Settings
+from legation.sources.files import FileSource
+from legation.status import StatusBoard
+from legation.store import MeshStore
+from legation.xds.server import XdsServer
+
+_log = structlog.get_logger("legation.app")
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = MeshStore(domain=settings.domain, root_namespace=settings.root_namespace)
+        self.metrics = Metrics()
+        self.status = StatusBoard()
+        self.cache = SnapshotCache()
+        self.pipeline = Pipeline(
+            self.store,
+            self.cache,
+            self.metrics,
+            quiet=settings.debounce_quiet_s,
+            max_delay=settings.debounce_max_s,
+        )
+        self.sources = [FileSource(list(settings.config_dirs), self.store)] if settings.config_dirs else []
+        self.xds = XdsServer(
+            self.cache,
+            self.status,
+            self.metrics,
+            address=str(settings.xds_address),
+            keepalive_time_s=settings.keepalive_time_s,
+            max_connection_age_s=settings.max_connection_age_s,
+        )
+        self.admin = AdminServer(
+            Admin(self, self.status, self.metrics),
+            host=settings.admin_address.host,
+            port=settings.admin_address.port,
+        )
+        self._serving = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- AdminView -----------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._serving:
+            return False, "xds server not started"
+        if not self.store.ready:
+            return False, "waiting for the initial config of every source"
+        return True, "ready"
+
+    def diagnostics(self) -> list[Diagnostic]:
+        return self.pipeline.diagnostics
+
+    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
+        return self.cache.get(node_id) or self.pipeline.snapshot_for(node_id)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await self.xds.start()
+        try:
+            await self.admin.start()
+            self._serving = True
+            _log.info(
+                "legation.started",
+                xds=f"{self.settings.xds_address.host}:{self.xds.port}",
+                admin=f"{self.settings.admin_address.host}:{self.admin.port}",
+                config_dirs=[str(d) for d in self.settings.config_dirs],
+            )
+            async with asyncio.TaskGroup() as tg:
+                for source in self.sources:
+                    tg.create_task(source.run())
+                tg.create_task(self.pipeline.run())
+        finally:
+            self._serving = False
+            await self.admin.stop()
+            await self.xds.stop(grace=1.0)
+            _log.info("legation.stopped")
+
+    async def __aenter__(self) -> App:
+        self._task = asyncio.create_task(self.run())
+        while not self._serving:
+            if self._task.done():
+                await self._task  # raises what made it fail
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

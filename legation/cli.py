@@ -1,0 +1,221 @@
+"""`legation` command line: serve, bootstrap, analyze, demo.
+
+Builds `Settings` from flags (settings.py is the only reader of flags and the
+environment) and runs the app. Bad flags or unreadable paths print one line
+and exit 2; no traceback ever reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from legation import __version__
+from legation.settings import (
+    HostPort,
+    LogFormat,
+    Settings,
+    SettingsError,
+    debounce_from_env,
+    environ,
+    parse_duration,
+)
+
+if TYPE_CHECKING:
+    from legation.app import App
+    from legation.model import Diagnostic
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="legation", description="Envoy xDS management server.")
+    p.add_argument("--version", action="version", version=f"legation {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the control plane")
+    _config_flags(serve)
+    serve.add_argument("--xds-address", default="127.0.0.1:15010", help="plaintext xDS gRPC (H:P)")
+    serve.add_argument("--admin-address", default="127.0.0.1:15014", help="admin HTTP (H:P)")
+    serve.add_argument("--log-format", choices=[f.value for f in LogFormat], default="console")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--debounce-quiet", default=None, help="quiet period before a push (100ms)")
+    serve.add_argument("--debounce-max", default=None, help="longest delay of a push (1s)")
+    serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
+    serve.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    serve.add_argument("--keepalive", default="30s", help="gRPC keepalive ping interval")
+    serve.add_argument("--max-connection-age", default=None, help="close xDS connections after (e.g. 30m)")
+
+    boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
+    _config_flags(boot)
+    boot.add_argument("--workload", required=True, help="WorkloadEntry name")
+    boot.add_argument("--namespace", required=True, help="its namespace")
+    boot.add_argument("--xds-address", default="127.0.0.1:15010", help="where Envoy finds Legation (H:P)")
+    boot.add_argument("--admin-address", required=True, help="Envoy's own admin address (H:P)")
+    boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
+    boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
+    analyze = sub.add_parser("analyze", help="print every diagnostic of a config")
+    analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    analyze.add_argument("--output", choices=["text", "json"], default="text")
+
+    demo = sub.add_parser("demo", help="run the shop demo: control plane, apps, Envoy sidecars")
+    demo.add_argument("--duration", default=None, help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument("--config-dir", type=Path, default=None, help="mesh to run (default examples/shop)")
+    return p
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-dir", action="append", type=Path, default=[], metavar="DIR",
+                   help="directory of Kubernetes/Istio YAML (repeatable)")
+    p.add_argument("--ca-dir", type=Path, default=None, metavar="DIR", help="certificate authority directory")
+
+
+def _serve_settings(a: argparse.Namespace) -> Settings:
+    quiet_env, max_env = debounce_from_env(environ())
+    quiet = parse_duration(a.debounce_quiet, flag="--debounce-quiet") if a.debounce_quiet else quiet_env
+    most = parse_duration(a.debounce_max, flag="--debounce-max") if a.debounce_max else max_env
+    if not a.config_dir:
+        raise SettingsError("serve: at least one --config-dir is required")
+    return Settings(
+        config_dirs=tuple(d.resolve() for d in a.config_dir),
+        ca_dir=a.ca_dir,
+        xds_address=HostPort.parse(a.xds_address, flag="--xds-address"),
+        admin_address=HostPort.parse(a.admin_address, flag="--admin-address"),
+        log_format=LogFormat(a.log_format),
+        log_level=a.log_level,
+        debounce_quiet_s=0.1 if quiet is None else quiet,
+        debounce_max_s=max(1.0 if most is None else most, 0.1 if quiet is None else quiet),
+        domain=a.domain,
+        trust_domain=a.trust_domain,
+        keepalive_time_s=parse_duration(a.keepalive, flag="--keepalive"),
+        max_connection_age_s=parse_duration(a.max_connection_age, flag="--max-connection-age")
+        if a.max_connection_age
+        else None,
+    )
+
+
+async def _run_until_signal(app: App) -> None:
+    task = asyncio.create_task(app.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from legation import logs
+    from legation.app import App
+
+    settings = _serve_settings(a)
+    logs.configure(fmt=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(_run_until_signal(App(settings)))
+    except OSError as e:  # e.g. address already in use
+        print(f"legation: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_bootstrap(a: argparse.Namespace) -> int:
+    from legation.bootstrap import build_bootstrap, render_bootstrap
+    from legation.model import Workload
+    from legation.sources.files import load_dirs
+
+    xds = HostPort.parse(a.xds_address, flag="--xds-address")
+    admin = HostPort.parse(a.admin_address, flag="--admin-address")
+    if a.config_dir:
+        _check_dirs(a.config_dir)
+        result = load_dirs(list(a.config_dir))
+        found = any(
+            isinstance(o, Workload) and o.name == a.workload and o.namespace == a.namespace
+            for o in result.objects
+        )
+        if not found:
+            raise SettingsError(f"bootstrap: no workload {a.namespace}/{a.workload} in {', '.join(map(str, a.config_dir))}")
+    text = render_bootstrap(
+        build_bootstrap(
+            node_id=f"{a.workload}.{a.namespace}",
+            node_cluster=a.namespace,
+            xds_host=xds.host,
+            xds_port=xds.port,
+            admin_host=admin.host,
+            admin_port=admin.port,
+            delta=a.delta,
+        )
+    )
+    if a.output == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(a.output).write_text(text)
+        except OSError as e:
+            raise SettingsError(f"--output {a.output}: {e.strerror}") from None
+    return 0
+
+
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from legation.model import Severity
+
+    _check_dirs(a.dirs)
+    diags = analyze_dirs(a.dirs)
+    if a.output == "json":
+        print(json.dumps([d.as_dict() for d in diags], indent=2))
+    else:
+        for d in diags:
+            print(d.format())
+    return 1 if any(d.severity == Severity.ERROR for d in diags) else 0
+
+
+def analyze_dirs(dirs: Sequence[Path]) -> list[Diagnostic]:
+    """Every diagnostic of a config: the converters' and the translators'."""
+    from legation.pipeline import analyze
+    from legation.sources.files import load_dirs
+    from legation.store import MeshStore
+
+    result = load_dirs(list(dirs))
+    store = MeshStore()
+    store.replace_source("analyze", result.objects, result.diagnostics)
+    return analyze(store.snapshot())
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from legation.demo.runner import run_demo
+
+    duration = parse_duration(a.duration, flag="--duration") if a.duration else None
+    return run_demo(config_dir=a.config_dir, duration=duration)
+
+
+def _check_dirs(dirs: Sequence[Path]) -> None:
+    for d in dirs:
+        if not d.is_dir():
+            raise SettingsError(f"{d}: not a readable directory")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from legation.sources.files import SourceError
+
+    args = _parser().parse_args(argv)
+    commands = {"serve": cmd_serve, "bootstrap": cmd_bootstrap, "analyze": cmd_analyze, "demo": cmd_demo}
+    try:
+        return commands[args.command](args)
+    except (SettingsError, SourceError) as e:
+        print(f"legation: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

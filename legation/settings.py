@@ -1,0 +1,119 @@
+"""Settings: the ONLY place that reads command-line flags or environment variables.
+
+`Settings` is frozen; every component receives the values it needs from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A flag or environment value is invalid; the message is one clear line."""
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, *, flag: str) -> HostPort:
+        """Parse `H:P` (IPv6 as `[::1]:P`); port 0 asks the OS for a free port."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise SettingsError(f"{flag}: expected HOST:PORT, got {text!r}")
+        host = host.removeprefix("[").removesuffix("]")
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise SettingsError(f"{flag}: port must be a number 0..65535, got {port_text!r}")
+        return cls(host=host, port=int(port_text))
+
+    def __str__(self) -> str:
+        try:
+            if ipaddress.ip_address(self.host).version == 6:
+                return f"[{self.host}]:{self.port}"
+        except ValueError:
+            pass
+        return f"{self.host}:{self.port}"
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    config_dirs: tuple[Path, ...] = ()
+    ca_dir: Path | None = None
+    xds_address: HostPort = field(default_factory=lambda: HostPort(host="127.0.0.1", port=15010))
+    admin_address: HostPort = field(default_factory=lambda: HostPort(host="127.0.0.1", port=15014))
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "info"
+    debounce_quiet_s: float = 0.1
+    debounce_max_s: float = 1.0
+    domain: str = "cluster.local"
+    trust_domain: str = "cluster.local"
+    root_namespace: str = "istio-system"
+    keepalive_time_s: float = 30.0
+    max_connection_age_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.debounce_quiet_s < 0 or self.debounce_max_s < self.debounce_quiet_s:
+            raise SettingsError(
+                "debounce: expected 0 <= quiet <= max, got "
+                f"quiet={self.debounce_quiet_s}s max={self.debounce_max_s}s"
+            )
+        for d in self.config_dirs:
+            if not d.is_dir():
+                raise SettingsError(f"--config-dir {d}: not a readable directory")
+            if not os.access(d, os.R_OK | os.X_OK):
+                raise SettingsError(f"--config-dir {d}: permission denied")
+
+
+def debounce_from_env(env: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """LEGATION_DEBOUNCE_QUIET / LEGATION_DEBOUNCE_MAX (seconds), when set."""
+    quiet = _env_float(env, "LEGATION_DEBOUNCE_QUIET", -1.0)
+    most = _env_float(env, "LEGATION_DEBOUNCE_MAX", -1.0)
+    return (quiet if quiet >= 0 else None, most if most >= 0 else None)
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (read here and only here)."""
+    return os.environ
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, *, flag: str) -> float:
+    """`100ms`, `1.5s`, `30m`, `2h`, or a bare number of seconds."""
+    raw = text.strip()
+    for unit in ("ms", "s", "m", "h"):
+        if raw.endswith(unit):
+            number, scale = raw[: -len(unit)], _UNITS[unit]
+            break
+    else:
+        number, scale = raw, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise SettingsError(f"{flag}: expected a duration like 100ms, 1s or 30m, got {text!r}") from None
+    if value < 0:
+        raise SettingsError(f"{flag}: must not be negative, got {text!r}")
+    return value

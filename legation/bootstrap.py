@@ -1,0 +1,187 @@
+"""Envoy bootstrap generation: the static file that points a stock Envoy at Legation.
+
+A proxy needs exactly one static thing to join the mesh: a bootstrap naming
+its node (`<workload>.<namespace>`, DESIGN.md §4), its admin address, and how
+to reach the xDS server (ADS over gRPC, SotW or delta). Everything else comes
+over xDS. `build_bootstrap` returns the bootstrap as plain JSON-shaped data
+(proto3 JSON mapping of `envoy.config.bootstrap.v3.Bootstrap`);
+`render_bootstrap` turns it into the text Envoy reads with `-c FILE`.
+
+The `xds-grpc` cluster is tuned so that a sidecar notices a dead control plane
+and comes back quickly when it restarts: HTTP/2 PING keepalive and TCP
+keepalive detect a silent peer, and the xDS stream retry back-off
+(`GrpcService.EnvoyGrpc.retry_policy`, which Envoy documents as "currently
+only supported for xDS gRPC streams") is shortened from Envoy's default of
+1 s doubling to 10 s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any, Literal
+
+import yaml
+
+XDS_CLUSTER = "xds-grpc"
+
+_TLS_SOCKET = "envoy.transport_sockets.tls"
+_UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+
+# Back-off between attempts to re-open the ADS stream (Envoy default: 1 s base, 10 s max).
+_RETRY_BASE = "0.25s"
+_RETRY_MAX = "2s"
+
+
+def build_bootstrap(
+    *,
+    node_id: str,
+    node_cluster: str,
+    xds_host: str,
+    xds_port: int,
+    admin_host: str,
+    admin_port: int,
+    delta: bool = False,
+    xds_tls_ca_pem: str | None = None,
+    xds_token: str | None = None,
+    xds_tls_server_name: str | None = None,
+) -> dict[str, Any]:
+    """An Envoy v3 bootstrap for one proxy, as proto3-JSON-shaped data.
+
+    `admin_port` may be 0 (Envoy picks one; run it with `--admin-address-path`).
+    With `xds_tls_ca_pem` the xDS connection uses TLS, trusting only that CA and
+    checking that the server certificate names `xds_tls_server_name` (default:
+    `xds_host`) in its subjectAltName. With `xds_token` every ADS stream carries
+    `authorization: Bearer <token>` as gRPC initial metadata.
+    """
+    grpc_service: dict[str, Any] = {
+        "envoy_grpc": {
+            "cluster_name": XDS_CLUSTER,
+            "retry_policy": {
+                "retry_back_off": {"base_interval": _RETRY_BASE, "max_interval": _RETRY_MAX}
+            },
+        }
+    }
+    if xds_token is not None:
+        grpc_service["initial_metadata"] = [
+            {"key": "authorization", "value": f"Bearer {xds_token}"}
+        ]
+    return {
+        "node": {"id": node_id, "cluster": node_cluster},
+        "admin": {
+            "access_log": [
+                {
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {"@type": _FILE_LOG, "path": "/dev/null"},
+                }
+            ],
+            "address": _socket_address(admin_host, admin_port),
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [grpc_service],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [
+                _xds_cluster(
+                    xds_host,
+                    xds_port,
+                    ca_pem=xds_tls_ca_pem,
+                    server_name=xds_tls_server_name or xds_host,
+                )
+            ]
+        },
+    }
+
+
+def render_bootstrap(bootstrap: dict[str, Any], *, fmt: Literal["yaml", "json"] = "yaml") -> str:
+    """Text Envoy accepts with `-c FILE`.
+
+    Envoy picks the parser from the file extension: write YAML to a `.yaml`
+    file. JSON is valid YAML too, so JSON text works under either extension.
+    """
+    if fmt == "json":
+        return json.dumps(bootstrap, indent=2) + "\n"
+    return yaml.dump(bootstrap, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _xds_cluster(host: str, port: int, *, ca_pem: str | None, server_name: str) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{_HTTP_OPTIONS}",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }
+                },
+            }
+        },
+        "upstream_connection_options": {
+            "tcp_keepalive": {"keepalive_probes": 3, "keepalive_time": 30, "keepalive_interval": 5}
+        },
+    }
+    if not _is_ip(host):
+        # "localhost" may resolve to ::1 first while the server listens on IPv4.
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if ca_pem is not None:
+        cluster["transport_socket"] = _tls_socket(ca_pem, server_name)
+    return cluster
+
+
+def _tls_socket(ca_pem: str, server_name: str) -> dict[str, Any]:
+    san_type = "IP_ADDRESS" if _is_ip(server_name) else "DNS"
+    context: dict[str, Any] = {
+        "@type": _UPSTREAM_TLS,
+        "common_tls_context": {
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": {"inline_string": ca_pem},
+                "match_typed_subject_alt_names": [
+                    {"san_type": san_type, "matcher": {"exact": server_name}}
+                ],
+            },
+        },
+    }
+    if san_type == "DNS":
+        context["sni"] = server_name  # SNI carries host names only, never IP literals
+    return {"name": _TLS_SOCKET, "typed_config": context}
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """SafeDumper that writes multi-line strings (PEM) as literal blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)

@@ -1,0 +1,167 @@
+"""Every Envoy resource name Legation emits or reads, each with its parser.
+
+Istio's formats are reused so that users' tooling and habits carry over
+(DESIGN.md §4):
+
+- clusters: ``outbound|<port>|<subset>|<fqdn>`` and ``inbound|<port>||``
+- listeners (explicit mode): ``<address>_<port>``, e.g. ``10.0.0.5_15001``
+- the outbound RouteConfiguration: ``http_proxy`` (Istio's name for the route
+  of its HTTP_PROXY listener)
+- outbound virtual hosts ``<fqdn>:<port>``; the inbound one ``inbound|http|<port>``
+- node ids: ``<workload>.<namespace>``, or Istio's
+  ``sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local``
+
+Formatters never fail; parsers return None for a name that is not theirs.
+Nothing else in the translators spells a name out by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+OUTBOUND_PROXY_PORT = 15001  # the explicit-mode HTTP proxy listener (Istio's outbound port)
+HTTP_PROXY_ROUTE = "http_proxy"
+DEFAULT_ROUTE = "default"  # the name of the single route of a virtual host (as Istio)
+ISTIO_NODE_TYPES = ("sidecar", "router")
+
+_MAX_PORT = 65535
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterName:
+    """The parts of an Istio-style cluster name."""
+
+    direction: Direction
+    port: int
+    subset: str = ""
+    host: str = ""  # the service FQDN; "" for inbound clusters
+
+    def __str__(self) -> str:
+        return f"{self.direction}|{self.port}|{self.subset}|{self.host}"
+
+
+def _port(text: str) -> int | None:
+    """A decimal port 1..65535 in canonical form (no sign, no leading zero)."""
+    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
+        return None
+    value = int(text)
+    return value if 0 < value <= _MAX_PORT else None
+
+
+# -- clusters ----------------------------------------------------------------
+
+
+def outbound_cluster(fqdn: str, port: int, subset: str = "") -> str:
+    return str(ClusterName(direction=Direction.OUTBOUND, port=port, subset=subset, host=fqdn))
+
+
+def inbound_cluster(port: int) -> str:
+    return str(ClusterName(direction=Direction.INBOUND, port=port))
+
+
+def parse_cluster(name: str) -> ClusterName | None:
+    parts = name.split("|")
+    if len(parts) != 4:
+        return None
+    direction, port_text, subset, host = parts
+    port = _port(port_text)
+    if port is None:
+        return None
+    if direction == Direction.OUTBOUND and host:
+        return ClusterName(direction=Direction.OUTBOUND, port=port, subset=subset, host=host)
+    if direction == Direction.INBOUND and not subset and not host:
+        return ClusterName(direction=Direction.INBOUND, port=port)
+    return None
+
+
+# -- listeners -----------------------------------------------------------------
+
+
+def listener_name(address: str, port: int) -> str:
+    """Explicit mode binds real ports, so a listener is named by what it binds."""
+    return f"{address}_{port}"
+
+
+def parse_listener(name: str) -> tuple[str, int] | None:
+    address, sep, port_text = name.rpartition("_")
+    port = _port(port_text)
+    if not sep or not address or port is None:
+        return None
+    return address, port
+
+
+def outbound_stat_prefix(address: str, port: int) -> str:
+    return f"outbound_{address}_{port}"
+
+
+def inbound_stat_prefix(address: str, port: int) -> str:
+    return f"inbound_{address}_{port}"
+
+
+# -- virtual hosts ---------------------------------------------------------------
+
+
+def virtual_host_name(fqdn: str, port: int) -> str:
+    return f"{fqdn}:{port}"
+
+
+def parse_virtual_host(name: str) -> tuple[str, int] | None:
+    host, sep, port_text = name.rpartition(":")
+    port = _port(port_text)
+    if not sep or not host or port is None:
+        return None
+    return host, port
+
+
+def inbound_virtual_host(port: int) -> str:
+    return f"inbound|http|{port}"
+
+
+def parse_inbound_virtual_host(name: str) -> int | None:
+    prefix = "inbound|http|"
+    if not name.startswith(prefix):
+        return None
+    return _port(name[len(prefix) :])
+
+
+# -- node ids ------------------------------------------------------------------
+
+
+def node_id(name: str, namespace: str) -> str:
+    """Legation's own node id: ``<workload>.<namespace>``."""
+    return f"{name}.{namespace}"
+
+
+def istio_node_id(
+    name: str,
+    namespace: str,
+    *,
+    ip: str,
+    node_type: str = "sidecar",
+    domain: str = "cluster.local",
+) -> str:
+    """Istio's ``<type>~<ip>~<pod>.<namespace>~<namespace>.svc.<domain>``."""
+    return f"{node_type}~{ip}~{name}.{namespace}~{namespace}.svc.{domain}"
+
+
+def parse_node_id(text: str) -> tuple[str, str] | None:
+    """(workload name, namespace) named by a node id, in either format.
+
+    Workload names may contain dots (Kubernetes object names may), namespace
+    names may not (they are DNS labels): so the id splits on its LAST dot.
+    """
+    if "~" in text:
+        parts = text.split("~")
+        if len(parts) != 4 or parts[0] not in ISTIO_NODE_TYPES:
+            return None
+        text = parts[2]
+    name, sep, namespace = text.rpartition(".")
+    if not sep or not name or not namespace:
+        return None
+    return name, namespace

@@ -18,5 +18,17 @@ piece once and every proxy that needs it gets the same serialized bytes:
 """
 
 from legation.translators.result import Translated
+from legation.translators.translate import (
+    resolve_proxy,
+    translate_mesh,
+    translate_namespace,
+    translate_proxy,
+)
 
-__all__ = ["Translated"]
+__all__ = [
+    "Translated",
+    "resolve_proxy",
+    "translate_mesh",
+    "translate_namespace",
+    "translate_proxy",
+]

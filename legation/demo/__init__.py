@@ -1,0 +1,6 @@
+"""The demo's moving parts: a tiny HTTP workload (app), a minimal HTTP/1.1
+client and server codec (http), and real Envoy process management (envoy).
+
+Used by `legation demo` and by the end-to-end tests. `app` and `http` use the
+standard library only, so a workload can run anywhere Python does.
+"""

@@ -1,0 +1,105 @@
+"""CDS: outbound EDS clusters for the whole mesh, inbound clusters for one workload.
+
+Outbound: one EDS cluster per (service, port), every namespace, named
+``outbound|<port>||<fqdn>`` and filled over ADS by endpoints.py. Inbound
+(explicit mode): one cluster ``inbound|<port>||`` per inbound port of the
+workload (inbound.py), pointing at the app's address.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+
+from legation.model import Diagnostic, MeshSnapshot, Service, ServicePort, Severity, Workload
+from legation.translators import names
+from legation.translators.common import (
+    CONNECT_TIMEOUT_SECONDS,
+    ads_config_source,
+    default_circuit_breakers,
+    is_ip,
+    seconds,
+    socket_address,
+    upstream_protocol_options,
+)
+from legation.translators.inbound import InboundPort
+
+
+def outbound_cluster_ports(
+    mesh: MeshSnapshot,
+) -> tuple[list[tuple[Service, ServicePort]], list[Diagnostic]]:
+    """Every (service, port) that gets an outbound cluster, in mesh order.
+
+    A port number declared twice in one service would produce two clusters
+    with the same name (Envoy rejects the update): the first one wins.
+    """
+    out: list[tuple[Service, ServicePort]] = []
+    diagnostics: list[Diagnostic] = []
+    for svc in mesh.services:
+        seen: set[int] = set()
+        for index, sp in enumerate(svc.ports):
+            if sp.port in seen:
+                diagnostics.append(_duplicate_port(svc, index, sp))
+                continue
+            seen.add(sp.port)
+            out.append((svc, sp))
+    return out, diagnostics
+
+
+def outbound_cluster(mesh: MeshSnapshot, svc: Service, port: ServicePort) -> cluster_pb2.Cluster:
+    """An EDS cluster with Istio's defaults (connect timeout, LEAST_REQUEST, breakers)."""
+    cluster = cluster_pb2.Cluster(
+        name=names.outbound_cluster(svc.fqdn(mesh.domain), port.port),
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
+        connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
+        # Istio's default load balancer since 1.14 is LEAST_REQUEST
+        # (istio/istio pilot/pkg/networking/core/cluster_traffic_policy.go, applyLoadBalancer).
+        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+        circuit_breakers=default_circuit_breakers(),
+    )
+    for key, value in upstream_protocol_options(port.protocol).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def inbound_cluster(workload: Workload, inbound: InboundPort) -> cluster_pb2.Cluster:
+    """A cluster with the app as its only host: STATIC for an IP, STRICT_DNS for a name."""
+    name = names.inbound_cluster(inbound.port)
+    app = inbound.app
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC if is_ip(app.host) else cluster_pb2.Cluster.STRICT_DNS,
+        connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=default_circuit_breakers(),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=socket_address(app.host, app.port)
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    for key, value in upstream_protocol_options(inbound.protocol).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def _duplicate_port(svc: Service, index: int, sp: ServicePort) -> Diagnostic:
+    return Diagnostic(
+        ref=svc.ref,
+        field=f"spec.ports[{index}].port",
+        code="service.port-duplicate",
+        message=(
+            f"port {sp.port} is declared more than once; only the first declaration is "
+            "served (expected each port number once)"
+        ),
+        severity=Severity.WARNING,
+    )

@@ -1,0 +1,94 @@
+"""EDS: one ClusterLoadAssignment per outbound cluster, even an empty one.
+
+Envoy keeps an EDS cluster warming until its assignment arrives, so every
+outbound cluster gets one. Endpoints come from `MeshSnapshot.endpoints`,
+grouped per locality (sorted), with their health and weight, and the
+workload's ``ns/name`` as ``filter_metadata.istio.workload`` for debugging.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from envoy.config.core.v3 import base_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import struct_pb2, wrappers_pb2
+
+from legation.model import (
+    Diagnostic,
+    Endpoint,
+    HealthStatus,
+    Locality,
+    MeshSnapshot,
+    Service,
+    ServicePort,
+    Severity,
+)
+from legation.translators import names
+from legation.translators.common import is_ip, socket_address
+
+_HEALTH = {
+    HealthStatus.HEALTHY: health_check_pb2.HEALTHY,
+    HealthStatus.DRAINING: health_check_pb2.DRAINING,
+    HealthStatus.UNHEALTHY: health_check_pb2.UNHEALTHY,
+}
+
+
+def load_assignment(
+    mesh: MeshSnapshot, svc: Service, port: ServicePort
+) -> tuple[endpoint_pb2.ClusterLoadAssignment, list[Diagnostic]]:
+    name = names.outbound_cluster(svc.fqdn(mesh.domain), port.port)
+    groups: dict[Locality, list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
+    diagnostics: list[Diagnostic] = []
+    for ep in mesh.endpoints(svc, port):  # sorted by (address, port)
+        if not is_ip(ep.address):
+            diagnostics.append(_not_ip(mesh, svc, ep))
+            continue
+        groups[ep.locality].append(_lb_endpoint(ep))
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for locality in sorted(groups, key=lambda loc: (loc.region, loc.zone, loc.subzone)):
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=base_pb2.Locality(
+                    region=locality.region, zone=locality.zone, sub_zone=locality.subzone
+                ),
+                lb_endpoints=groups[locality],
+            )
+        )
+    return cla, diagnostics
+
+
+def _lb_endpoint(ep: Endpoint) -> endpoint_components_pb2.LbEndpoint:
+    lb = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(address=socket_address(ep.address, ep.port)),
+        health_status=_HEALTH[ep.health],
+    )
+    if ep.weight > 0:
+        lb.load_balancing_weight.CopyFrom(wrappers_pb2.UInt32Value(value=ep.weight))
+    if ep.workload:
+        lb.metadata.filter_metadata["istio"].CopyFrom(
+            struct_pb2.Struct(fields={"workload": struct_pb2.Value(string_value=ep.workload)})
+        )
+    return lb
+
+
+def _not_ip(mesh: MeshSnapshot, svc: Service, ep: Endpoint) -> Diagnostic:
+    """Blame the workload when known (deduplicated by the caller), else the service."""
+    namespace, _, name = ep.workload.partition("/")
+    workload = mesh.workload(namespace, name) if ep.workload else None
+    if workload is not None:
+        ref, where = workload.ref, "spec.address"
+        what = f"address {ep.address!r}"
+    else:
+        ref, where = svc.ref, ""
+        what = f"endpoint address {ep.address!r} of {svc.namespace}/{svc.name}"
+    return Diagnostic(
+        ref=ref,
+        field=where,
+        code="endpoint.address-not-ip",
+        message=(
+            f"{what} is not an IP address and is left out of the service's endpoints "
+            "(expected an IPv4 or IPv6 address; DNS names are not resolved)"
+        ),
+        severity=Severity.WARNING,
+    )

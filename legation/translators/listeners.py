@@ -1,0 +1,129 @@
+"""LDS for explicit mode (DESIGN.md §4): real ports on the workload's address.
+
+- outbound: ``<address>_15001``, an HTTP connection manager whose routes come
+  over RDS (``http_proxy``, routes.py). The app uses it as its ``HTTP_PROXY``
+  (absolute-form request URIs) or calls it with a Host header.
+- inbound: ``<address>_<targetPort>`` per inbound port (inbound.py): an HTTP
+  connection manager with an inline route to ``inbound|<port>||`` for HTTP-ish
+  protocols, a TCP proxy to it otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import duration_pb2, wrappers_pb2
+
+from legation.model import Diagnostic, Workload, WorkloadKind
+from legation.translators import names
+from legation.translators.common import ads_config_source, pack, socket_address
+from legation.translators.inbound import InboundPort
+
+HCM = http_connection_manager_pb2.HttpConnectionManager
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
+ROUTER_FILTER = "envoy.filters.http.router"
+
+
+def outbound_listener(workload: Workload) -> listener_pb2.Listener:
+    port = names.OUTBOUND_PROXY_PORT
+    hcm = HCM(
+        stat_prefix=names.outbound_stat_prefix(workload.address, port),
+        codec_type=HCM.AUTO,
+        rds=http_connection_manager_pb2.Rds(
+            config_source=ads_config_source(), route_config_name=names.HTTP_PROXY_ROUTE
+        ),
+        # Absolute-form request URIs (what HTTP_PROXY clients send), as Istio's
+        # HTTP proxy listener (istio/istio pilot/pkg/networking/core/listener.go,
+        # buildHTTPProxy). Explicit: the field's default is not documented.
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(
+            allow_absolute_url=wrappers_pb2.BoolValue(value=True)
+        ),
+        http_filters=[_router()],
+    )
+    return _listener(workload.address, port, base_pb2.OUTBOUND, _filter(HCM_FILTER, hcm))
+
+
+def inbound_listener(workload: Workload, inbound: InboundPort) -> listener_pb2.Listener:
+    cluster = names.inbound_cluster(inbound.port)
+    stat_prefix = names.inbound_stat_prefix(workload.address, inbound.port)
+    if inbound.protocol.is_http:
+        filter_ = _filter(
+            HCM_FILTER,
+            HCM(
+                stat_prefix=stat_prefix,
+                codec_type=HCM.AUTO,
+                route_config=_inbound_route(inbound.port, cluster),
+                http_filters=[_router()],
+            ),
+        )
+    else:
+        filter_ = _filter(
+            TCP_PROXY_FILTER, tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+        )
+    return _listener(workload.address, inbound.port, base_pb2.INBOUND, filter_)
+
+
+def _inbound_route(port: int, cluster: str) -> route_pb2.RouteConfiguration:
+    """Istio's inbound route: every host, every path, to the local app, no timeout."""
+    return route_pb2.RouteConfiguration(
+        name=cluster,
+        validate_clusters=wrappers_pb2.BoolValue(value=False),
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=names.inbound_virtual_host(port),
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(
+                        name=names.DEFAULT_ROUTE,
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        route=route_components_pb2.RouteAction(
+                            cluster=cluster, timeout=duration_pb2.Duration(seconds=0)
+                        ),
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def _router() -> http_connection_manager_pb2.HttpFilter:
+    return http_connection_manager_pb2.HttpFilter(
+        name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())
+    )
+
+
+def _filter(name: str, config: Any) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))
+
+
+def _listener(
+    address: str, port: int, direction: int, network_filter: listener_components_pb2.Filter
+) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=names.listener_name(address, port),
+        address=socket_address(address, port),
+        traffic_direction=direction,
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def address_not_ip(workload: Workload) -> Diagnostic:
+    return Diagnostic(
+        ref=workload.ref,
+        field="spec.address" if workload.kind is WorkloadKind.WORKLOAD_ENTRY else "status.podIP",
+        code="workload.address-not-ip",
+        message=(
+            f"address {workload.address!r} is not an IP address, so its sidecar cannot bind "
+            "its listeners there and gets none (expected an IPv4 or IPv6 address)"
+        ),
+    )

@@ -41,7 +41,9 @@ class App:
             quiet=settings.debounce_quiet_s,
             max_delay=settings.debounce_max_s,
         )
-        self.sources = [FileSource(list(settings.config_dirs), self.store)] if settings.config_dirs else []
+        self.sources = (
+            [FileSource(list(settings.config_dirs), self.store)] if settings.config_dirs else []
+        )
         self.xds = XdsServer(
             self.cache,
             self.status,

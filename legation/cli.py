@@ -54,13 +54,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
     serve.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     serve.add_argument("--keepalive", default="30s", help="gRPC keepalive ping interval")
-    serve.add_argument("--max-connection-age", default=None, help="close xDS connections after (e.g. 30m)")
+    serve.add_argument(
+        "--max-connection-age", default=None, help="close xDS connections after (e.g. 30m)"
+    )
 
     boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
     _config_flags(boot)
     boot.add_argument("--workload", required=True, help="WorkloadEntry name")
     boot.add_argument("--namespace", required=True, help="its namespace")
-    boot.add_argument("--xds-address", default="127.0.0.1:15010", help="where Envoy finds Legation (H:P)")
+    boot.add_argument(
+        "--xds-address", default="127.0.0.1:15010", help="where Envoy finds Legation (H:P)"
+    )
     boot.add_argument("--admin-address", required=True, help="Envoy's own admin address (H:P)")
     boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
     boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
@@ -70,20 +74,34 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--output", choices=["text", "json"], default="text")
 
     demo = sub.add_parser("demo", help="run the shop demo: control plane, apps, Envoy sidecars")
-    demo.add_argument("--duration", default=None, help="stop after this long (default: until Ctrl-C)")
-    demo.add_argument("--config-dir", type=Path, default=None, help="mesh to run (default examples/shop)")
+    demo.add_argument(
+        "--duration", default=None, help="stop after this long (default: until Ctrl-C)"
+    )
+    demo.add_argument(
+        "--config-dir", type=Path, default=None, help="mesh to run (default examples/shop)"
+    )
     return p
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config-dir", action="append", type=Path, default=[], metavar="DIR",
-                   help="directory of Kubernetes/Istio YAML (repeatable)")
-    p.add_argument("--ca-dir", type=Path, default=None, metavar="DIR", help="certificate authority directory")
+    p.add_argument(
+        "--config-dir",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="directory of Kubernetes/Istio YAML (repeatable)",
+    )
+    p.add_argument(
+        "--ca-dir", type=Path, default=None, metavar="DIR", help="certificate authority directory"
+    )
 
 
 def _serve_settings(a: argparse.Namespace) -> Settings:
     quiet_env, max_env = debounce_from_env(environ())
-    quiet = parse_duration(a.debounce_quiet, flag="--debounce-quiet") if a.debounce_quiet else quiet_env
+    quiet = (
+        parse_duration(a.debounce_quiet, flag="--debounce-quiet") if a.debounce_quiet else quiet_env
+    )
     most = parse_duration(a.debounce_max, flag="--debounce-max") if a.debounce_max else max_env
     if not a.config_dir:
         raise SettingsError("serve: at least one --config-dir is required")
@@ -143,7 +161,9 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             for o in result.objects
         )
         if not found:
-            raise SettingsError(f"bootstrap: no workload {a.namespace}/{a.workload} in {', '.join(map(str, a.config_dir))}")
+            raise SettingsError(
+                f"bootstrap: no workload {a.namespace}/{a.workload} in {', '.join(map(str, a.config_dir))}"
+            )
     text = render_bootstrap(
         build_bootstrap(
             node_id=f"{a.workload}.{a.namespace}",
@@ -207,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from legation.sources.files import SourceError
 
     args = _parser().parse_args(argv)
-    commands = {"serve": cmd_serve, "bootstrap": cmd_bootstrap, "analyze": cmd_analyze, "demo": cmd_demo}
+    commands = {
+        "serve": cmd_serve,
+        "bootstrap": cmd_bootstrap,
+        "analyze": cmd_analyze,
+        "demo": cmd_demo,
+    }
     try:
         return commands[args.command](args)
     except (SettingsError, SourceError) as e:

@@ -100,7 +100,9 @@ def build_snapshot(memo: _Memo, node_id: str, *, changed_at: float) -> Snapshot 
             "WorkloadEntry or Pod in the mesh (or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
     own = to_resources(translate_proxy(memo.mesh, proxy))
-    return Snapshot.build([*memo.shared, *memo.namespace(proxy.namespace), *own], changed_at=changed_at)
+    return Snapshot.build(
+        [*memo.shared, *memo.namespace(proxy.namespace), *own], changed_at=changed_at
+    )
 
 
 class Pipeline:

@@ -113,7 +113,9 @@ def parse_duration(text: str, *, flag: str) -> float:
     try:
         value = float(number) * scale
     except ValueError:
-        raise SettingsError(f"{flag}: expected a duration like 100ms, 1s or 30m, got {text!r}") from None
+        raise SettingsError(
+            f"{flag}: expected a duration like 100ms, 1s or 30m, got {text!r}"
+        ) from None
     if value < 0:
         raise SettingsError(f"{flag}: must not be negative, got {text!r}")
     return value

@@ -37,7 +37,12 @@ class TypeStatus:
             "pushes": self.pushes,
             "last_nack": None
             if nack is None
-            else {"version": nack.version, "nonce": nack.nonce, "message": nack.message, "at": nack.at},
+            else {
+                "version": nack.version,
+                "nonce": nack.nonce,
+                "message": nack.message,
+                "at": nack.at,
+            },
         }
 
 

@@ -33,7 +33,9 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 class MeshStore:
-    def __init__(self, *, domain: str = DEFAULT_DOMAIN, root_namespace: str = "istio-system") -> None:
+    def __init__(
+        self, *, domain: str = DEFAULT_DOMAIN, root_namespace: str = "istio-system"
+    ) -> None:
         self._domain = domain
         self._root_namespace = root_namespace
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}

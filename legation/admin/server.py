@@ -32,7 +32,13 @@ from legation.status import StatusBoard
 _log = structlog.get_logger("legation.admin")
 
 Response = tuple[int, str, bytes]
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
 _JSON = "application/json"
 
 
@@ -54,7 +60,11 @@ class Admin:
         return {
             "/healthz": lambda q: (200, "text/plain", b"ok\n"),
             "/readyz": self._readyz,
-            "/metrics": lambda q: (200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)),
+            "/metrics": lambda q: (
+                200,
+                CONTENT_TYPE_LATEST,
+                generate_latest(self.metrics.registry),
+            ),
             "/debug/proxies": lambda q: _json([s.as_dict() for s in self.status.all()]),
             "/debug/config_dump": self._config_dump,
             "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
@@ -154,5 +164,9 @@ class AdminServer:
         url = urlsplit(target)
         handler = self._routes.get(url.path.rstrip("/") or "/")
         if handler is None:
-            return 404, "text/plain", ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode()
+            return (
+                404,
+                "text/plain",
+                ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode(),
+            )
         return handler(parse_qs(url.query))

@@ -34,7 +34,11 @@ class SourceRef:
         return f"{self.file}:{self.line}" if self.line else self.file
 
     def __str__(self) -> str:
-        obj = f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+        obj = (
+            f"{self.kind} {self.namespace}/{self.name}"
+            if self.namespace
+            else f"{self.kind} {self.name}"
+        )
         loc = self.location
         return f"{loc}: {obj}" if loc else obj
 
@@ -53,7 +57,9 @@ class Diagnostic:
         ref = self.ref
         line = self.line or ref.line
         loc = f"{ref.file}:{line}" if ref.file and line else ref.file
-        obj = f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind} {ref.name}"
+        obj = (
+            f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind} {ref.name}"
+        )
         parts = [p for p in (loc, f"{self.severity} {self.code}", obj) if p]
         where = f" {self.field}:" if self.field else ""
         return ": ".join(parts) + ":" + where + " " + self.message

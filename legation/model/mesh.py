@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from legation.model.diagnostics import Diagnostic, SourceRef
+from legation.model.diagnostics import SourceRef
 
 DEFAULT_DOMAIN = "cluster.local"
 
@@ -119,7 +119,9 @@ class Workload:
     address: str
     labels: Labels = ()
     service_account: str = "default"
-    ports: tuple[tuple[str, int], ...] = ()  # port name -> port (WorkloadEntry.ports, Pod container ports)
+    ports: tuple[
+        tuple[str, int], ...
+    ] = ()  # port name -> port (WorkloadEntry.ports, Pod container ports)
     locality: Locality = Locality()
     health: HealthStatus = HealthStatus.HEALTHY
     weight: int = 0  # 0: unset (Envoy's default of 1)
@@ -128,6 +130,21 @@ class Workload:
 
     def port_named(self, name: str) -> int | None:
         return next((p for n, p in self.ports if n == name), None)
+
+    def endpoint_port(self, port: ServicePort) -> int | None:
+        """The port on this workload that a service port's traffic is sent to.
+
+        Istio: a WorkloadEntry's `ports` map the service port name to its
+        port; otherwise the service's targetPort (a number, or the name of a
+        workload port).
+        """
+        if port.name and self.kind is WorkloadKind.WORKLOAD_ENTRY:
+            named = self.port_named(port.name)
+            if named is not None:
+                return named
+        if isinstance(port.target_port, int):
+            return port.target_port
+        return self.port_named(port.target_port)
 
     def app_address(self, target_port: int) -> AppAddress:
         for port, addr in self.app_ports:

@@ -42,7 +42,9 @@ class MeshSnapshot:
     workloads: tuple[Workload, ...] = ()
     endpoint_slices: tuple[EndpointSlice, ...] = ()
     nodes: tuple[Node, ...] = ()
-    policies: tuple[PolicyObject, ...] = ()  # VirtualService, DestinationRule, ... by (kind, ns, name)
+    policies: tuple[
+        PolicyObject, ...
+    ] = ()  # VirtualService, DestinationRule, ... by (kind, ns, name)
     diagnostics: tuple[Diagnostic, ...] = ()
 
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
@@ -104,7 +106,7 @@ class MeshSnapshot:
                 continue
             if w.kind is WorkloadKind.POD and slices:
                 continue
-            target = self._workload_port(w, port)
+            target = w.endpoint_port(port)
             if target is None or w.health is HealthStatus.UNHEALTHY:
                 continue
             found.setdefault((w.address, target), self._endpoint(w, w.address, target, w.health))
@@ -163,15 +165,3 @@ class MeshSnapshot:
         if zone and not node.locality.zone:
             return Locality(region=node.locality.region, zone=zone)
         return node.locality
-
-    @staticmethod
-    def _workload_port(w: Workload, port: ServicePort) -> int | None:
-        """Istio: a WorkloadEntry's `ports` map the service port name to its port;
-        otherwise the service's targetPort (a number, or a named workload port)."""
-        if port.name:
-            named = w.port_named(port.name)
-            if named is not None and w.kind is WorkloadKind.WORKLOAD_ENTRY:
-                return named
-        if isinstance(port.target_port, int):
-            return port.target_port
-        return w.port_named(port.target_port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from legation.model import Diagnostic, MeshSnapshot, Service, ServicePort, Severity, Workload
+from legation.model import Diagnostic, MeshSnapshot, Service, ServicePort, Severity
 from legation.translators import names
 from legation.translators.common import (
     CONNECT_TIMEOUT_SECONDS,
@@ -28,21 +28,28 @@ from legation.translators.inbound import InboundPort
 def outbound_cluster_ports(
     mesh: MeshSnapshot,
 ) -> tuple[list[tuple[Service, ServicePort]], list[Diagnostic]]:
-    """Every (service, port) that gets an outbound cluster, in mesh order.
+    """Every (service, port) that gets an outbound cluster: services in mesh
+    order, each one's ports by number.
 
-    A port number declared twice in one service would produce two clusters
-    with the same name (Envoy rejects the update): the first one wins.
+    Two clusters with one name make Envoy reject the whole update, so the
+    first claim wins: a port number declared twice in a service, or two
+    services with the same FQDN (only possible with dotted names, which
+    Kubernetes forbids but a hand-written file may contain).
     """
     out: list[tuple[Service, ServicePort]] = []
     diagnostics: list[Diagnostic] = []
+    owners: dict[str, Service] = {}
     for svc in mesh.services:
-        seen: set[int] = set()
+        fqdn = svc.fqdn(mesh.domain)
+        owner = owners.setdefault(fqdn, svc)
+        if owner is not svc:
+            diagnostics.append(_duplicate_fqdn(svc, owner, fqdn))
+            continue
+        first: dict[int, ServicePort] = {}
         for index, sp in enumerate(svc.ports):
-            if sp.port in seen:
+            if first.setdefault(sp.port, sp) is not sp:
                 diagnostics.append(_duplicate_port(svc, index, sp))
-                continue
-            seen.add(sp.port)
-            out.append((svc, sp))
+        out.extend((svc, first[number]) for number in sorted(first))
     return out, diagnostics
 
 
@@ -53,8 +60,8 @@ def outbound_cluster(mesh: MeshSnapshot, svc: Service, port: ServicePort) -> clu
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
         connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
-        # Istio's default load balancer since 1.14 is LEAST_REQUEST
-        # (istio/istio pilot/pkg/networking/core/cluster_traffic_policy.go, applyLoadBalancer).
+        # Istio's default load balancer (istio/istio
+        # releasenotes/notes/new_lb_algorithm_default.yaml: ROUND_ROBIN -> LEAST_REQUEST).
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         circuit_breakers=default_circuit_breakers(),
     )
@@ -63,7 +70,7 @@ def outbound_cluster(mesh: MeshSnapshot, svc: Service, port: ServicePort) -> clu
     return cluster
 
 
-def inbound_cluster(workload: Workload, inbound: InboundPort) -> cluster_pb2.Cluster:
+def inbound_cluster(inbound: InboundPort) -> cluster_pb2.Cluster:
     """A cluster with the app as its only host: STATIC for an IP, STRICT_DNS for a name."""
     name = names.inbound_cluster(inbound.port)
     app = inbound.app
@@ -102,4 +109,17 @@ def _duplicate_port(svc: Service, index: int, sp: ServicePort) -> Diagnostic:
             "served (expected each port number once)"
         ),
         severity=Severity.WARNING,
+    )
+
+
+def _duplicate_fqdn(svc: Service, owner: Service, fqdn: str) -> Diagnostic:
+    return Diagnostic(
+        ref=svc.ref,
+        field="metadata.name",
+        code="service.fqdn-conflict",
+        message=(
+            f"its host name {fqdn} is also the host name of Service "
+            f"{owner.namespace}/{owner.name}, which is served instead (expected names "
+            "without dots, so that every service has its own host name)"
+        ),
     )

@@ -47,14 +47,13 @@ def load_assignment(
         groups[ep.locality].append(_lb_endpoint(ep))
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
     for locality in sorted(groups, key=lambda loc: (loc.region, loc.zone, loc.subzone)):
-        cla.endpoints.append(
-            endpoint_components_pb2.LocalityLbEndpoints(
-                locality=base_pb2.Locality(
+        group = cla.endpoints.add(lb_endpoints=groups[locality])
+        if locality != Locality():
+            group.locality.CopyFrom(
+                base_pb2.Locality(
                     region=locality.region, zone=locality.zone, sub_zone=locality.subzone
-                ),
-                lb_endpoints=groups[locality],
+                )
             )
-        )
     return cla, diagnostics
 
 

@@ -23,7 +23,6 @@ from legation.model import (
     ServicePort,
     Severity,
     Workload,
-    WorkloadKind,
 )
 from legation.translators.names import OUTBOUND_PROXY_PORT
 
@@ -35,17 +34,6 @@ class InboundPort:
     app: AppAddress  # where the sidecar forwards it
 
 
-def endpoint_port(workload: Workload, port: ServicePort) -> int | None:
-    """The port on `workload` that a service port's traffic is sent to."""
-    if port.name and workload.kind is WorkloadKind.WORKLOAD_ENTRY:
-        named = workload.port_named(port.name)
-        if named is not None:
-            return named
-    if isinstance(port.target_port, int):
-        return port.target_port
-    return workload.port_named(port.target_port)
-
-
 def inbound_ports(
     mesh: MeshSnapshot, workload: Workload
 ) -> tuple[tuple[InboundPort, ...], list[Diagnostic]]:
@@ -54,7 +42,7 @@ def inbound_ports(
     diagnostics: list[Diagnostic] = []
     for svc in mesh.services_selecting(workload):
         for index, sp in enumerate(svc.ports):
-            target = endpoint_port(workload, sp)
+            target = workload.endpoint_port(sp)
             if target is None:
                 diagnostics.append(_unresolved(svc, index, sp, workload))
                 continue

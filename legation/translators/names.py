@@ -11,6 +11,8 @@ Istio's formats are reused so that users' tooling and habits carry over
 - node ids: ``<workload>.<namespace>``, or Istio's
   ``sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local``
 
+Stat prefixes (``outbound_<address>_<port>``, ``inbound_<address>_<port>``)
+are spelled here too; they name no resource, so they have no parser.
 Formatters never fail; parsers return None for a name that is not theirs.
 Nothing else in the translators spells a name out by hand.
 """

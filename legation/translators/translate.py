@@ -50,7 +50,7 @@ def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         diagnostics.append(_mode_unsupported(proxy))
     ports, found = inbound_ports(mesh, workload)
     diagnostics.extend(found)
-    out.clusters.extend(clusters.inbound_cluster(workload, p) for p in ports)
+    out.clusters.extend(clusters.inbound_cluster(p) for p in ports)
     if is_ip(workload.address):
         out.listeners.append(listeners.outbound_listener(workload))
         out.listeners.extend(listeners.inbound_listener(workload, p) for p in ports)

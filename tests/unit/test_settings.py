@@ -9,7 +9,11 @@ from legation.settings import HostPort, Settings, SettingsError, debounce_from_e
 
 @pytest.mark.parametrize(
     ("text", "host", "port"),
-    [("127.0.0.1:15010", "127.0.0.1", 15010), ("[::1]:0", "::1", 0), ("localhost:80", "localhost", 80)],
+    [
+        ("127.0.0.1:15010", "127.0.0.1", 15010),
+        ("[::1]:0", "::1", 0),
+        ("localhost:80", "localhost", 80),
+    ],
     ids=["ipv4", "ipv6", "name"],
 )
 def test_hostport_parses(text: str, host: str, port: int) -> None:

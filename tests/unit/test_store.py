@@ -9,7 +9,11 @@ from legation.store import MeshStore
 
 
 def _svc(name: str, file: str = "a.yaml") -> Service:
-    return Service(ref=SourceRef(kind="Service", namespace="ns", name=name, file=file, line=1), name=name, namespace="ns")
+    return Service(
+        ref=SourceRef(kind="Service", namespace="ns", name=name, file=file, line=1),
+        name=name,
+        namespace="ns",
+    )
 
 
 def test_replace_source_swaps_objects_and_bumps_version() -> None:

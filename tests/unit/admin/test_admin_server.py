@@ -25,8 +25,11 @@ class FakeView:
         secret.tls_certificate.certificate_chain.inline_string = "CHAIN"
         self.snap = Snapshot.build(
             [
-                Resource.of(CLUSTER, "outbound|9080||a.ns.svc.cluster.local",
-                            cluster_pb2.Cluster(name="outbound|9080||a.ns.svc.cluster.local")),
+                Resource.of(
+                    CLUSTER,
+                    "outbound|9080||a.ns.svc.cluster.local",
+                    cluster_pb2.Cluster(name="outbound|9080||a.ns.svc.cluster.local"),
+                ),
                 Resource.of(SECRET, "default", secret),
             ]
         )
@@ -36,7 +39,11 @@ class FakeView:
 
     def diagnostics(self) -> list[Diagnostic]:
         ref = SourceRef(kind="Service", namespace="ns", name="a", file="s.yaml", line=3)
-        return [Diagnostic(ref=ref, field="spec.ports[0].port", code="service.port-invalid", message="bad")]
+        return [
+            Diagnostic(
+                ref=ref, field="spec.ports[0].port", code="service.port-invalid", message="bad"
+            )
+        ]
 
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         if node_id == "a.ns":
@@ -73,7 +80,9 @@ async def test_probes(admin: tuple[AdminServer, FakeView, StatusBoard]) -> None:
     assert (await get(server.port, "/readyz"))[0] == 200
 
 
-async def test_metrics_are_prometheus_text(admin: tuple[AdminServer, FakeView, StatusBoard]) -> None:
+async def test_metrics_are_prometheus_text(
+    admin: tuple[AdminServer, FakeView, StatusBoard],
+) -> None:
     server, _, _ = admin
     status, body = await get(server.port, "/metrics")
     assert status == 200
@@ -90,12 +99,16 @@ async def test_proxies_lists_streams(admin: tuple[AdminServer, FakeView, StatusB
     assert entry["node"] == "a.ns" and entry["types"]["cds"]["acked_version"] == "abc"
 
 
-async def test_config_dump_decodes_and_redacts(admin: tuple[AdminServer, FakeView, StatusBoard]) -> None:
+async def test_config_dump_decodes_and_redacts(
+    admin: tuple[AdminServer, FakeView, StatusBoard],
+) -> None:
     server, _, _ = admin
     status, body = await get(server.port, "/debug/config_dump?proxy=a.ns")
     assert status == 200
     dump = json.loads(body)
-    assert [c["name"] for c in dump["resources"]["cds"]] == ["outbound|9080||a.ns.svc.cluster.local"]
+    assert [c["name"] for c in dump["resources"]["cds"]] == [
+        "outbound|9080||a.ns.svc.cluster.local"
+    ]
     assert "KEY-MATERIAL" not in body and "[redacted]" in body
     assert "CHAIN" in body
 
@@ -107,7 +120,9 @@ async def test_config_dump_errors(admin: tuple[AdminServer, FakeView, StatusBoar
     assert status == 404 and "ghost.ns" in body
 
 
-async def test_diagnostics_and_unknown_path(admin: tuple[AdminServer, FakeView, StatusBoard]) -> None:
+async def test_diagnostics_and_unknown_path(
+    admin: tuple[AdminServer, FakeView, StatusBoard],
+) -> None:
     server, _, _ = admin
     status, body = await get(server.port, "/debug/diagnostics")
     assert status == 200 and json.loads(body)[0]["code"] == "service.port-invalid"

@@ -24,7 +24,9 @@ def _ref(kind: str, name: str, ns: str = "shop") -> SourceRef:
     return SourceRef(kind=kind, namespace=ns, name=name)
 
 
-def svc(name: str = "catalog", *, target: int | str = 9080, selector: dict[str, str] | None = None) -> Service:
+def svc(
+    name: str = "catalog", *, target: int | str = 9080, selector: dict[str, str] | None = None
+) -> Service:
     return Service(
         ref=_ref("Service", name),
         name=name,
@@ -34,9 +36,16 @@ def svc(name: str = "catalog", *, target: int | str = 9080, selector: dict[str, 
     )
 
 
-def wle(name: str, address: str, *, app: str = "catalog", ports: dict[str, int] | None = None,
-        health: HealthStatus = HealthStatus.HEALTHY, kind: WorkloadKind = WorkloadKind.WORKLOAD_ENTRY,
-        node: str = "") -> Workload:
+def wle(
+    name: str,
+    address: str,
+    *,
+    app: str = "catalog",
+    ports: dict[str, int] | None = None,
+    health: HealthStatus = HealthStatus.HEALTHY,
+    kind: WorkloadKind = WorkloadKind.WORKLOAD_ENTRY,
+    node: str = "",
+) -> Workload:
     return Workload(
         ref=_ref(kind.value, name),
         kind=kind,
@@ -52,7 +61,14 @@ def wle(name: str, address: str, *, app: str = "catalog", ports: dict[str, int] 
 
 def test_workload_entries_selected_by_labels() -> None:
     s = svc()
-    mesh = MeshSnapshot(services=(s,), workloads=(wle("b", "127.0.0.2"), wle("a", "127.0.0.1"), wle("x", "127.0.0.9", app="other")))
+    mesh = MeshSnapshot(
+        services=(s,),
+        workloads=(
+            wle("b", "127.0.0.2"),
+            wle("a", "127.0.0.1"),
+            wle("x", "127.0.0.9", app="other"),
+        ),
+    )
     eps = mesh.endpoints(s, s.ports[0])
     assert [(e.address, e.port, e.workload) for e in eps] == [
         ("127.0.0.1", 9080, "shop/a"),
@@ -75,7 +91,9 @@ def test_named_target_port_resolves_on_pod() -> None:
 
 def test_unhealthy_workloads_are_left_out() -> None:
     s = svc()
-    mesh = MeshSnapshot(services=(s,), workloads=(wle("a", "127.0.0.1", health=HealthStatus.UNHEALTHY),))
+    mesh = MeshSnapshot(
+        services=(s,), workloads=(wle("a", "127.0.0.1", health=HealthStatus.UNHEALTHY),)
+    )
     assert mesh.endpoints(s, s.ports[0]) == ()
 
 
@@ -91,11 +109,17 @@ def test_slices_are_authoritative_for_pods_and_map_conditions() -> None:
         ports=(SlicePort(name="http", port=8080),),
         endpoints=(
             SliceEndpoint(addresses=("10.0.0.1",), target_kind="Pod", target_name="p1"),
-            SliceEndpoint(addresses=("10.0.0.3",), ready=False, serving=True, terminating=True, zone="z"),
+            SliceEndpoint(
+                addresses=("10.0.0.3",), ready=False, serving=True, terminating=True, zone="z"
+            ),
             SliceEndpoint(addresses=("10.0.0.4",), ready=False, serving=False),
         ),
     )
-    node = Node(ref=SourceRef(kind="Node", namespace="", name="n1"), name="n1", locality=Locality(region="r", zone="a"))
+    node = Node(
+        ref=SourceRef(kind="Node", namespace="", name="n1"),
+        name="n1",
+        locality=Locality(region="r", zone="a"),
+    )
     mesh = MeshSnapshot(services=(s,), workloads=(pod, stray), endpoint_slices=(es,), nodes=(node,))
     eps = {e.address: e for e in mesh.endpoints(s, s.ports[0])}
     assert set(eps) == {"10.0.0.1", "10.0.0.3"}  # p2 not in the slice; 10.0.0.4 not serving

@@ -29,6 +29,13 @@ _TLS_SOCKET = "envoy.transport_sockets.tls"
 _UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _FILE_LOG = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+_DOWNSTREAM_CX = "envoy.resource_monitors.global_downstream_max_connections"
+_DOWNSTREAM_CX_CONFIG = (
+    "type.googleapis.com/"
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+# A generous cap; Envoy warns at startup when there is none.
+MAX_DOWNSTREAM_CONNECTIONS = 100_000
 
 # Back-off between attempts to re-open the ADS stream (Envoy default: 1 s base, 10 s max).
 _RETRY_BASE = "0.25s"
@@ -89,6 +96,17 @@ def build_bootstrap(
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": _DOWNSTREAM_CX,
+                    "typed_config": {
+                        "@type": _DOWNSTREAM_CX_CONFIG,
+                        "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                    },
+                }
+            ]
+        },
         "static_resources": {
             "clusters": [
                 _xds_cluster(
@@ -132,7 +150,9 @@ def _xds_cluster(host: str, port: int, *, ca_pem: str | None, server_name: str) 
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
         },
         "typed_extension_protocol_options": {
             _HTTP_OPTIONS: {

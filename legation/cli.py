@@ -162,7 +162,8 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
         )
         if not found:
             raise SettingsError(
-                f"bootstrap: no workload {a.namespace}/{a.workload} in {', '.join(map(str, a.config_dir))}"
+                f"bootstrap: no workload {a.namespace}/{a.workload} in "
+                + ", ".join(map(str, a.config_dir))
             )
     text = render_bootstrap(
         build_bootstrap(

@@ -97,7 +97,8 @@ def build_snapshot(memo: _Memo, node_id: str, *, changed_at: float) -> Snapshot 
         return ProxyError(
             "NOT_FOUND",
             f"node id {node_id!r} names no workload: expected '<workload>.<namespace>' of a "
-            "WorkloadEntry or Pod in the mesh (or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
+            "WorkloadEntry or Pod in the mesh "
+            "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
     own = to_resources(translate_proxy(memo.mesh, proxy))
     return Snapshot.build(

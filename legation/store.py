@@ -159,6 +159,7 @@ def _duplicate(obj: MeshObject, kept: MeshObject) -> Diagnostic:
         ref=obj.ref,
         field="metadata.name",
         code="object.duplicate",
-        message=f"{obj.ref.kind} is defined twice; the definition at {kept.ref.location or 'another source'} is used",
+        message=f"{obj.ref.kind} is defined twice; the definition at "
+        f"{kept.ref.location or 'another source'} is used",
         severity=Severity.WARNING,
     )

@@ -61,9 +61,16 @@ PROPAGATED = (
     "x-b3-sampled",
     "x-b3-flags",
 )
+_DESCRIPTION = "The Legation demo workload: an HTTP echo server with fault knobs."
 MAX_DELAY = 60.0
 MAX_FAIL_KEYS = 4096
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,7 +193,9 @@ class DemoApp:
     ) -> None:
         await self.stop()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
@@ -276,17 +285,11 @@ class DemoApp:
         forward = [(k, v) for k, v in headers if k in PROPAGATED]
         forward.insert(0, ("host", str(target)))
         result: dict[str, Any] = {"target": str(target), "status": None, "served_by": None}
+        # Through a proxy: absolute-form URI; directly: origin-form. Host names the service.
+        host, port = self.proxy or (target.host, target.port)
+        uri = f"http://{target}/shop" if self.proxy else "/shop"
         try:
-            if self.proxy is not None:
-                resp = await request(
-                    *self.proxy, "GET", f"http://{target}/shop", headers=forward,
-                    timeout=self.call_timeout,
-                )
-            else:
-                resp = await request(
-                    target.host, target.port, "GET", "/shop", headers=forward,
-                    timeout=self.call_timeout,
-                )
+            resp = await request(host, port, "GET", uri, headers=forward, timeout=self.call_timeout)
         except (OSError, TimeoutError, HttpError) as e:
             result["error"] = f"{type(e).__name__}: {e}"
             return result
@@ -315,6 +318,10 @@ def _host_port(text: str, *, flag: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _listen(text: str) -> tuple[str, int]:
+    return _host_port(text, flag="--listen")
+
+
 def _proxy(text: str) -> tuple[str, int]:
     url = urlsplit(text if "//" in text else "http://" + text)
     if url.scheme != "http" or not url.hostname:
@@ -330,9 +337,9 @@ def _targets(text: str) -> tuple[Target, ...]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m legation.demo.app", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m legation.demo.app", description=_DESCRIPTION)
     p.add_argument("--name", required=True, help="workload name, echoed and sent as x-served-by")
-    p.add_argument("--listen", type=lambda t: _host_port(t, flag="--listen"), default="127.0.0.1:8080")
+    p.add_argument("--listen", type=_listen, default="127.0.0.1:8080", help="HOST:PORT to serve on")
     p.add_argument("--version", default=None, help="default: the -vN suffix of --name")
     p.add_argument("--proxy", type=_proxy, default=None, help="sidecar HTTP proxy for --calls")
     p.add_argument("--calls", type=_targets, default=(), help="host:port,... called on /shop")
@@ -342,15 +349,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     """Run until SIGINT or SIGTERM."""
     host, port = args.listen
-    app = DemoApp(name=args.name, host=host, port=port, version=args.version, proxy=args.proxy,
-                  calls=args.calls)
+    app = DemoApp(
+        name=args.name,
+        host=host,
+        port=port,
+        version=args.version,
+        proxy=args.proxy,
+        calls=args.calls,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with app:
-        print(f"demo.app.listening name={app.name} address={host}:{app.port}", file=sys.stderr,
-              flush=True)
+        print(
+            f"demo.app.listening name={app.name} address={host}:{app.port}",
+            file=sys.stderr,
+            flush=True,
+        )
         await stop.wait()
 
 

@@ -9,6 +9,7 @@ general-purpose HTTP library: no redirects, no TLS, no pipelining.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -160,19 +161,15 @@ async def request(
     pairs.append(("connection", "close"))
     async with asyncio.timeout(timeout):
         local = (local_host, 0) if local_host else None
-        reader, writer = await asyncio.open_connection(
-            host, port, local_addr=local, limit=MAX_HEAD
-        )
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=MAX_HEAD)
         try:
             writer.write(encode_head(f"{method} {target} HTTP/1.1", pairs) + body)
             await writer.drain()
             return await read_response(reader, method=method)
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):  # a reset on a connection we are done with
                 await writer.wait_closed()
-            except OSError:
-                pass  # the peer reset a connection we are done with
 
 
 async def read_response(reader: asyncio.StreamReader, *, method: str = "GET") -> HttpResponse:

@@ -1,6 +1,13 @@
 """The typed mesh model. Imports nothing of ours but itself; no k8s, yaml or protobuf."""
 
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
+from legation.model.identity import (
+    SpiffeId,
+    SpiffeIdError,
+    TrustBundle,
+    WorkloadCertificate,
+    validate_trust_domain,
+)
 from legation.model.mesh import (
     DEFAULT_DOMAIN,
     AppAddress,
@@ -50,9 +57,14 @@ __all__ = [
     "SliceEndpoint",
     "SlicePort",
     "SourceRef",
+    "SpiffeId",
+    "SpiffeIdError",
+    "TrustBundle",
     "Workload",
+    "WorkloadCertificate",
     "WorkloadKind",
     "labels_of",
     "object_key",
     "selector_matches",
+    "validate_trust_domain",
 ]

@@ -274,7 +274,8 @@ class Ctx:
                 continue
             entry = child_path(p, str(k))
             found = describe(v) if isinstance(k, str) else f"the key {describe(k)}"
-            hint = " (quote it)" if isinstance(v, int | float | bool) or not isinstance(k, str) else ""
+            quotable = isinstance(v, int | float | bool) or not isinstance(k, str)
+            hint = " (quote it)" if quotable else ""
             self.report(
                 entry, f"{problem}-invalid", f"found {found}; expected a string{hint}.", severity
             )

@@ -16,17 +16,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from legation.model import Diagnostic, Severity, SourceRef
 
-try:  # libyaml is ~10x faster; the pure-Python loader behaves the same
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _Loader = yaml.SafeLoader
+if TYPE_CHECKING:
+    _AnyLoader = yaml.CSafeLoader | yaml.SafeLoader
+# libyaml is ~10x faster; the pure-Python loader behaves the same.
+_Loader: type[_AnyLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Bounds that keep hostile or broken input from exhausting memory or the stack:
 # alias expansion ("billion laughs") and absurd nesting.
@@ -39,7 +39,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 def child_path(path: str, key: str | int) -> str:
-    """The path of `key` under `path`: `spec.ports[0].port`, `metadata.labels[app.kubernetes.io/name]`.
+    """The path of `key` under `path`: `spec.ports[0].port`, `metadata.labels[app.k8s.io/name]`.
 
     Plain identifiers join with a dot; list indexes and keys with other
     characters (dots, slashes) go in brackets, as Kubernetes writes field paths.
@@ -129,7 +129,7 @@ def load_documents(text: str, *, file: str) -> Loaded:
 
 
 def _document(
-    loader: yaml.SafeLoader, node: Node, *, file: str, index: int, diagnostics: list[Diagnostic]
+    loader: _AnyLoader, node: Node, *, file: str, index: int, diagnostics: list[Diagnostic]
 ) -> Document | None:
     line = node.start_mark.line + 1
     if isinstance(node, ScalarNode) and node.tag == _NULL_TAG:

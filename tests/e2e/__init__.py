@@ -1,0 +1,1 @@
+"""End-to-end tests: real Envoy processes on loopback addresses (see harness.py)."""

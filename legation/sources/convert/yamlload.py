@@ -121,7 +121,7 @@ def load_documents(text: str, *, file: str) -> Loaded:
     except yaml.YAMLError as exc:
         return Loaded(documents=(), diagnostics=(_syntax(exc, text, file),), broken=True)
     except RecursionError:
-        diag = _file_diag(file, 0, "yaml.syntax", f"the YAML nests deeper than {MAX_DEPTH} levels")
+        diag = _file_diag(file, 0, "yaml.syntax", f"the YAML nests deeper than {MAX_DEPTH} levels.")
         return Loaded(documents=(), diagnostics=(diag,), broken=True)
     finally:
         loader.dispose()
@@ -147,7 +147,7 @@ def _document(
         diagnostics.append(
             _doc_diag(
                 file, index, line, "yaml.not-an-object",
-                f"found {_kind_of(data)}; expected a mapping with apiVersion, kind and metadata",
+                f"found {_kind_of(data)}; expected a mapping with apiVersion, kind and metadata.",
             )
         )
         return None
@@ -173,18 +173,18 @@ class _LineMapper:
         if self._count > MAX_NODES:
             raise _DocumentError(
                 "yaml.too-large", f"the document expands to more than {MAX_NODES} values "
-                "(aliases included); split it or use fewer aliases", line,
+                "(aliases included); split it or use fewer aliases.", line,
             )
         if depth > MAX_DEPTH:
             raise _DocumentError(
-                "yaml.too-deep", f"the document nests deeper than {MAX_DEPTH} levels", line
+                "yaml.too-deep", f"the document nests deeper than {MAX_DEPTH} levels.", line
             )
         if isinstance(node, ScalarNode):
             return
         if id(node) in self._active:
             raise _DocumentError(
                 "yaml.recursive", "an alias refers to one of its own parents; "
-                "a manifest must be a tree", line,
+                "a manifest must be a tree.", line,
             )
         self._active.add(id(node))
         if isinstance(node, MappingNode):
@@ -211,7 +211,7 @@ class _LineMapper:
                     _doc_diag(
                         self._file, self._index, line, "yaml.duplicate-key",
                         f"key {key!r} appears twice in the same mapping ({p}); "
-                        "the last one is used",
+                        "the last one is used.",
                         severity=Severity.WARNING,
                     )
                 )
@@ -255,8 +255,10 @@ def _syntax(exc: yaml.YAMLError, text: str, file: str) -> Diagnostic:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
-        parts = [p for p in (exc.context, exc.problem) if p]
-        problem = ": ".join(parts) or problem
+        context = exc.context or ""
+        if context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            context += f" started on line {exc.context_mark.line + 1}"
+        problem = ": ".join(p for p in (context, exc.problem) if p) or problem
     elif isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"

@@ -1,0 +1,151 @@
+"""One manifest dict -> one model object: apiVersion/kind routing and metadata.
+
+`convert_object` is the single entry for both sources: the file source calls
+it per YAML document (with a field-path -> line map), the Kubernetes source
+with API objects as dicts (no file). Each kind Legation reads is registered
+by (API group, kind) with the versions Istio / Kubernetes serve for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from legation.model import Diagnostic, MeshObject, Severity, SourceRef
+from legation.sources.convert.cluster import convert_namespace, convert_node
+from legation.sources.convert.endpointslice import convert_endpoint_slice
+from legation.sources.convert.fields import Ctx, describe
+from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
+from legation.sources.convert.policy import convert_policy
+from legation.sources.convert.service import convert_service
+from legation.sources.convert.workload import convert_pod, convert_workload_entry
+
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name); same as legation.store.ObjectKey
+Converter = Callable[[Ctx, Meta, Mapping[str, Any]], MeshObject | None]
+
+ISTIO_NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+ISTIO_SECURITY_VERSIONS = ("v1", "v1beta1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KindSpec:
+    group: str  # "" for the Kubernetes core group
+    kind: str
+    versions: tuple[str, ...]
+    convert: Converter
+    namespaced: bool = True
+    name_rule: NameRule = NameRule.DNS1123_SUBDOMAIN
+
+    def api_versions(self) -> str:
+        return ", ".join(f"{self.group}/{v}" if self.group else v for v in self.versions)
+
+
+def _kinds() -> Mapping[tuple[str, str], KindSpec]:
+    specs = [
+        KindSpec(group="", kind="Service", versions=("v1",), convert=convert_service,
+                 name_rule=NameRule.DNS1035_LABEL),
+        KindSpec(group="", kind="Pod", versions=("v1",), convert=convert_pod),
+        KindSpec(group="", kind="Namespace", versions=("v1",), convert=convert_namespace,
+                 namespaced=False, name_rule=NameRule.DNS1123_LABEL),
+        KindSpec(group="", kind="Node", versions=("v1",), convert=convert_node, namespaced=False),
+        KindSpec(group="discovery.k8s.io", kind="EndpointSlice", versions=("v1",),
+                 convert=convert_endpoint_slice),
+        KindSpec(group="networking.istio.io", kind="WorkloadEntry",
+                 versions=ISTIO_NETWORKING_VERSIONS, convert=convert_workload_entry),
+    ]
+    for kind in ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar"):
+        specs.append(KindSpec(group="networking.istio.io", kind=kind,
+                              versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
+    for kind in ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"):
+        specs.append(KindSpec(group="security.istio.io", kind=kind,
+                              versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
+    return MappingProxyType({(s.group, s.kind): s for s in specs})
+
+
+KINDS = _kinds()
+_KNOWN_KIND_NAMES = frozenset(kind for _, kind in KINDS)
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    """`networking.istio.io/v1` -> (`networking.istio.io`, `v1`); `v1` -> (``, `v1`)."""
+    group, slash, version = api_version.rpartition("/")
+    return (group, version) if slash else ("", api_version)
+
+
+def convert_object(
+    data: Mapping[str, Any],
+    *,
+    file: str = "",
+    line: int = 0,
+    lines: Mapping[str, int] | None = None,
+) -> tuple[MeshObject | None, ObjectKey | None, list[Diagnostic]]:
+    """Convert one manifest: (object or None, key of an invalid object or None, diagnostics).
+
+    The key is returned only when the object is recognised but invalid, so that
+    the caller can keep its last good version; skipped objects (unknown kinds,
+    pods without an IP, FQDN slices) return neither object nor key.
+    """
+    api_version, raw_kind = data.get("apiVersion"), data.get("kind")
+    kind = raw_kind if isinstance(raw_kind, str) else ""
+    kind_ok = kind != ""
+    spec = _find(api_version, kind) if kind_ok else None
+    name, namespace = raw_name_namespace(data, namespaced=_namespaced(spec, kind))
+    ref = SourceRef(kind=kind if kind_ok else "Object", namespace=namespace, name=name,
+                    file=file, line=line)
+    ctx = Ctx(ref=ref, lines=lines)
+    if not kind_ok or not isinstance(api_version, str) or not api_version:
+        _missing_type(ctx, api_version, raw_kind)
+        known = kind_ok and kind in _KNOWN_KIND_NAMES and name
+        return None, _key(ref) if known else None, ctx.diagnostics
+    if spec is None:
+        _unknown(ctx, api_version, kind)
+        return None, None, ctx.diagnostics
+    if split_api_version(api_version)[1] not in spec.versions:
+        ctx.report("apiVersion", "object.unsupported-version",
+                   f"{kind} {api_version} is not supported; expected one of "
+                   f"{spec.api_versions()}. The object is ignored.", Severity.WARNING)
+        return None, None, ctx.diagnostics
+    meta = parse_meta(ctx, data, namespaced=spec.namespaced, rule=spec.name_rule)
+    obj = spec.convert(ctx, meta, data)
+    if ctx.failed:
+        return None, _key(ref) if name else None, ctx.diagnostics
+    return obj, None, ctx.diagnostics
+
+
+def _find(api_version: Any, kind: str) -> KindSpec | None:
+    """The registered kind for this apiVersion's group (any version), if any."""
+    if not isinstance(api_version, str):
+        return None
+    return KINDS.get((split_api_version(api_version)[0], kind))
+
+
+def _namespaced(spec: KindSpec | None, kind: Any) -> bool:
+    if spec is not None:
+        return spec.namespaced
+    return all(s.namespaced for s in KINDS.values() if s.kind == kind)
+
+
+def _key(ref: SourceRef) -> ObjectKey:
+    return (ref.kind, ref.namespace, ref.name)
+
+
+def _missing_type(ctx: Ctx, api_version: Any, kind: Any) -> None:
+    if not (isinstance(kind, str) and kind):
+        found = "nothing" if kind is None else describe(kind)
+        ctx.error("kind", "object.kind-missing",
+                  f"found {found}; expected the object's kind, e.g. Service or WorkloadEntry.")
+    if not (isinstance(api_version, str) and api_version):
+        found = "nothing" if api_version is None else describe(api_version)
+        ctx.error("apiVersion", "object.apiversion-missing",
+                  f"found {found}; expected the object's API version, e.g. v1 or "
+                  "networking.istio.io/v1.")
+
+
+def _unknown(ctx: Ctx, api_version: str, kind: str) -> None:
+    elsewhere = [s.api_versions() for s in KINDS.values() if s.kind == kind]
+    hint = f" (Legation reads {kind} of {elsewhere[0]})" if elsewhere else ""
+    ctx.report("kind", "object.unknown-kind",
+               f"{kind} ({api_version}) is not a kind Legation reads{hint}; it is ignored.",
+               Severity.WARNING)

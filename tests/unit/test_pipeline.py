@@ -1,0 +1,118 @@
+"""Pipeline: store -> translators -> snapshots, with debounce and sharing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from legation.cache import CLUSTER, ENDPOINT, ProxyError, Snapshot, SnapshotCache
+from legation.metrics import Metrics
+from legation.pipeline import Pipeline, analyze
+from legation.sources.convert import convert_text
+from legation.store import MeshStore
+
+SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
+
+
+def load_shop(store: MeshStore) -> None:
+    for path in sorted(SHOP.glob("*.yaml")):
+        result = convert_text(path.read_text(), file=str(path))
+        store.replace_source(f"file:{path}", result.objects, result.diagnostics)
+
+
+class Recorder(SnapshotCache):
+    """A real SnapshotCache that also remembers every publication."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[str, Snapshot | ProxyError]] = []
+
+    def set(self, node_id: str, entry: Snapshot | ProxyError) -> None:
+        self.published.append((node_id, entry))
+        super().set(node_id, entry)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[MeshStore, Recorder]]:
+    store, cache = MeshStore(), Recorder()
+    load_shop(store)
+    pipeline = Pipeline(store, cache, Metrics(), quiet=0.05, max_delay=0.5)
+    task = asyncio.create_task(pipeline.run())
+    yield store, cache
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def wait_published(cache: Recorder, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(cache.published) < count:
+            await asyncio.sleep(0.01)
+
+
+async def test_connect_publishes_snapshot_and_unknown_node_gets_not_found(
+    running: tuple[MeshStore, Recorder],
+) -> None:
+    _, cache = running
+    with cache.watch("order-v1.shop"), cache.watch("ghost.shop"):
+        await wait_published(cache, 2)
+        good = cache.get("order-v1.shop")
+        bad = cache.get("ghost.shop")
+    assert isinstance(good, Snapshot)
+    assert "outbound|9080||catalog.shop.svc.cluster.local" in good.of_type(CLUSTER)
+    assert isinstance(bad, ProxyError) and bad.code == "NOT_FOUND" and "ghost.shop" in bad.message
+
+
+async def test_burst_of_changes_is_one_push(running: tuple[MeshStore, Recorder]) -> None:
+    store, cache = running
+    with cache.watch("order-v1.shop"):
+        await wait_published(cache, 1)
+        before = len(cache.published)
+        objs = dict(store.objects(f"file:{SHOP / 'workloads.yaml'}"))
+        for _ in range(20):  # remove and re-add a workload, 20 times, in one burst
+            store.replace_source(f"file:{SHOP / 'workloads.yaml'}", [])
+            store.replace_source(f"file:{SHOP / 'workloads.yaml'}", objs.values())
+        store.replace_source(
+            f"file:{SHOP / 'workloads.yaml'}", [o for k, o in objs.items() if k[2] != "catalog-v2"]
+        )
+        await wait_published(cache, before + 1)
+        await asyncio.sleep(0.3)  # nothing else may follow: the burst was coalesced
+        assert len(cache.published) == before + 1
+        snap = cache.get("order-v1.shop")
+    assert isinstance(snap, Snapshot)
+    cla = snap.of_type(ENDPOINT)["outbound|9080||catalog.shop.svc.cluster.local"]
+    assert b"127.0.10.4" not in cla.body  # catalog-v2's address is gone
+    assert b"127.0.10.3" in cla.body
+
+
+async def test_proxies_share_serialized_resources(running: tuple[MeshStore, Recorder]) -> None:
+    _, cache = running
+    with cache.watch("order-v1.shop"), cache.watch("catalog-v1.shop"):
+        await wait_published(cache, 2)
+        a, b = cache.get("order-v1.shop"), cache.get("catalog-v1.shop")
+    assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
+    name = "outbound|9080||payment.shop.svc.cluster.local"
+    assert a.of_type(CLUSTER)[name] is b.of_type(CLUSTER)[name]
+
+
+def test_versions_are_content_hashes_stable_across_instances() -> None:
+    snaps = []
+    for _ in range(2):
+        store = MeshStore()
+        load_shop(store)
+        snaps.append(Pipeline(store, SnapshotCache(), Metrics()).snapshot_for("order-v1.shop"))
+    a, b = snaps
+    assert isinstance(a, Snapshot) and isinstance(b, Snapshot)
+    assert a.versions == b.versions
+
+
+def test_analyze_reports_converter_and_translator_findings(tmp_path: Path) -> None:
+    store = MeshStore()
+    text = (SHOP / "services.yaml").read_text().replace("port: 9080", "port: abc", 1)
+    result = convert_text(text, file="services.yaml")
+    store.replace_source("x", result.objects, result.diagnostics)
+    codes = {d.code for d in analyze(store.snapshot())}
+    assert any(c.startswith("service.") for c in codes), codes

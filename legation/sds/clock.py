@@ -1,0 +1,12 @@
+"""Injected time: every component of `legation.sds` takes a `Clock` so tests control it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]  # must return timezone-aware datetimes
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,143 @@
+"""The resource types the emulated API server knows, and its discovery documents.
+
+Built-in kinds (core v1, discovery.k8s.io/v1) are always served. The Istio
+kinds are CRDs: each group is served at a set of versions that tests change at
+run time (`ApiServer.set_served`); an unserved group/version answers 404 like a
+real server without that CRD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ISTIO_NETWORKING = "networking.istio.io"
+ISTIO_SECURITY = "security.istio.io"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourceType:
+    group: str  # "" for the core group
+    plural: str
+    kind: str
+    namespaced: bool
+    versions: tuple[str, ...]  # every version this type can be served at
+    crd: bool = False
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        return (self.group, self.plural)
+
+    def api_version(self, version: str) -> str:
+        return f"{self.group}/{version}" if self.group else version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def _builtin(group: str, plural: str, kind: str, namespaced: bool = True) -> ResourceType:
+    return ResourceType(group=group, plural=plural, kind=kind, namespaced=namespaced,
+                        versions=("v1",))
+
+
+def _crd(group: str, plural: str, kind: str, versions: tuple[str, ...]) -> ResourceType:
+    return ResourceType(group=group, plural=plural, kind=kind, namespaced=True,
+                        versions=versions, crd=True)
+
+
+_NET = ("v1", "v1beta1", "v1alpha3")
+_SEC = ("v1", "v1beta1")
+
+RESOURCE_TYPES: tuple[ResourceType, ...] = (
+    _builtin("", "namespaces", "Namespace", namespaced=False),
+    _builtin("", "nodes", "Node", namespaced=False),
+    _builtin("", "services", "Service"),
+    _builtin("", "pods", "Pod"),
+    _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice"),
+    _crd(ISTIO_NETWORKING, "workloadentries", "WorkloadEntry", _NET),
+    _crd(ISTIO_NETWORKING, "serviceentries", "ServiceEntry", _NET),
+    _crd(ISTIO_NETWORKING, "virtualservices", "VirtualService", _NET),
+    _crd(ISTIO_NETWORKING, "destinationrules", "DestinationRule", _NET),
+    _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
+    _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
+)
+
+ALL_CRD_VERSIONS: Mapping[str, tuple[str, ...]] = {ISTIO_NETWORKING: _NET, ISTIO_SECURITY: _SEC}
+
+
+def by_kind(group: str, kind: str) -> ResourceType:
+    for rt in RESOURCE_TYPES:
+        if rt.group == group and rt.kind == kind:
+            return rt
+    raise KeyError(f"the emulated API server has no kind {kind} in group {group or 'core'!r}")
+
+
+def by_plural(group: str, plural: str) -> ResourceType | None:
+    return next((rt for rt in RESOURCE_TYPES if rt.group == group and rt.plural == plural), None)
+
+
+def split_api_version(api_version: str) -> tuple[str, str]:
+    group, slash, version = api_version.rpartition("/")
+    return (group, version) if slash else ("", api_version)
+
+
+# -- discovery documents ---------------------------------------------------------
+
+
+def api_versions(address: str) -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+    }
+
+
+def api_group(group: str, versions: Iterable[str]) -> dict[str, Any]:
+    entries = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": group,
+        "versions": entries,
+        "preferredVersion": entries[0],
+    }
+
+
+def api_group_list(served: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
+    groups = [api_group(g, vs) for g, vs in sorted(served.items()) if vs]
+    for g in groups:
+        del g["kind"], g["apiVersion"]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def api_resource_list(group: str, version: str, types: Iterable[ResourceType]) -> dict[str, Any]:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": [
+            {
+                "name": rt.plural,
+                "singularName": rt.singular,
+                "namespaced": rt.namespaced,
+                "kind": rt.kind,
+                "verbs": ["get", "list", "watch"],
+            }
+            for rt in types
+        ],
+    }
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A `metav1.Status` failure, as the API server sends in error bodies and ERROR events."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

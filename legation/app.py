@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
+from typing import Any
 
 import structlog
 
@@ -18,8 +19,9 @@ from legation.cache import ProxyError, Snapshot, SnapshotCache
 from legation.metrics import Metrics
 from legation.model import Diagnostic
 from legation.pipeline import Pipeline
-from legation.settings import Settings
+from legation.settings import Settings, environ
 from legation.sources.files import FileSource
+from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.status import StatusBoard
 from legation.store import MeshStore
 from legation.xds.server import XdsServer
@@ -41,9 +43,21 @@ class App:
             quiet=settings.debounce_quiet_s,
             max_delay=settings.debounce_max_s,
         )
-        self.sources = (
-            [FileSource(list(settings.config_dirs), self.store)] if settings.config_dirs else []
-        )
+        self.sources: list[FileSource | KubernetesSource] = []
+        if settings.config_dirs:
+            self.sources.append(FileSource(list(settings.config_dirs), self.store))
+        self._kube_api: Any = None
+        if settings.kubernetes:
+            self._kube_api = api_client(
+                kubeconfig=settings.kubeconfig,
+                in_cluster=settings.in_cluster,
+                context=settings.kube_context,
+                environ=environ() if settings.in_cluster else None,
+                namespaces=settings.watch_namespaces,
+            )
+            self.sources.append(
+                KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces)
+            )
         self.xds = XdsServer(
             self.cache,
             self.status,
@@ -97,6 +111,8 @@ class App:
             self._serving = False
             await self.admin.stop()
             await self.xds.stop(grace=1.0)
+            if self._kube_api is not None:
+                self._kube_api.close()
             _log.info("legation.stopped")
 
     async def __aenter__(self) -> App:

@@ -57,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-connection-age", default=None, help="close xDS connections after (e.g. 30m)"
     )
+    serve.add_argument(
+        "--kubeconfig", type=Path, default=None, help="read the mesh from this cluster"
+    )
+    serve.add_argument(
+        "--in-cluster", action="store_true", help="read the mesh from our own cluster"
+    )
+    serve.add_argument("--kube-context", default=None, help="kubeconfig context (default: current)")
+    serve.add_argument(
+        "--watch-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="only watch these namespaces (repeatable; default: all)",
+    )
 
     boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
     _config_flags(boot)
@@ -103,8 +117,10 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         parse_duration(a.debounce_quiet, flag="--debounce-quiet") if a.debounce_quiet else quiet_env
     )
     most = parse_duration(a.debounce_max, flag="--debounce-max") if a.debounce_max else max_env
-    if not a.config_dir:
-        raise SettingsError("serve: at least one --config-dir is required")
+    if not a.config_dir and not (a.kubeconfig or a.in_cluster):
+        raise SettingsError("serve: give --config-dir DIR, --kubeconfig PATH or --in-cluster")
+    if a.kubeconfig and a.in_cluster:
+        raise SettingsError("serve: --kubeconfig and --in-cluster exclude each other")
     return Settings(
         config_dirs=tuple(d.resolve() for d in a.config_dir),
         ca_dir=a.ca_dir,
@@ -120,6 +136,10 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         max_connection_age_s=parse_duration(a.max_connection_age, flag="--max-connection-age")
         if a.max_connection_age
         else None,
+        kubeconfig=a.kubeconfig,
+        in_cluster=a.in_cluster,
+        kube_context=a.kube_context,
+        watch_namespaces=tuple(a.watch_namespace),
     )
 
 
@@ -226,6 +246,7 @@ def _check_dirs(dirs: Sequence[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from legation.sources.files import SourceError
+    from legation.sources.kubernetes import KubeConfigError
 
     args = _parser().parse_args(argv)
     commands = {
@@ -236,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except (SettingsError, SourceError) as e:
+    except (SettingsError, SourceError, KubeConfigError) as e:
         print(f"legation: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -72,6 +72,14 @@ class Settings:
     root_namespace: str = "istio-system"
     keepalive_time_s: float = 30.0
     max_connection_age_s: float | None = None
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    kube_context: str | None = None
+    watch_namespaces: tuple[str, ...] = ()
+
+    @property
+    def kubernetes(self) -> bool:
+        return self.in_cluster or self.kubeconfig is not None
 
     def __post_init__(self) -> None:
         if self.debounce_quiet_s < 0 or self.debounce_max_s < self.debounce_quiet_s:

@@ -1,0 +1,178 @@
+"""Incremental (delta) xDS: what one delta stream's client holds, and what it lacks.
+
+A synchronous state machine driven by `stream.py`, like `sotw.py`. Per type
+it keeps the client's holdings (name -> resource version): seeded from
+`initial_resource_versions` on the stream's first request, so a reconnecting
+client is not sent what it already has at the same version, then updated by
+every response. Each push is a diff of the newest snapshot against it:
+changed or new resources in `resources` (each with its name and version),
+vanished ones in `removed_resources` (xDS spec, "Incremental xDS").
+
+- Wildcard (CDS, LDS): legacy on a first request with no names, or "*";
+  names are added with resource_names_subscribe and dropped with
+  resource_names_unsubscribe (see subscription.py).
+- Newly subscribed names are always sent, even if sent before. An
+  unsubscribe needs no answer: the client drops the resource itself
+  (xDS spec, "Unsubscribing From Resources").
+- ACK/NACK: response_nonce names the response; error_detail means NACK. A
+  NACK is recorded and the rejected resources are not sent again.
+- On ADS, types go out in `cache.PUSH_ORDER`, and the removals of
+  ClusterLoadAssignments and clusters travel in separate responses after all
+  the others (make before break: routes move away before clusters go).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot
+from legation.xds.protocol import Outgoing, ProtocolBase, eds_names, pushed_types
+from legation.xds.subscription import Subscription
+
+# Responses awaiting an ACK that we remember per type (to name the version a
+# NACK rejected); a client that never answers cannot grow this further.
+_MAX_IN_FLIGHT = 64
+
+# On ADS, removals of these types travel after every other update, in this order.
+_REMOVED_LAST = (ENDPOINT, CLUSTER)
+
+
+@dataclass(slots=True)
+class _TypeState:
+    sub: Subscription
+    has: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
+    in_flight: dict[str, str] = field(default_factory=dict)  # nonce -> system version
+    answer: bool = True  # a request (first one, new names) awaits an answer
+    diffed: str = ""  # snapshot version of the type at the last diff
+
+    def fresh(self, snapshot: Snapshot) -> bool:
+        """Whether a diff can find anything (see sotw._TypeState.fresh)."""
+        version = snapshot.version(self.sub.type_url)
+        if not self.answer and version == self.diffed:
+            return False
+        self.diffed = version
+        return True
+
+
+@dataclass(slots=True)
+class DeltaProtocol(ProtocolBase):
+    states: dict[str, _TypeState] = field(default_factory=dict)
+
+    def on_request(self, request: Any) -> bool:
+        type_url = self.gate(request.type_url)
+        if type_url is None:
+            return False
+        st = self.states.get(type_url)
+        first = st is None
+        if st is None:
+            st = self.states[type_url] = _TypeState(Subscription(type_url))
+            st.has = dict(request.initial_resource_versions)
+            self.subscribed(type_url)
+        if request.response_nonce:
+            self._acknowledge(st, request)
+        change = st.sub.update_delta(
+            request.resource_names_subscribe, request.resource_names_unsubscribe, first=first
+        )
+        if change:
+            st.diffed = ""
+        for name in change.removed:
+            st.has.pop(name, None)
+        if not first:
+            for name in change.added:
+                st.has.pop(name, None)  # newly requested names must be sent again
+        if first or change.added or (change.wildcard_changed and st.sub.wildcard):
+            st.answer = True
+        return st.answer
+
+    def _acknowledge(self, st: _TypeState, request: Any) -> None:
+        nonce = request.response_nonce
+        version = st.in_flight.get(nonce)
+        if version is not None:
+            # Responses are answered in order: this one and all older ones are settled.
+            for settled in list(st.in_flight):
+                del st.in_flight[settled]
+                if settled == nonce:
+                    break
+        if request.HasField("error_detail"):
+            self.record_nack(
+                st.sub.type_url,
+                version=version or "",
+                nonce=nonce,
+                detail=request.error_detail.message,
+            )
+        elif version is not None:
+            self.record_ack(st.sub.type_url, version)
+
+    def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
+        deferred: list[_TypeState] = []
+        for type_url in pushed_types(self.env, self.states):
+            st = self.states[type_url]
+            if not st.fresh(snapshot):
+                continue
+            defer = self.env.aggregated and type_url in _REMOVED_LAST
+            if defer:
+                deferred.append(st)
+            out = self._build(st, snapshot, removals=not defer)
+            if out is not None:
+                yield out
+        # Make before break: clusters (and their endpoints) leave only once
+        # listeners and routes no longer lead to them.
+        for st in sorted(deferred, key=lambda s: _REMOVED_LAST.index(s.sub.type_url)):
+            gone = self._gone(st, st.sub.select(snapshot.of_type(st.sub.type_url)))
+            if gone:
+                yield self._emit(st, snapshot, [], gone)
+
+    def _build(self, st: _TypeState, snapshot: Snapshot, *, removals: bool) -> Outgoing | None:
+        selected = st.sub.select(snapshot.of_type(st.sub.type_url))
+        for name in [n for n in st.has if not st.sub.covers(n)]:
+            del st.has[name]  # not subscribed (any more): not ours to track
+        updates = [r for n, r in sorted(selected.items()) if st.has.get(n) != r.version]
+        gone = self._gone(st, selected) if removals else []
+        if not updates and not gone and not st.answer:
+            return None
+        return self._emit(st, snapshot, updates, gone)
+
+    @staticmethod
+    def _gone(st: _TypeState, selected: dict[str, Resource]) -> list[str]:
+        return sorted(n for n in st.has if n not in selected)
+
+    def _emit(
+        self, st: _TypeState, snapshot: Snapshot, updates: list[Resource], gone: list[str]
+    ) -> Outgoing:
+        type_url = st.sub.type_url
+        if type_url == CLUSTER and self.env.aggregated:
+            self._rewarm_endpoints([r for r in updates if r.name in st.has])
+        for r in updates:
+            st.has[r.name] = r.version
+        for name in gone:
+            del st.has[name]
+        version = snapshot.version(type_url)
+        nonce = self.next_nonce()
+        st.in_flight[nonce] = version
+        if len(st.in_flight) > _MAX_IN_FLIGHT:
+            del st.in_flight[next(iter(st.in_flight))]
+        st.answer = False
+        message = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=[
+                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.any)
+                for r in updates
+            ],
+            removed_resources=gone,
+        )
+        return Outgoing(type_url, version, nonce, message, snapshot)
+
+    def _rewarm_endpoints(self, updated_clusters: list[Resource]) -> None:
+        """Re-send the CLAs of updated EDS clusters (see protocol.eds_names)."""
+        eds = self.states.get(ENDPOINT)
+        if eds is None or not updated_clusters:
+            return
+        for name in eds_names(updated_clusters):
+            if eds.has.pop(name, None) is not None:
+                eds.diffed = ""

@@ -1,0 +1,186 @@
+"""What the SotW and delta stream protocols share.
+
+A stream protocol (`sotw.SotwProtocol`, `delta.DeltaProtocol`) is a plain,
+synchronous state machine: `on_request` digests one request from the client
+(ACK, NACK, subscription change) and says whether the writer must run;
+`responses(snapshot)` yields what the client lacks, in push order. The
+driver in `stream.py` owns the gRPC call and the tasks. This module holds
+the parts both protocols need: the type gate of a stream, nonces, the
+ACK/NACK bookkeeping (StatusBoard, log, metrics) and the EDS re-send rule
+for updated clusters.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from envoy.config.cluster.v3 import cluster_pb2
+
+from legation.cache import CLUSTER, PUSH_ORDER, Resource, Snapshot, short_name
+from legation.metrics import Metrics
+from legation.status import Nack, ProxyStatus
+
+
+class StreamRejected(Exception):
+    """End the stream with this gRPC status (raised anywhere inside a stream)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One response, built and nonce-stamped, waiting to be written."""
+
+    type_url: str
+    version: str
+    nonce: str
+    message: Any  # DiscoveryResponse | DeltaDiscoveryResponse
+    snapshot: Snapshot
+
+
+@dataclass(slots=True, kw_only=True)
+class StreamEnv:
+    """Who is on the other end of a stream, and where its story is recorded."""
+
+    node_id: str
+    kind: str  # "ads", "delta-ads", "cds", "delta-cds", ...
+    types: tuple[str, ...]  # the types this stream may carry, in push order
+    status: ProxyStatus
+    metrics: Metrics
+    log: Any  # structlog bound logger (node, stream, peer)
+    # per type, the changed_at whose push latency was observed (not the snapshot:
+    # a stream must not keep superseded snapshots alive)
+    observed: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def aggregated(self) -> bool:
+        return len(self.types) > 1
+
+
+class StreamProtocol(Protocol):
+    def on_request(self, request: Any) -> bool:
+        """Digest one request; True if the writer has something to (re)consider."""
+        ...
+
+    def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
+        """What the client lacks from `snapshot`, one response at a time, in push order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ProtocolBase:
+    """Type gate, nonces and ACK/NACK recording shared by SotW and delta."""
+
+    env: StreamEnv
+    _nonces: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _subscribed: set[str] = field(default_factory=set)
+    _ignored: set[str] = field(default_factory=set)
+
+    def gate(self, type_url: str) -> str | None:
+        """The type a request is about, None to ignore it; rejects misplaced types.
+
+        Per-type services may leave type_url empty; ADS must name it (xDS spec,
+        "Aggregated Discovery Service").
+        """
+        env = self.env
+        if not env.aggregated:
+            if type_url in ("", env.types[0]):
+                return env.types[0]
+            raise StreamRejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"type {type_url!r} cannot be requested on a {env.kind} stream, "
+                f"which only carries {env.types[0]}",
+            )
+        if not type_url:
+            raise StreamRejected(
+                grpc.StatusCode.INVALID_ARGUMENT, "a request on an ADS stream must set type_url"
+            )
+        if type_url not in PUSH_ORDER:
+            if type_url not in self._ignored:
+                self._ignored.add(type_url)
+                env.log.info("xds.unsupported_type", type_url=type_url)
+            return None
+        return type_url
+
+    def next_nonce(self) -> str:
+        """A fresh nonce, unique on this stream (nonces never outlive a stream)."""
+        return format(next(self._nonces), "x")
+
+    def subscribed(self, type_url: str) -> None:
+        """Count the stream's first request for a type."""
+        if type_url not in self._subscribed:
+            self._subscribed.add(type_url)
+            self.env.metrics.xds_connected_proxies.labels(type=short_name(type_url)).inc()
+            self.env.status.type(short_name(type_url))
+
+    def record_ack(self, type_url: str, version: str) -> None:
+        st = self.env.status.type(short_name(type_url))
+        st.acked_version = version
+        st.acked_at = time.time()
+
+    def record_nack(self, type_url: str, *, version: str, nonce: str, detail: str) -> None:
+        short = short_name(type_url)
+        st = self.env.status.type(short)
+        st.last_nack = Nack(version=version, nonce=nonce, message=detail, at=time.time())
+        self.env.log.warning(
+            "xds.nack", type_url=type_url, version=version, nonce=nonce, detail=detail
+        )
+        self.env.metrics.xds_nacks.labels(type=short).inc()
+
+    def close(self) -> None:
+        for type_url in self._subscribed:
+            self.env.metrics.xds_connected_proxies.labels(type=short_name(type_url)).dec()
+        self._subscribed.clear()
+
+
+def pushed_types(env: StreamEnv, subscribed: Iterable[str]) -> list[str]:
+    """The stream's subscribed types in make-before-break order (cache.PUSH_ORDER)."""
+    wanted = set(subscribed)
+    return [t for t in env.types if t in wanted]
+
+
+def eds_names(clusters: Iterable[Resource]) -> set[str]:
+    """The ClusterLoadAssignment names that EDS clusters among `clusters` read.
+
+    Envoy re-warms a cluster whose definition changed and the new cluster
+    waits for a ClusterLoadAssignment response even when the endpoints did
+    not change (xDS spec, "Resource warming", Envoy note; envoyproxy/envoy
+    #31535); without one it stalls for initial_fetch_timeout. So after such a
+    CDS push the stream re-sends the CLAs of these clusters.
+    """
+    names: set[str] = set()
+    for res in clusters:
+        if res.type_url != CLUSTER:
+            continue
+        cluster = cluster_pb2.Cluster.FromString(res.body)
+        if cluster.WhichOneof("cluster_discovery_type") == "type" and (
+            cluster.type == cluster_pb2.Cluster.EDS
+        ):
+            names.add(cluster.eds_cluster_config.service_name or cluster.name)
+    return names
+
+
+def changed(old: Mapping[str, Resource], new: Mapping[str, Resource]) -> list[Resource]:
+    """Resources of `new` that `old` lacks or holds at another version, by name."""
+    return [
+        r for n, r in sorted(new.items()) if (o := old.get(n)) is None or o.version != r.version
+    ]
+
+
+def same_content(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> bool:
+    return a.keys() == b.keys() and all(a[n].version == b[n].version for n in a)
+
+
+def logger() -> Any:
+    return structlog.get_logger("legation.xds")

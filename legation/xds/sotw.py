@@ -1,0 +1,211 @@
+"""State-of-the-world xDS: what one SotW stream has sent, and what to send next.
+
+A synchronous state machine driven by `stream.py`: `on_request` digests a
+DiscoveryRequest, `responses(snapshot)` yields the DiscoveryResponses the
+client lacks. Per type it remembers the latest nonce and what the client was
+last given (`sent`), so the writer can always diff the newest snapshot
+against it: an unsent older snapshot is simply superseded.
+
+Rules (xDS spec, docs/root/api-docs/xds_protocol.rst):
+
+- CDS and LDS responses carry the complete subscribed set ("Grouping
+  Resources into Responses"); EDS, RDS and SDS responses carry only what
+  changed or was newly requested, so an endpoint change re-sends only the
+  ClusterLoadAssignments that changed.
+- version_info is the snapshot's content version of the type.
+- A request whose response_nonce is not the latest one sent for its type is
+  stale and ignored ("Resource updates": the server should not respond to a
+  stale nonce).
+- error_detail means NACK: recorded, and the rejected config is not sent
+  again; the next snapshot change is pushed as usual.
+- A change of the subscribed names is answered, and newly subscribed names
+  are sent even if they were sent before ("How the client specifies what
+  resources to return").
+- On ADS, types go out in `cache.PUSH_ORDER`; clusters that disappear go
+  last: first CDS with the new set plus the removed clusters, then EDS, LDS,
+  RDS, SDS, then CDS with the exact set ("Eventual consistency
+  considerations", make before break).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from legation.cache import CLUSTER, ENDPOINT, WILDCARD_TYPES, Resource, Snapshot, version_of
+from legation.xds.protocol import (
+    Outgoing,
+    ProtocolBase,
+    changed,
+    eds_names,
+    pushed_types,
+    same_content,
+)
+from legation.xds.subscription import Subscription
+
+
+@dataclass(slots=True)
+class _TypeState:
+    sub: Subscription
+    nonce: str = ""  # latest nonce sent: any other nonce is stale
+    version: str = ""  # version_info sent with `nonce`
+    sent: dict[str, Resource] = field(default_factory=dict)  # what the client was given
+    answer: bool = True  # a request (first one, new names) awaits an answer
+    client_version: str = ""  # version_info of the first request: a reconnecting client
+    started: bool = False  # anything sent for this type on this stream
+    diffed: str = ""  # snapshot version of the type at the last diff (see `fresh`)
+
+    def fresh(self, snapshot: Snapshot) -> bool:
+        """Whether a diff can find anything: a new version or a pending answer.
+
+        The diff depends only on the type's resources (named by its content
+        version), the subscription and `sent`; whatever changes the latter two
+        outside a diff sets `answer` or clears `diffed`. So a push touching
+        one type costs the other types of every stream a string comparison.
+        """
+        version = snapshot.version(self.sub.type_url)
+        if not self.answer and version == self.diffed:
+            return False
+        self.diffed = version
+        return True
+
+
+@dataclass(slots=True)
+class SotwProtocol(ProtocolBase):
+    states: dict[str, _TypeState] = field(default_factory=dict)
+
+    def on_request(self, request: Any) -> bool:
+        type_url = self.gate(request.type_url)
+        if type_url is None:
+            return False
+        st = self.states.get(type_url)
+        if st is None:
+            st = self.states[type_url] = _TypeState(Subscription(type_url))
+            self.subscribed(type_url)
+        nonce = request.response_nonce
+        if nonce and st.nonce and nonce != st.nonce:
+            # Stale: it answers a response we have since superseded (xDS spec,
+            # "Resource updates"). Its names will be restated by a later request.
+            self.env.log.debug("xds.stale_nonce", type_url=type_url, nonce=nonce, latest=st.nonce)
+            return False
+        if request.HasField("error_detail"):
+            # The version_info of a NACK is the client's previous good version;
+            # the rejected one is what we sent with this nonce.
+            self.record_nack(
+                type_url, version=st.version, nonce=nonce, detail=request.error_detail.message
+            )
+        elif nonce:
+            self.record_ack(type_url, request.version_info)
+        else:
+            self._restart(st, request.version_info)
+        change = st.sub.update_sotw(request.resource_names)
+        for name in change.added | change.removed:
+            st.sent.pop(name, None)  # newly requested names must be sent again
+        if change:
+            st.answer = True
+        return st.answer
+
+    def _restart(self, st: _TypeState, version_info: str) -> None:
+        """A request without a nonce starts (or restarts) the type on this stream."""
+        st.answer = True
+        if st.started:
+            st.sent.clear()
+        elif version_info:
+            st.client_version = version_info
+            self.record_ack(st.sub.type_url, version_info)
+
+    def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
+        final_clusters: dict[str, Resource] | None = None
+        for type_url in pushed_types(self.env, self.states):
+            st = self.states[type_url]
+            if not st.fresh(snapshot):
+                continue
+            if type_url == CLUSTER and self.env.aggregated:
+                out, final_clusters = self._clusters(st, snapshot)
+            else:
+                out = self._build(st, snapshot)
+            if out is not None:
+                yield out
+        if final_clusters is not None:
+            # Make before break: only now drop the clusters that were removed.
+            st = self.states[CLUSTER]
+            yield self._emit(st, snapshot, final_clusters, snapshot.version(CLUSTER))
+
+    def _build(self, st: _TypeState, snapshot: Snapshot) -> Outgoing | None:
+        type_url = st.sub.type_url
+        selected = st.sub.select(snapshot.of_type(type_url))
+        if self._up_to_date(st, snapshot, selected):
+            return None
+        if type_url in WILDCARD_TYPES:
+            if not st.answer and same_content(st.sent, selected):
+                return None
+            return self._emit(st, snapshot, selected, snapshot.version(type_url))
+        news = changed(st.sent, selected)  # only what changed: SotW allows it for EDS/RDS/SDS
+        if not news and not st.answer:
+            return None
+        return self._emit(st, snapshot, {r.name: r for r in news}, snapshot.version(type_url))
+
+    def _clusters(
+        self, st: _TypeState, snapshot: Snapshot
+    ) -> tuple[Outgoing | None, dict[str, Resource] | None]:
+        """CDS on ADS: (response now, exact set to send after the other types)."""
+        selected = st.sub.select(snapshot.of_type(CLUSTER))
+        if self._up_to_date(st, snapshot, selected):
+            return None, None
+        # Clusters gone from the snapshot; the client's own unsubscriptions are not ours to delay.
+        removed = {n: r for n, r in st.sent.items() if n not in selected and st.sub.covers(n)}
+        if not removed:
+            return self._build(st, snapshot), None
+        union = {**removed, **selected}
+        if not st.answer and same_content(st.sent, union):
+            return None, selected
+        return self._emit(st, snapshot, union, version_of(union)), selected
+
+    def _up_to_date(
+        self, st: _TypeState, snapshot: Snapshot, selected: Mapping[str, Resource]
+    ) -> bool:
+        """A reconnecting wildcard client already at this version needs nothing.
+
+        xDS spec, "ACK/NACK and resource type instance version": not resending
+        is safe for CDS and LDS when the only subscription is the wildcard.
+        """
+        client_version, st.client_version = st.client_version, ""
+        if st.started or not client_version or client_version != snapshot.version(st.sub.type_url):
+            return False
+        if not st.sub.wildcard or st.sub.names:
+            return False
+        st.sent, st.version, st.answer = dict(selected), client_version, False
+        return True
+
+    def _emit(
+        self, st: _TypeState, snapshot: Snapshot, resources: Mapping[str, Resource], version: str
+    ) -> Outgoing:
+        type_url = st.sub.type_url
+        if type_url == CLUSTER and self.env.aggregated:
+            self._rewarm_endpoints(st, resources)
+        if type_url in WILDCARD_TYPES:
+            st.sent = dict(resources)
+        else:
+            st.sent.update(resources)
+        nonce = self.next_nonce()
+        st.nonce, st.version, st.answer, st.started = nonce, version, False, True
+        message = discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=[resources[n].any for n in sorted(resources)],
+        )
+        return Outgoing(type_url, version, nonce, message, snapshot)
+
+    def _rewarm_endpoints(self, st: _TypeState, clusters: Mapping[str, Resource]) -> None:
+        """Re-send the CLAs of updated EDS clusters (see protocol.eds_names)."""
+        eds = self.states.get(ENDPOINT)
+        if eds is None:
+            return
+        updated = [r for r in changed(st.sent, clusters) if r.name in st.sent]
+        for name in eds_names(updated):
+            if eds.sent.pop(name, None) is not None:
+                eds.diffed = ""

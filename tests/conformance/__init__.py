@@ -1,0 +1,1 @@
+"""xDS protocol conformance: a real grpc.aio channel against a real XdsServer."""

@@ -19,11 +19,13 @@ from legation.cache import ProxyError, Snapshot, SnapshotCache
 from legation.metrics import Metrics
 from legation.model import Diagnostic
 from legation.pipeline import Pipeline
-from legation.settings import Settings, environ
+from legation.security import Security, mesh_security
+from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource
 from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.status import StatusBoard
 from legation.store import MeshStore
+from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
 
 _log = structlog.get_logger("legation.app")
@@ -32,17 +34,27 @@ _log = structlog.get_logger("legation.app")
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = MeshStore(domain=settings.domain, root_namespace=settings.root_namespace)
+        self.store = MeshStore(
+            domain=settings.domain,
+            root_namespace=settings.root_namespace,
+            security=mesh_security(settings),
+        )
         self.metrics = Metrics()
         self.status = StatusBoard()
         self.cache = SnapshotCache()
+        # --ca-dir: CA, certificates, tokens (legation/security.py)
+        self.security = Security(settings, self.metrics) if settings.security else None
         self.pipeline = Pipeline(
             self.store,
             self.cache,
             self.metrics,
             quiet=settings.debounce_quiet_s,
             max_delay=settings.debounce_max_s,
+            secrets=self.security.secrets if self.security else None,
         )
+        if self.security is not None:
+            self.security.on_rotated = self.pipeline.refresh
+            self.cache.on_disconnect = self.security.secrets.release
         self.sources: list[FileSource | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store))
@@ -59,13 +71,32 @@ class App:
                 KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces)
             )
         self.xds = XdsServer(
-            self.cache,
+            self._plaintext_cache(),
             self.status,
             self.metrics,
             address=str(settings.xds_address),
             keepalive_time_s=settings.keepalive_time_s,
             max_connection_age_s=settings.max_connection_age_s,
+            authenticate=self.security.authenticator(
+                self.store, required=settings.require_xds_credentials, listener="plaintext"
+            ) if self.security else None,
         )
+        self.xds_tls: XdsServer | None = None
+        if self.security is not None and settings.xds_tls_address is not None:
+            self.xds_tls = XdsServer(
+                self.cache,
+                self.status,
+                self.metrics,
+                address=str(settings.xds_tls_address),
+                keepalive_time_s=settings.keepalive_time_s,
+                max_connection_age_s=settings.max_connection_age_s,
+                server_credentials=self.security.server_certificate(
+                    settings.xds_tls_address
+                ).credentials(),
+                authenticate=self.security.authenticator(
+                    self.store, required=True, listener="tls"
+                ),
+            )
         self.admin = AdminServer(
             Admin(self, self.status, self.metrics),
             host=settings.admin_address.host,
@@ -89,31 +120,51 @@ class App:
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         return self.cache.get(node_id) or self.pipeline.snapshot_for(node_id)
 
+    def _plaintext_cache(self) -> SnapshotCache:
+        """No private key on the plaintext listener unless --insecure-plaintext-secrets."""
+        if self.security is None or self.settings.insecure_plaintext_secrets:
+            return self.cache
+        return WithoutPrivateKeys(self.cache)
+
     # -- lifecycle -------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve until cancelled."""
         await self.xds.start()
         try:
+            if self.xds_tls is not None:
+                await self.xds_tls.start()
             await self.admin.start()
             self._serving = True
             _log.info(
                 "legation.started",
                 xds=f"{self.settings.xds_address.host}:{self.xds.port}",
+                xds_tls=self._tls_address(),
                 admin=f"{self.settings.admin_address.host}:{self.admin.port}",
                 config_dirs=[str(d) for d in self.settings.config_dirs],
+                ca_dir=str(self.settings.ca_dir) if self.settings.ca_dir else None,
             )
             async with asyncio.TaskGroup() as tg:
                 for source in self.sources:
                     tg.create_task(source.run())
                 tg.create_task(self.pipeline.run())
+                if self.security is not None:
+                    tg.create_task(self.security.issuer.run())
         finally:
             self._serving = False
             await self.admin.stop()
+            if self.xds_tls is not None:
+                await self.xds_tls.stop(grace=1.0)
             await self.xds.stop(grace=1.0)
             if self._kube_api is not None:
                 self._kube_api.close()
             _log.info("legation.stopped")
+
+    def _tls_address(self) -> str | None:
+        address = self.settings.xds_tls_address
+        if self.xds_tls is None or address is None:
+            return None
+        return str(HostPort(host=address.host, port=self.xds_tls.port))
 
     async def __aenter__(self) -> App:
         self._task = asyncio.create_task(self.run())

@@ -71,16 +71,34 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NS",
         help="only watch these namespaces (repeatable; default: all)",
     )
+    _security_flags(serve)
 
     boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
     _config_flags(boot)
     boot.add_argument("--workload", required=True, help="WorkloadEntry name")
     boot.add_argument("--namespace", required=True, help="its namespace")
     boot.add_argument(
-        "--xds-address", default="127.0.0.1:15010", help="where Envoy finds Legation (H:P)"
+        "--xds-address",
+        default=None,
+        help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with --xds-tls :15012)",
     )
     boot.add_argument("--admin-address", required=True, help="Envoy's own admin address (H:P)")
     boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
+    boot.add_argument(
+        "--xds-tls",
+        action="store_true",
+        help="connect over TLS, trusting the CA of --ca-dir (needs --ca-dir)",
+    )
+    boot.add_argument(
+        "--xds-tls-server-name", default=None, help="name to check in the server certificate"
+    )
+    boot.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    boot.add_argument(
+        "--service-account",
+        default=None,
+        help="the workload's service account (default: from --config-dir)",
+    )
+    boot.add_argument("--token-ttl", default="365d", help="lifetime of the embedded credential")
     boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     analyze = sub.add_parser("analyze", help="print every diagnostic of a config")
@@ -108,6 +126,34 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--ca-dir", type=Path, default=None, metavar="DIR", help="certificate authority directory"
+    )
+
+
+def _security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workload-cert-ttl", default="24h", help="lifetime of workload certificates (24h)"
+    )
+    p.add_argument(
+        "--xds-tls-address",
+        default="127.0.0.1:15012",
+        help="authenticated TLS xDS gRPC (H:P, or 'off'); needs --ca-dir",
+    )
+    p.add_argument(
+        "--xds-tls-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP in the xDS server certificate (repeatable)",
+    )
+    p.add_argument(
+        "--insecure-plaintext-secrets",
+        action="store_true",
+        help="also send private keys on the plaintext xDS listener (trusted networks only)",
+    )
+    p.add_argument(
+        "--require-xds-credentials",
+        action="store_true",
+        help="refuse plaintext xDS streams without a valid credential too",
     )
 
 
@@ -140,7 +186,22 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         in_cluster=a.in_cluster,
         kube_context=a.kube_context,
         watch_namespaces=tuple(a.watch_namespace),
+        workload_cert_ttl_s=parse_duration(_days(a.workload_cert_ttl), flag="--workload-cert-ttl"),
+        xds_tls_address=None
+        if a.xds_tls_address == "off" or a.ca_dir is None
+        else HostPort.parse(a.xds_tls_address, flag="--xds-tls-address"),
+        xds_tls_names=tuple(a.xds_tls_san),
+        insecure_plaintext_secrets=a.insecure_plaintext_secrets,
+        require_xds_credentials=a.require_xds_credentials,
     )
+
+
+def _days(text: str) -> str:
+    """parse_duration knows ms, s, m and h; certificates and tokens also speak in days."""
+    raw = text.strip()
+    if raw.endswith("d") and raw[:-1].replace(".", "", 1).isdigit():
+        return f"{float(raw[:-1]) * 24}h"
+    return raw
 
 
 async def _run_until_signal(app: App) -> None:
@@ -155,12 +216,13 @@ async def _run_until_signal(app: App) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     from legation import logs
     from legation.app import App
+    from legation.sds import CAError
 
     settings = _serve_settings(a)
     logs.configure(fmt=settings.log_format, level=settings.log_level)
     try:
         asyncio.run(_run_until_signal(App(settings)))
-    except OSError as e:  # e.g. address already in use
+    except (OSError, CAError) as e:  # e.g. address already in use, unreadable --ca-dir
         print(f"legation: error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -168,23 +230,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 def cmd_bootstrap(a: argparse.Namespace) -> int:
     from legation.bootstrap import build_bootstrap, render_bootstrap
-    from legation.model import Workload
-    from legation.sources.files import load_dirs
 
-    xds = HostPort.parse(a.xds_address, flag="--xds-address")
+    if a.xds_tls and a.ca_dir is None:
+        raise SettingsError("bootstrap: --xds-tls needs --ca-dir DIR (the CA to trust)")
+    default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
+    xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
-    if a.config_dir:
-        _check_dirs(a.config_dir)
-        result = load_dirs(list(a.config_dir))
-        found = any(
-            isinstance(o, Workload) and o.name == a.workload and o.namespace == a.namespace
-            for o in result.objects
-        )
-        if not found:
-            raise SettingsError(
-                f"bootstrap: no workload {a.namespace}/{a.workload} in "
-                + ", ".join(map(str, a.config_dir))
-            )
+    account = _bootstrap_service_account(a)
+    ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
     text = render_bootstrap(
         build_bootstrap(
             node_id=f"{a.workload}.{a.namespace}",
@@ -194,6 +247,9 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             admin_host=admin.host,
             admin_port=admin.port,
             delta=a.delta,
+            xds_tls_ca_pem=ca_pem if a.xds_tls else None,
+            xds_token=token,
+            xds_tls_server_name=a.xds_tls_server_name,
         )
     )
     if a.output == "-":
@@ -204,6 +260,57 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
         except OSError as e:
             raise SettingsError(f"--output {a.output}: {e.strerror}") from None
     return 0
+
+
+def _bootstrap_service_account(a: argparse.Namespace) -> str | None:
+    """The workload's service account: --service-account, else from --config-dir."""
+    from legation.model import Workload
+    from legation.sources.files import load_dirs
+
+    if not a.config_dir:
+        return str(a.service_account) if a.service_account else None
+    _check_dirs(a.config_dir)
+    result = load_dirs(list(a.config_dir))
+    found = next(
+        (o for o in result.objects
+         if isinstance(o, Workload) and o.name == a.workload and o.namespace == a.namespace),
+        None,
+    )
+    if found is None:
+        raise SettingsError(
+            f"bootstrap: no workload {a.namespace}/{a.workload} in "
+            + ", ".join(map(str, a.config_dir))
+        )
+    if a.service_account and a.service_account != found.service_account:
+        raise SettingsError(
+            f"bootstrap: --service-account {a.service_account} but {a.namespace}/{a.workload} "
+            f"runs as {found.service_account} in " + ", ".join(map(str, a.config_dir))
+        )
+    return found.service_account
+
+
+def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[str, str]:
+    """(CA bundle PEM, token for the workload), from --ca-dir."""
+    from datetime import timedelta
+
+    from legation import logs
+    from legation.model import SpiffeIdError
+    from legation.sds import CAError, CertificateAuthority, TokenAuthority
+
+    if account is None:
+        raise SettingsError(
+            "bootstrap: the credential is bound to the workload's service account: give "
+            "--config-dir (to read it) or --service-account"
+        )
+    logs.configure(level="warning")  # stdout may be the bootstrap itself
+    ttl = parse_duration(_days(a.token_ttl), flag="--token-ttl")
+    try:
+        ca = CertificateAuthority.load_or_create(a.ca_dir, trust_domain=a.trust_domain)
+        tokens = TokenAuthority.load_or_create(a.ca_dir, a.trust_domain)
+        token = tokens.mint(a.namespace, account, a.workload, ttl=timedelta(seconds=ttl))
+    except (CAError, SpiffeIdError, ValueError) as e:
+        raise SettingsError(f"bootstrap: {e}") from None
+    return ca.trust_bundle().pem, token
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:

@@ -12,6 +12,11 @@ change of the burst. Only connected proxies are translated; a proxy that
 connects gets its snapshot at once (from the memo when the mesh is unchanged).
 Translation runs in a worker thread, off the event loop; snapshots are
 published on the loop.
+
+With a CA (`--ca-dir`), each proxy's snapshot also holds its SDS secrets from
+a `SecretSource` (legation/workload_secrets.py): the certificate of its
+workload's identity, shared by every proxy of that identity, and the trust
+bundle. A rotated certificate republishes only its proxies (`refresh`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -35,11 +41,12 @@ from legation.cache import (
     SnapshotCache,
 )
 from legation.metrics import Metrics
-from legation.model import Diagnostic, MeshSnapshot, Proxy
+from legation.model import Diagnostic, MeshSnapshot, Proxy, Workload
 from legation.store import MeshStore
 from legation.translators import (
     Translated,
     resolve_proxy,
+    route_key,
     translate_mesh,
     translate_namespace,
     translate_proxy,
@@ -65,19 +72,25 @@ class _Memo:
     mesh: MeshSnapshot
     shared: list[Resource]
     diagnostics: list[Diagnostic]
-    namespaces: dict[str, list[Resource]] = field(default_factory=dict)
+    # (namespace, route key) -> resources; the key is empty unless sourceLabels matter
+    namespaces: dict[tuple[str, frozenset[tuple[str, str, int, int]]], list[Resource]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def of(cls, mesh: MeshSnapshot) -> _Memo:
         t = translate_mesh(mesh)
         return cls(mesh, to_resources(t), list(t.diagnostics))
 
-    def namespace(self, ns: str) -> list[Resource]:
-        res = self.namespaces.get(ns)
+    def namespace(
+        self, ns: str, key: frozenset[tuple[str, str, int, int]] = frozenset()
+    ) -> list[Resource]:
+        res = self.namespaces.get((ns, key))
         if res is None:
-            t = translate_namespace(self.mesh, ns)
-            self.diagnostics.extend(t.diagnostics)
-            res = self.namespaces[ns] = to_resources(t)
+            t = translate_namespace(self.mesh, ns, key)
+            seen = set(self.diagnostics)  # route configs per key repeat the same findings
+            self.diagnostics.extend(d for d in t.diagnostics if d not in seen)
+            res = self.namespaces[(ns, key)] = to_resources(t)
         return res
 
 
@@ -86,12 +99,23 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
     memo = _Memo.of(mesh)
     for ns in sorted({w.namespace for w in mesh.workloads}):
         memo.namespace(ns)
+    for w in mesh.workloads:  # route configurations that depend on sourceLabels
+        memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)))
     found = {*mesh.diagnostics, *memo.diagnostics}
     return sorted(found, key=lambda d: (d.ref.file, d.line or d.ref.line, d.code, d.message))
 
 
-def build_snapshot(memo: _Memo, node_id: str, *, changed_at: float) -> Snapshot | ProxyError:
-    """One proxy's snapshot from a memo (pure apart from the memo's cache)."""
+class SecretSource(Protocol):
+    """Where a proxy's SDS resources come from (legation.workload_secrets)."""
+
+    def resources_for(self, node_id: str, workload: Workload) -> list[Resource]: ...
+
+
+def build_snapshot(
+    memo: _Memo, node_id: str, *, changed_at: float, secrets: SecretSource | None = None
+) -> Snapshot | ProxyError:
+    """One proxy's snapshot from a memo (pure apart from the memo's cache and `secrets`,
+    which issues the proxy's certificate on first use)."""
     proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
     if proxy is None:
         return ProxyError(
@@ -101,9 +125,10 @@ def build_snapshot(memo: _Memo, node_id: str, *, changed_at: float) -> Snapshot 
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
     own = to_resources(translate_proxy(memo.mesh, proxy))
-    return Snapshot.build(
-        [*memo.shared, *memo.namespace(proxy.namespace), *own], changed_at=changed_at
-    )
+    if secrets is not None:
+        own += secrets.resources_for(node_id, proxy.workload)
+    routes = memo.namespace(proxy.namespace, route_key(memo.mesh, proxy))
+    return Snapshot.build([*memo.shared, *routes, *own], changed_at=changed_at)
 
 
 class Pipeline:
@@ -115,8 +140,10 @@ class Pipeline:
         *,
         quiet: float = 0.1,
         max_delay: float = 1.0,
+        secrets: SecretSource | None = None,
     ) -> None:
         self._store = store
+        self._secrets = secrets
         self._cache = cache
         self._metrics = metrics
         self._quiet = quiet
@@ -151,6 +178,12 @@ class Pipeline:
             tg.create_task(self._change_loop())
 
     # -- internals ---------------------------------------------------------
+
+    def refresh(self, node_ids: Iterable[str]) -> None:
+        """Rebuild and publish these proxies' snapshots soon (e.g. a certificate rotated);
+        the others are not touched. Call on the event loop."""
+        self._pending.update(node_ids)
+        self._wake.set()
 
     def _on_connect(self, node_id: str) -> None:
         self._pending.add(node_id)
@@ -213,7 +246,10 @@ class Pipeline:
         self, mesh: MeshSnapshot, nodes: list[str], changed_at: float
     ) -> tuple[_Memo, dict[str, Snapshot | ProxyError]]:
         memo = self._memo_for(mesh)
-        return memo, {n: build_snapshot(memo, n, changed_at=changed_at) for n in nodes}
+        return memo, {
+            n: build_snapshot(memo, n, changed_at=changed_at, secrets=self._secrets)
+            for n in nodes
+        }
 
     def _report(self, memo: _Memo) -> None:
         """Log new findings once, and keep the diagnostics gauge current."""

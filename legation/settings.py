@@ -76,16 +76,40 @@ class Settings:
     in_cluster: bool = False
     kube_context: str | None = None
     watch_namespaces: tuple[str, ...] = ()
+    # security (issue 4): all of it needs `ca_dir`
+    workload_cert_ttl_s: float = 24 * 3600.0
+    xds_tls_address: HostPort | None = field(  # None: no TLS listener
+        default_factory=lambda: HostPort(host="127.0.0.1", port=15012)
+    )
+    xds_tls_names: tuple[str, ...] = ()  # extra DNS/IP SANs of the xDS server certificate
+    insecure_plaintext_secrets: bool = False  # serve private keys on the plaintext listener
+    require_xds_credentials: bool = False  # refuse plaintext streams without a valid token
 
     @property
     def kubernetes(self) -> bool:
         return self.in_cluster or self.kubeconfig is not None
+
+    @property
+    def security(self) -> bool:
+        """A CA runs: workload certificates, mTLS, the TLS xDS listener."""
+        return self.ca_dir is not None
 
     def __post_init__(self) -> None:
         if self.debounce_quiet_s < 0 or self.debounce_max_s < self.debounce_quiet_s:
             raise SettingsError(
                 "debounce: expected 0 <= quiet <= max, got "
                 f"quiet={self.debounce_quiet_s}s max={self.debounce_max_s}s"
+            )
+        if self.ca_dir is None and (
+            self.insecure_plaintext_secrets or self.require_xds_credentials or self.xds_tls_names
+        ):
+            raise SettingsError(
+                "--insecure-plaintext-secrets, --require-xds-credentials and --xds-tls-san "
+                "need --ca-dir DIR (there are no certificates or credentials without a CA)"
+            )
+        if self.workload_cert_ttl_s < 2:
+            raise SettingsError(
+                f"--workload-cert-ttl: expected at least 2s, got {self.workload_cert_ttl_s}s"
             )
         for d in self.config_dirs:
             if not d.is_dir():

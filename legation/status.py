@@ -34,6 +34,8 @@ class TypeStatus:
             "sent_version": self.sent_version,
             "sent_nonce": self.sent_nonce,
             "acked_version": self.acked_version,
+            "sent_at": self.sent_at,
+            "acked_at": self.acked_at,
             "pushes": self.pushes,
             "last_nack": None
             if nack is None

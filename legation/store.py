@@ -6,6 +6,10 @@ Sources (files, Kubernetes) write here; the pipeline reads immutable
 source re-reads a file), `upsert`/`delete` apply one object (watch events).
 When two sources define the same object, the first source (by name) wins and
 the other gets a diagnostic.
+
+VirtualServices and DestinationRules also pass cross-object checks when a
+snapshot is built; one that fails keeps its last good version (or is left
+out) — that history lives in `LastGood` (legation/lastgood.py).
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
+from legation.lastgood import LastGood
 from legation.model import (
     DEFAULT_DOMAIN,
+    AuthorizationPolicy,
+    DestinationRule,
     Diagnostic,
     EndpointSlice,
     MeshObject,
+    MeshSecurity,
     MeshSnapshot,
     Namespace,
     Node,
+    PeerAuthentication,
     PolicyObject,
     Service,
     Severity,
+    VirtualService,
     Workload,
     object_key,
 )
@@ -34,16 +44,22 @@ ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 class MeshStore:
     def __init__(
-        self, *, domain: str = DEFAULT_DOMAIN, root_namespace: str = "istio-system"
+        self,
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        root_namespace: str = "istio-system",
+        security: MeshSecurity | None = None,
     ) -> None:
         self._domain = domain
         self._root_namespace = root_namespace
+        self._security = security or MeshSecurity()  # default: no CA, no mTLS
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
         self._diagnostics: dict[str, tuple[Diagnostic, ...]] = {}
         self._pending_sources: set[str] = set()
         self._version = 0
         self._snapshot: MeshSnapshot | None = None
         self._changed = asyncio.Event()
+        self._last_good = LastGood()
 
     # -- writers (sources) ----------------------------------------------
 
@@ -128,7 +144,9 @@ class MeshStore:
         for source in sorted(self._diagnostics):
             diagnostics.extend(self._diagnostics[source])
         ordered = [merged[k] for k in sorted(merged)]
-        return MeshSnapshot(
+        traffic = {k: o for k, o in merged.items()
+                   if isinstance(o, VirtualService | DestinationRule)}
+        base = MeshSnapshot(
             version=self._version,
             domain=self._domain,
             root_namespace=self._root_namespace,
@@ -143,8 +161,22 @@ class MeshStore:
                     key=lambda p: (p.kind, p.namespace, p.name),
                 )
             ),
+            peer_authentications=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, PeerAuthentication)),
+                    key=lambda p: (p.namespace, p.name),
+                )
+            ),
+            authorization_policies=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, AuthorizationPolicy)),
+                    key=lambda p: (p.namespace, p.name),
+                )
+            ),
+            security=self._security,
             diagnostics=tuple(diagnostics),
         )
+        return self._last_good.settle(base, traffic)
 
 
 _T = TypeVar("_T", Service, Workload, EndpointSlice)

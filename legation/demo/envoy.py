@@ -74,7 +74,10 @@ class Envoy:
         component_log_level: str | None = None,
         concurrency: int = 1,
         extra_args: Sequence[str] = (),
+        new_session: bool = False,
     ) -> None:
+        """`new_session`: run Envoy in a session of its own, so a terminal's Ctrl-C (sent to
+        the whole foreground process group) reaches only its parent, which stops it."""
         self.name = name
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -87,6 +90,7 @@ class Envoy:
             *(["--component-log-level", component_log_level] if component_log_level else []),
             *extra_args,
         ]  # fmt: skip
+        self._new_session = new_session
         self._proc: asyncio.subprocess.Process | None = None
         self._admin: tuple[str, int] | None = None
 
@@ -129,7 +133,11 @@ class Envoy:
         self.admin_address_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.command(), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+                *self.command(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=self._new_session,
             )
         try:
             if wait == "ready":

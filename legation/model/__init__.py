@@ -1,5 +1,6 @@
 """The typed mesh model. Imports nothing of ours but itself; no k8s, yaml or protobuf."""
 
+from legation.model.destination import DestinationRule, effective_policy
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
 from legation.model.identity import (
     SpiffeId,
@@ -32,11 +33,20 @@ from legation.model.mesh import (
     selector_matches,
 )
 from legation.model.proxy import InterceptionMode, Proxy
+from legation.model.security import (
+    AuthorizationPolicy,
+    MeshSecurity,
+    MtlsMode,
+    PeerAuthentication,
+)
 from legation.model.snapshot import MeshSnapshot
+from legation.model.traffic import VirtualService
 
 __all__ = [
     "DEFAULT_DOMAIN",
     "AppAddress",
+    "AuthorizationPolicy",
+    "DestinationRule",
     "Diagnostic",
     "Endpoint",
     "EndpointSlice",
@@ -45,9 +55,12 @@ __all__ = [
     "Labels",
     "Locality",
     "MeshObject",
+    "MeshSecurity",
     "MeshSnapshot",
+    "MtlsMode",
     "Namespace",
     "Node",
+    "PeerAuthentication",
     "PolicyObject",
     "Protocol",
     "Proxy",
@@ -60,9 +73,11 @@ __all__ = [
     "SpiffeId",
     "SpiffeIdError",
     "TrustBundle",
+    "VirtualService",
     "Workload",
     "WorkloadCertificate",
     "WorkloadKind",
+    "effective_policy",
     "labels_of",
     "object_key",
     "selector_matches",

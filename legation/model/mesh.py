@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from legation.model.destination import DestinationRule
 from legation.model.diagnostics import SourceRef
+from legation.model.security import AuthorizationPolicy, PeerAuthentication
+from legation.model.traffic import VirtualService
 
 DEFAULT_DOMAIN = "cluster.local"
 
@@ -216,7 +219,11 @@ class PolicyObject:
     spec_hash: str = ""  # content hash of spec: equality without deep compares
 
 
-MeshObject = Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
+MeshObject = (
+    Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
+    | VirtualService | DestinationRule
+    | PeerAuthentication | AuthorizationPolicy
+)
 
 
 def object_key(obj: MeshObject) -> tuple[str, str, str]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
+from legation.model.hosts import MergeNote, Qualified, qualify, select_rule
 from legation.model.mesh import (
     DEFAULT_DOMAIN,
     Endpoint,
@@ -26,6 +28,12 @@ from legation.model.mesh import (
     WorkloadKind,
     selector_matches,
 )
+from legation.model.security import (
+    AuthorizationPolicy,
+    MeshSecurity,
+    PeerAuthentication,
+)
+from legation.model.traffic import VirtualService
 
 
 def _by_ns_name(obj: Service | Workload | EndpointSlice | PolicyObject) -> tuple[str, str]:
@@ -44,7 +52,12 @@ class MeshSnapshot:
     nodes: tuple[Node, ...] = ()
     policies: tuple[
         PolicyObject, ...
-    ] = ()  # VirtualService, DestinationRule, ... by (kind, ns, name)
+    ] = ()  # other Istio kinds kept as plain data, by (kind, ns, name)
+    virtual_services: tuple[VirtualService, ...] = ()  # in force (validated), by (ns, name)
+    destination_rules: tuple[DestinationRule, ...] = ()  # in force (validated), by (ns, name)
+    peer_authentications: tuple[PeerAuthentication, ...] = ()  # by (ns, name)
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
+    security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
     diagnostics: tuple[Diagnostic, ...] = ()
 
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
@@ -53,6 +66,10 @@ class MeshSnapshot:
         init=False, repr=False, compare=False
     )
     _nodes: dict[str, Node] = field(init=False, repr=False, compare=False)
+    _by_fqdn: dict[str, Service] = field(init=False, repr=False, compare=False)
+    _rules: dict[str, tuple[DestinationRule | None, list[MergeNote]]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_services", {_by_ns_name(s): s for s in self.services})
@@ -64,6 +81,11 @@ class MeshSnapshot:
             slices[(es.namespace, es.service_name)].append(es)
         object.__setattr__(self, "_slices", {k: tuple(v) for k, v in slices.items()})
         object.__setattr__(self, "_nodes", {n.name: n for n in self.nodes})
+        by_fqdn: dict[str, Service] = {}
+        for svc in self.services:
+            by_fqdn.setdefault(svc.fqdn(self.domain), svc)
+        object.__setattr__(self, "_by_fqdn", by_fqdn)
+        object.__setattr__(self, "_rules", {})
 
     # -- lookups ---------------------------------------------------------
 
@@ -78,6 +100,42 @@ class MeshSnapshot:
 
     def policies_of(self, kind: str) -> tuple[PolicyObject, ...]:
         return tuple(p for p in self.policies if p.kind == kind)
+
+    # -- traffic policy ------------------------------------------------------
+
+    def service_by_fqdn(self, fqdn: str) -> Service | None:
+        return self._by_fqdn.get(fqdn)
+
+    def qualify_host(self, host: str, namespace: str) -> Qualified:
+        """The FQDN a host written in a rule of `namespace` means (model/hosts.py)."""
+        return qualify(host, namespace, self.domain, lambda ns, n: (ns, n) in self._services)
+
+    def destination_rule_for(self, fqdn: str) -> DestinationRule | None:
+        """The effective (merged) DestinationRule for a service host, if any."""
+        return self.destination_rule_notes(fqdn)[0]
+
+    def destination_rule_notes(self, fqdn: str) -> tuple[DestinationRule | None, list[MergeNote]]:
+        """`destination_rule_for` plus what merging rules for the host ignored."""
+        found = self._rules.get(fqdn)
+        if found is None:
+            svc = self._by_fqdn.get(fqdn)
+            rules = [
+                (self.qualify_host(r.host, r.namespace).fqdn, r)
+                for r in self.destination_rules
+                if not r.workload_selector
+            ]
+            found = select_rule(
+                fqdn, svc.namespace if svc else "", self.root_namespace, rules
+            )
+            self._rules[fqdn] = found
+        return found
+
+    def virtual_services_for(self, namespace: str) -> tuple[VirtualService, ...]:
+        """VirtualServices that sidecars in `namespace` apply (exportTo, gateways)."""
+        return tuple(
+            vs for vs in self.virtual_services
+            if vs.applies_to_sidecars and vs.visible_in(namespace)
+        )
 
     def services_selecting(self, workload: Workload) -> tuple[Service, ...]:
         """Services of the workload's namespace whose selector matches its labels."""

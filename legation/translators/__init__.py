@@ -10,9 +10,10 @@ piece once and every proxy that needs it gets the same serialized bytes:
 
 - `translate_mesh(mesh)`: proxy-independent resources (outbound clusters and
   every ClusterLoadAssignment). Once per mesh version.
-- `translate_namespace(mesh, namespace)`: the outbound RouteConfiguration as
-  seen from one namespace (short service names resolve within it). Once per
-  (mesh version, namespace).
+- `translate_namespace(mesh, namespace, key)`: the outbound RouteConfiguration
+  as seen from one namespace (short service names resolve within it) and, when
+  VirtualServices match on `sourceLabels`, from clients with those labels
+  (`route_key(mesh, proxy)`). Once per (mesh version, namespace, key).
 - `translate_proxy(mesh, proxy)`: what belongs to one workload: its inbound
   clusters and its listeners. Once per (mesh version, proxy).
 """
@@ -20,6 +21,7 @@ piece once and every proxy that needs it gets the same serialized bytes:
 from legation.translators.result import Translated
 from legation.translators.translate import (
     resolve_proxy,
+    route_key,
     translate_mesh,
     translate_namespace,
     translate_proxy,
@@ -28,6 +30,7 @@ from legation.translators.translate import (
 __all__ = [
     "Translated",
     "resolve_proxy",
+    "route_key",
     "translate_mesh",
     "translate_namespace",
     "translate_proxy",

@@ -1,7 +1,10 @@
 """CDS: outbound EDS clusters for the whole mesh, inbound clusters for one workload.
 
 Outbound: one EDS cluster per (service, port), every namespace, named
-``outbound|<port>||<fqdn>`` and filled over ADS by endpoints.py. Inbound
+``outbound|<port>||<fqdn>`` and filled over ADS by endpoints.py, plus one
+``outbound|<port>|<subset>|<fqdn>`` per subset of the host's DestinationRule
+(subsets.py lists them); the rule's traffic policy shapes each one
+(trafficpolicy.py) and picks its transport socket (upstream_tls.py). Inbound
 (explicit mode): one cluster ``inbound|<port>||`` per inbound port of the
 workload (inbound.py), pointing at the app's address.
 """
@@ -11,7 +14,14 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from legation.model import Diagnostic, MeshSnapshot, Service, ServicePort, Severity
+from legation.model import (
+    Diagnostic,
+    MeshSnapshot,
+    Service,
+    ServicePort,
+    Severity,
+    effective_policy,
+)
 from legation.translators import names
 from legation.translators.common import (
     CONNECT_TIMEOUT_SECONDS,
@@ -23,6 +33,12 @@ from legation.translators.common import (
     upstream_protocol_options,
 )
 from legation.translators.inbound import InboundPort
+from legation.translators.trafficpolicy import apply_policy
+from legation.translators.upstream_tls import (
+    auto_mtls_matches,
+    cluster_tls_context,
+    upstream_transport_socket,
+)
 
 
 def outbound_cluster_ports(
@@ -53,10 +69,14 @@ def outbound_cluster_ports(
     return out, diagnostics
 
 
-def outbound_cluster(mesh: MeshSnapshot, svc: Service, port: ServicePort) -> cluster_pb2.Cluster:
-    """An EDS cluster with Istio's defaults (connect timeout, LEAST_REQUEST, breakers)."""
+def outbound_cluster(
+    mesh: MeshSnapshot, svc: Service, port: ServicePort, subset: str = ""
+) -> cluster_pb2.Cluster:
+    """An EDS cluster with Istio's defaults (connect timeout, LEAST_REQUEST, breakers),
+    shaped by the DestinationRule of the service, if any."""
+    fqdn = svc.fqdn(mesh.domain)
     cluster = cluster_pb2.Cluster(
-        name=names.outbound_cluster(svc.fqdn(mesh.domain), port.port),
+        name=names.outbound_cluster(fqdn, port.port, subset),
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
         connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
@@ -65,8 +85,13 @@ def outbound_cluster(mesh: MeshSnapshot, svc: Service, port: ServicePort) -> clu
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         circuit_breakers=default_circuit_breakers(),
     )
-    for key, value in upstream_protocol_options(port.protocol).items():
-        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    policy = effective_policy(mesh.destination_rule_for(fqdn), subset, port.port)
+    apply_policy(cluster, policy, port.protocol)
+    tls_context = cluster_tls_context(mesh, svc, port, subset)
+    socket = upstream_transport_socket(policy.tls, tls_context)
+    if socket is not None:
+        cluster.transport_socket.CopyFrom(socket)
+    cluster.transport_socket_matches.extend(auto_mtls_matches(policy.tls, tls_context))
     return cluster
 
 

@@ -4,6 +4,10 @@ Envoy keeps an EDS cluster warming until its assignment arrives, so every
 outbound cluster gets one. Endpoints come from `MeshSnapshot.endpoints`,
 grouped per locality (sorted), with their health and weight, and the
 workload's ``ns/name`` as ``filter_metadata.istio.workload`` for debugging.
+A subset cluster's assignment holds only the endpoints whose labels match the
+subset's (an empty selector: all of them). With a client `Placement`
+(locality.py) the groups also get that client's failover priorities and
+locality weights.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ from legation.model import (
     Diagnostic,
     Endpoint,
     HealthStatus,
+    Labels,
     Locality,
     MeshSnapshot,
     Service,
     ServicePort,
     Severity,
+    selector_matches,
 )
 from legation.translators import names
 from legation.translators.common import is_ip, socket_address
+from legation.translators.locality import Placement, priority, weights
+from legation.translators.upstream_tls import with_tls_mode
 
 _HEALTH = {
     HealthStatus.HEALTHY: health_check_pb2.HEALTHY,
@@ -35,19 +43,39 @@ _HEALTH = {
 
 
 def load_assignment(
-    mesh: MeshSnapshot, svc: Service, port: ServicePort
+    mesh: MeshSnapshot,
+    svc: Service,
+    port: ServicePort,
+    subset: str = "",
+    selector: Labels = (),
+    client: Placement | None = None,
 ) -> tuple[endpoint_pb2.ClusterLoadAssignment, list[Diagnostic]]:
-    name = names.outbound_cluster(svc.fqdn(mesh.domain), port.port)
-    groups: dict[Locality, list[endpoint_components_pb2.LbEndpoint]] = defaultdict(list)
+    name = names.outbound_cluster(svc.fqdn(mesh.domain), port.port, subset)
+    groups: dict[tuple[int, Locality], list[endpoint_components_pb2.LbEndpoint]] = (
+        defaultdict(list))
+    totals: dict[Locality, int] = defaultdict(int)
     diagnostics: list[Diagnostic] = []
     for ep in mesh.endpoints(svc, port):  # sorted by (address, port)
+        if selector and not selector_matches(selector, ep.labels):
+            continue
         if not is_ip(ep.address):
             diagnostics.append(_not_ip(mesh, svc, ep))
             continue
-        groups[ep.locality].append(_lb_endpoint(ep))
+        level = priority(client, ep) if client is not None else 0
+        groups[(level, ep.locality)].append(with_tls_mode(mesh, ep, _lb_endpoint(ep)))
+        totals[ep.locality] += ep.weight or 1
+    shares = weights(client, dict(totals)) if client is not None else None
+    renumber = {level: i for i, level in enumerate(sorted({lv for lv, _ in groups}))}
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-    for locality in sorted(groups, key=lambda loc: (loc.region, loc.zone, loc.subzone)):
-        group = cla.endpoints.add(lb_endpoints=groups[locality])
+    for level, locality in sorted(
+        groups, key=lambda k: (k[0], k[1].region, k[1].zone, k[1].subzone)
+    ):
+        if shares is not None and not shares.get(locality):
+            continue  # a distribute rule sends this client nothing there
+        group = cla.endpoints.add(lb_endpoints=groups[(level, locality)],
+                                  priority=renumber[level])
+        if shares is not None:
+            group.load_balancing_weight.value = shares[locality]
         if locality != Locality():
             group.locality.CopyFrom(
                 base_pb2.Locality(

@@ -2,10 +2,13 @@
 
 - outbound: ``<address>_15001``, an HTTP connection manager whose routes come
   over RDS (``http_proxy``, routes.py). The app uses it as its ``HTTP_PROXY``
-  (absolute-form request URIs) or calls it with a Host header.
+  (absolute-form request URIs) or calls it with a Host header. Its filter
+  chain is CORS, fault, router, as Istio orders them; CORS and fault only
+  when some VirtualService route the proxy sees uses them.
 - inbound: ``<address>_<targetPort>`` per inbound port (inbound.py): an HTTP
   connection manager with an inline route to ``inbound|<port>||`` for HTTP-ish
-  protocols, a TCP proxy to it otherwise.
+  protocols, a TCP proxy to it otherwise; RBAC filters (rbac.py) in front and
+  filter chains per the port's PeerAuthentication mode (authn.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
@@ -24,6 +29,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from legation.model import Diagnostic, Workload, WorkloadKind
 from legation.translators import names
+from legation.translators.authn import InboundSecurity, filter_chains
 from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.inbound import InboundPort
 
@@ -32,9 +38,14 @@ HCM = http_connection_manager_pb2.HttpConnectionManager
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
+CORS_FILTER = "envoy.filters.http.cors"  # per-route CorsPolicy: routeparts.py
+FAULT_FILTER = "envoy.filters.http.fault"  # per-route HTTPFault: routeparts.py
 
 
-def outbound_listener(workload: Workload) -> listener_pb2.Listener:
+def outbound_listener(
+    workload: Workload, filters: frozenset[str] = frozenset()
+) -> listener_pb2.Listener:
+    """`filters`: which optional HTTP filters (CORS_FILTER, FAULT_FILTER) to include."""
     port = names.OUTBOUND_PROXY_PORT
     hcm = HCM(
         stat_prefix=names.outbound_stat_prefix(workload.address, port),
@@ -48,29 +59,54 @@ def outbound_listener(workload: Workload) -> listener_pb2.Listener:
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        http_filters=[_router()],
+        http_filters=[*_optional_filters(filters), _router()],
     )
     return _listener(workload.address, port, base_pb2.OUTBOUND, _filter(HCM_FILTER, hcm))
 
 
-def inbound_listener(workload: Workload, inbound: InboundPort) -> listener_pb2.Listener:
+def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:
+    """CORS before fault (a preflight is answered without injected faults), as Istio."""
+    out = []
+    if CORS_FILTER in filters:
+        out.append(http_connection_manager_pb2.HttpFilter(
+            name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())))
+    if FAULT_FILTER in filters:
+        out.append(http_connection_manager_pb2.HttpFilter(
+            name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())))
+    return out
+
+
+def inbound_listener(
+    workload: Workload, inbound: InboundPort, security: InboundSecurity | None = None
+) -> listener_pb2.Listener:
+    """`security` (authn.py): the filter chains its mTLS mode needs, RBAC filters first
+    (None: plaintext, no RBAC)."""
+    security = security or InboundSecurity()
     cluster = names.inbound_cluster(inbound.port)
     stat_prefix = names.inbound_stat_prefix(workload.address, inbound.port)
     if inbound.protocol.is_http:
-        filter_ = _filter(
-            HCM_FILTER,
-            HCM(
-                stat_prefix=stat_prefix,
-                codec_type=HCM.AUTO,
-                route_config=_inbound_route(inbound.port, cluster),
-                http_filters=[_router()],
-            ),
+        hcm = HCM(
+            stat_prefix=stat_prefix,
+            codec_type=HCM.AUTO,
+            route_config=_inbound_route(inbound.port, cluster),
+            http_filters=[*security.http_filters, _router()],
         )
+        if security.client_cert_header:
+            # The app learns the caller's SPIFFE ID; a plaintext caller cannot forge it.
+            hcm.forward_client_cert_details = HCM.SANITIZE_SET
+            hcm.set_current_client_cert_details.uri = True
+        filters = [_filter(HCM_FILTER, hcm)]
     else:
-        filter_ = _filter(
-            TCP_PROXY_FILTER, tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
-        )
-    return _listener(workload.address, inbound.port, base_pb2.INBOUND, filter_)
+        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+        filters = [*security.network_filters, _filter(TCP_PROXY_FILTER, proxy)]
+    listener_filters, chains = filter_chains(security.mode, filters)
+    return listener_pb2.Listener(
+        name=names.listener_name(workload.address, inbound.port),
+        address=socket_address(workload.address, inbound.port),
+        traffic_direction=base_pb2.INBOUND,
+        listener_filters=listener_filters,
+        filter_chains=chains,
+    )
 
 
 def _inbound_route(port: int, cluster: str) -> route_pb2.RouteConfiguration:

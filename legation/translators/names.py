@@ -167,3 +167,44 @@ def parse_node_id(text: str) -> tuple[str, str] | None:
     if not sep or not name or not namespace:
         return None
     return name, namespace
+
+
+# -- secrets, SNI and RBAC policies (security) -------------------------------------
+
+WORKLOAD_SECRET = "default"  # the proxy's own certificate chain and key (Istio's name)
+ROOT_SECRET = "ROOTCA"  # the trust bundle, a validation context (Istio's name)
+
+
+def outbound_sni(fqdn: str, port: int, subset: str = "") -> str:
+    """The SNI a sidecar sends to a meshed upstream (Istio's format):
+    ``outbound_.<port>_.<subset>_.<fqdn>``."""
+    return f"outbound_.{port}_.{subset}_.{fqdn}"
+
+
+def parse_outbound_sni(sni: str) -> ClusterName | None:
+    parts = sni.split("_.", 3)
+    if len(parts) != 4 or parts[0] != Direction.OUTBOUND.value or not parts[3]:
+        return None
+    port = _port(parts[1])
+    if port is None:
+        return None
+    return ClusterName(direction=Direction.OUTBOUND, port=port, subset=parts[2], host=parts[3])
+
+
+def rbac_policy(namespace: str, name: str, rule: int) -> str:
+    """An RBAC policy: one rule of an AuthorizationPolicy (Istio's format):
+    ``ns[<namespace>]-policy[<name>]-rule[<index>]``."""
+    return f"ns[{namespace}]-policy[{name}]-rule[{rule}]"
+
+
+def parse_rbac_policy(text: str) -> tuple[str, str, int] | None:
+    if not text.startswith("ns[") or not text.endswith("]"):
+        return None
+    namespace, sep, rest = text[3:].partition("]-policy[")
+    name, sep2, index = rest.rpartition("]-rule[")
+    if not sep or not sep2 or not namespace or not name:
+        return None
+    digits = index[:-1]
+    if not digits.isascii() or not digits.isdigit() or (len(digits) > 1 and digits[0] == "0"):
+        return None
+    return namespace, name, int(digits)

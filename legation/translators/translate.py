@@ -1,9 +1,12 @@
 """The translators' public entry points; see the package docstring for the split.
 
-The three `translate_*` functions never emit the same resource name: the
-mesh owns ``outbound|...`` clusters and every ClusterLoadAssignment, the
-namespace owns the ``http_proxy`` RouteConfiguration, the proxy owns
-``inbound|...`` clusters and every listener. Their diagnostics are
+The three `translate_*` functions never emit the same resource name, with
+one exception: the mesh owns ``outbound|...`` clusters and every
+ClusterLoadAssignment, the namespace owns the ``http_proxy``
+RouteConfiguration, the proxy owns ``inbound|...`` clusters and every
+listener, plus its own version of the assignments that locality load
+balancing changes for it, which replace the mesh's in its snapshot
+(`Snapshot.build`: the last resource of a name wins). Their diagnostics are
 deduplicated (one bad workload selected by many ports is reported once).
 """
 
@@ -12,33 +15,43 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy, Severity
-from legation.translators import clusters, endpoints, listeners, names, routes
+from legation.translators import clusters, listeners, names, routes, subsets
+from legation.translators.authn import inbound_security
 from legation.translators.common import is_ip
+from legation.translators.httproute import SourceKey, needed_filters, source_key
 from legation.translators.inbound import inbound_ports
 from legation.translators.result import Translated
 
 
 def translate_mesh(mesh: MeshSnapshot) -> Translated:
-    """Proxy-independent: every outbound cluster and its ClusterLoadAssignment."""
-    out = Translated()
-    ports, diagnostics = clusters.outbound_cluster_ports(mesh)
-    for svc, sp in ports:
-        out.clusters.append(clusters.outbound_cluster(mesh, svc, sp))
-        cla, found = endpoints.load_assignment(mesh, svc, sp)
-        out.endpoints.append(cla)
-        diagnostics.extend(found)
-    out.diagnostics.extend(_unique(diagnostics))
+    """Proxy-independent: every outbound cluster (subsets too) and its ClusterLoadAssignment."""
+    out = subsets.outbound_clusters(mesh)
+    out.diagnostics[:] = _unique(out.diagnostics)
     return out
 
 
-def translate_namespace(mesh: MeshSnapshot, namespace: str) -> Translated:
-    """The outbound ``http_proxy`` RouteConfiguration as seen from `namespace`."""
-    config, diagnostics = routes.http_proxy_route(mesh, namespace)
+def translate_namespace(
+    mesh: MeshSnapshot, namespace: str, source: SourceKey = frozenset()
+) -> Translated:
+    """The outbound ``http_proxy`` RouteConfiguration as seen from `namespace`.
+
+    `source` (from `route_key`) names the VirtualService `sourceLabels` match
+    blocks the client satisfies; proxies with the same namespace and key get
+    the same configuration, so the common case (no sourceLabels) stays shared.
+    """
+    config, diagnostics = routes.http_proxy_route(mesh, namespace, source)
     return Translated(routes=[config], diagnostics=_unique(diagnostics))
 
 
+def route_key(mesh: MeshSnapshot, proxy: Proxy) -> SourceKey:
+    """What, besides its namespace, a proxy's route configuration depends on."""
+    return source_key(mesh, proxy)
+
+
 def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
-    """What belongs to one workload: its inbound clusters and its listeners.
+    """What belongs to one workload: its inbound clusters and its listeners, and the
+    ClusterLoadAssignments locality load balancing makes different for it (they
+    replace the mesh-wide ones of the same name in its snapshot).
 
     Only explicit mode exists so far; a transparent proxy gets explicit
     mode's config and a warning.
@@ -51,9 +64,15 @@ def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     ports, found = inbound_ports(mesh, workload)
     diagnostics.extend(found)
     out.clusters.extend(clusters.inbound_cluster(p) for p in ports)
+    out.endpoints.extend(subsets.client_assignments(mesh, proxy))
     if is_ip(workload.address):
-        out.listeners.append(listeners.outbound_listener(workload))
-        out.listeners.extend(listeners.inbound_listener(workload, p) for p in ports)
+        out.listeners.append(
+            listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace))
+        )
+        for p in ports:
+            security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
+            diagnostics.extend(security.diagnostics)
+            out.listeners.append(listeners.inbound_listener(workload, p, security))
     else:
         diagnostics.append(listeners.address_not_ip(workload))
     out.diagnostics.extend(_unique(diagnostics))

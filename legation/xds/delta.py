@@ -15,7 +15,10 @@ vanished ones in `removed_resources` (xDS spec, "Incremental xDS").
   unsubscribe needs no answer: the client drops the resource itself
   (xDS spec, "Unsubscribing From Resources").
 - ACK/NACK: response_nonce names the response; error_detail means NACK. A
-  NACK is recorded and the rejected resources are not sent again.
+  NACK is recorded and not answered (no resend, no NACK loop). The client
+  keeps its previous versions of what it rejected, so those names leave the
+  holdings: the next push of the type carries them again, as a SotW push of
+  the full set would (a listener whose port was taken binds once it is free).
 - On ADS, types go out in `cache.PUSH_ORDER`, and the removals of
   ClusterLoadAssignments and clusters travel in separate responses after all
   the others (make before break: routes move away before clusters go).
@@ -45,7 +48,8 @@ _REMOVED_LAST = (ENDPOINT, CLUSTER)
 class _TypeState:
     sub: Subscription
     has: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
-    in_flight: dict[str, str] = field(default_factory=dict)  # nonce -> system version
+    # nonce -> (system version, names of the resources it carried)
+    in_flight: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     answer: bool = True  # a request (first one, new names) awaits an answer
     diffed: str = ""  # snapshot version of the type at the last diff
 
@@ -90,14 +94,17 @@ class DeltaProtocol(ProtocolBase):
 
     def _acknowledge(self, st: _TypeState, request: Any) -> None:
         nonce = request.response_nonce
-        version = st.in_flight.get(nonce)
-        if version is not None:
+        sent = st.in_flight.get(nonce)
+        version = sent[0] if sent is not None else None
+        if sent is not None:
             # Responses are answered in order: this one and all older ones are settled.
             for settled in list(st.in_flight):
                 del st.in_flight[settled]
                 if settled == nonce:
                     break
         if request.HasField("error_detail"):
+            for name in sent[1] if sent is not None else ():
+                st.has.pop(name, None)  # rejected: the client still has an older version
             self.record_nack(
                 st.sub.type_url,
                 version=version or "",
@@ -152,7 +159,7 @@ class DeltaProtocol(ProtocolBase):
             del st.has[name]
         version = snapshot.version(type_url)
         nonce = self.next_nonce()
-        st.in_flight[nonce] = version
+        st.in_flight[nonce] = (version, tuple(r.name for r in updates))
         if len(st.in_flight) > _MAX_IN_FLIGHT:
             del st.in_flight[next(iter(st.in_flight))]
         st.answer = False

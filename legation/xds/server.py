@@ -122,10 +122,16 @@ class XdsServer:
         names = (*(s.name for s in _SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         try:
-            if self._credentials is None:
-                self._port = server.add_insecure_port(self._address)
-            else:
-                self._port = server.add_secure_port(self._address, self._credentials)
+            try:
+                if self._credentials is None:
+                    self._port = server.add_insecure_port(self._address)
+                else:
+                    self._port = server.add_secure_port(self._address, self._credentials)
+            except RuntimeError:  # grpc's only word for a failed bind
+                raise OSError(
+                    f"cannot listen for xDS on {self._address}: the address is in use "
+                    "or not an address of this host"
+                ) from None
             await server.start()
         except BaseException:
             await server.stop(None)

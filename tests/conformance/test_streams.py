@@ -126,7 +126,7 @@ async def test_a_busy_port_fails_to_start(
     server: XdsServer, cache: SnapshotCache, status: StatusBoard, metrics: Metrics
 ) -> None:
     second = XdsServer(cache, status, metrics, address=f"127.0.0.1:{server.port}")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OSError, match="in use"):
         await second.start()
     await second.stop()  # nothing started: a no-op
 

@@ -4,6 +4,11 @@
 - `envoys`: an EnvoyFleet writing to the test's tmp dir; every Envoy is
   stopped and reaped at teardown, and a failed test prints their log tails.
 - `apps`: an AppFleet of in-process demo workloads, stopped at teardown.
+- `mesh`: a MeshLab (harness.py): a watched mesh directory, `legation serve` as
+  a real process (`mesh.control_plane`), apps and sidecars from the two
+  fleets above. Parametrized over the xDS variant (`delta`: ids sotw, delta),
+  so every test using it runs against SotW and delta ADS. A failed test
+  prints the control plane's log tail.
 
 Every test under tests/e2e is marked `e2e` (deselect with `-m "not e2e"`).
 """
@@ -16,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import AppFleet, EnvoyFleet, Loopback
+from .harness import AppFleet, EnvoyFleet, Loopback, MeshLab
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _HERE = Path(__file__).parent
@@ -67,3 +72,28 @@ async def apps() -> AsyncIterator[AppFleet]:
         yield fleet
     finally:
         await fleet.stop_all()
+
+
+@pytest.fixture(params=[False, True], ids=["sotw", "delta"])
+def delta(request: pytest.FixtureRequest) -> bool:
+    """Whether sidecars use delta (DELTA_GRPC) or state-of-the-world (GRPC) ADS."""
+    return bool(request.param)
+
+
+@pytest.fixture
+async def mesh(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    loopback: Loopback,
+    envoys: EnvoyFleet,
+    apps: AppFleet,
+    delta: bool,
+) -> AsyncIterator[MeshLab]:
+    lab = MeshLab(root=tmp_path, loopback=loopback, envoys=envoys, apps=apps, delta=delta)
+    try:
+        yield lab
+    finally:
+        if _failed(request):
+            print(lab.log_tails(), file=sys.stderr)
+        await envoys.stop_all()  # first: a server with no open streams stops at once
+        await lab.control_plane.stop()

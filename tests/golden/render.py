@@ -14,11 +14,12 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
-from legation.model import Diagnostic, MeshSnapshot
+from legation.model import Diagnostic, MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
 from legation.store import MeshStore
 from legation.translators import (
     resolve_proxy,
+    route_key,
     translate_mesh,
     translate_namespace,
     translate_proxy,
@@ -26,6 +27,7 @@ from legation.translators import (
 
 INPUT = "in.yaml"
 PROXIES = "proxies.txt"
+SECURITY = "security.yaml"  # optional: MeshSecurity fields, e.g. `mtls: true` (a CA runs)
 MESH_OUT = "out.mesh.yaml"
 DIAGNOSTICS_OUT = "out.diagnostics.yaml"
 
@@ -55,9 +57,17 @@ def node_ids(case: Path) -> list[str]:
 
 def load_mesh(case: Path) -> MeshSnapshot:
     result = convert_text((case / INPUT).read_text(), file=INPUT)
-    store = MeshStore()
+    store = MeshStore(security=security_of(case))
     store.replace_source("golden", result.objects, result.diagnostics)
     return store.snapshot()
+
+
+def security_of(case: Path) -> MeshSecurity:
+    """What the control plane of a case can do: no CA unless `security.yaml` says so."""
+    path = case / SECURITY
+    if not path.exists():
+        return MeshSecurity()
+    return MeshSecurity(**(yaml.safe_load(path.read_text()) or {}))
 
 
 def render(case: Path) -> dict[str, str]:
@@ -83,9 +93,11 @@ def render(case: Path) -> dict[str, str]:
             outputs[proxy_file(node_id)] = dump({"proxy": None})
             continue
         own = translate_proxy(mesh, proxy)
-        namespace = translate_namespace(mesh, proxy.namespace)
+        namespace = translate_namespace(mesh, proxy.namespace, route_key(mesh, proxy))
+        own_endpoints = {"endpoints": [to_dict(e) for e in own.endpoints]} if own.endpoints else {}
         outputs[proxy_file(node_id)] = dump(
             {
+                **own_endpoints,
                 "proxy": {
                     "node_id": proxy.node_id,
                     "kind": str(proxy.workload.kind),

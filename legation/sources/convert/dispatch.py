@@ -14,12 +14,16 @@ from types import MappingProxyType
 from typing import Any
 
 from legation.model import Diagnostic, MeshObject, Severity, SourceRef
+from legation.sources.convert.authorizationpolicy import convert_authorization_policy
 from legation.sources.convert.cluster import convert_namespace, convert_node
+from legation.sources.convert.destinationrule import convert_destination_rule
 from legation.sources.convert.endpointslice import convert_endpoint_slice
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
+from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
 from legation.sources.convert.service import convert_service
+from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name); same as legation.store.ObjectKey
@@ -54,13 +58,20 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
                  convert=convert_endpoint_slice),
         KindSpec(group="networking.istio.io", kind="WorkloadEntry",
                  versions=ISTIO_NETWORKING_VERSIONS, convert=convert_workload_entry),
+        KindSpec(group="networking.istio.io", kind="VirtualService",
+                 versions=ISTIO_NETWORKING_VERSIONS, convert=convert_virtual_service),
+        KindSpec(group="networking.istio.io", kind="DestinationRule",
+                 versions=ISTIO_NETWORKING_VERSIONS, convert=convert_destination_rule),
     ]
-    for kind in ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway", "Sidecar"):
+    for kind in ("ServiceEntry", "Gateway", "Sidecar"):
         specs.append(KindSpec(group="networking.istio.io", kind=kind,
                               versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
-    for kind in ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"):
-        specs.append(KindSpec(group="security.istio.io", kind=kind,
-                              versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
+    specs.append(KindSpec(group="security.istio.io", kind="PeerAuthentication",
+                          versions=ISTIO_SECURITY_VERSIONS, convert=convert_peer_authentication))
+    specs.append(KindSpec(group="security.istio.io", kind="AuthorizationPolicy",
+                          versions=ISTIO_SECURITY_VERSIONS, convert=convert_authorization_policy))
+    specs.append(KindSpec(group="security.istio.io", kind="RequestAuthentication",
+                          versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
     return MappingProxyType({(s.group, s.kind): s for s in specs})
 
 

@@ -102,6 +102,11 @@ class Ctx:
     def line_of(self, path: str) -> int:
         return line_for(self._lines, path, self.ref.line)
 
+    @property
+    def lines(self) -> Mapping[str, int]:
+        """Field path -> line of every field of the object (empty without a file)."""
+        return self._lines or {}
+
     def report(
         self, path: str, problem: str, message: str, severity: Severity = Severity.ERROR
     ) -> None:

@@ -151,6 +151,7 @@ def envoy_validate(tmp_path: Path, config: dict[str, Any]) -> tuple[bool, str]:
         text=True,
         timeout=60,
         check=False,
+        cwd=GOLDEN.parents[1],  # golden TLS file paths are relative to the repository root
     )
     output = proc.stdout + proc.stderr
     return proc.returncode == 0 and "OK" in output, output
@@ -187,7 +188,7 @@ def test_envoy_accepts_golden_output(tmp_path: Path, case: Path, proxy_file: str
         own = yaml.safe_load((case / proxy_file).read_text())
     config = bootstrap(
         clusters=shared["clusters"] + own.get("clusters", []),
-        endpoints=shared["endpoints"],
+        endpoints=shared["endpoints"] + own.get("endpoints", []),
         listeners=own.get("listeners", []),
         routes=own.get("routes", []),
     )

@@ -1,0 +1,203 @@
+"""What `legation demo` runs, derived from the mesh it is given.
+
+Pure: a `MeshSnapshot` (and the directory's files, for the live change) in,
+a `Plan` out; nothing is started here. Every WorkloadEntry gets a stock Envoy
+sidecar on its own loopback address and a demo app wherever its sidecar
+forwards inbound traffic (`sidecar.legation.io/app-ports`). The workload
+that no service selects is the client: traffic enters the mesh through its
+sidecar. Services no app calls are the entry points; for the shop, order
+calls catalog and payment through its own sidecar (`CALLS`).
+
+The live change: with traffic rules in the directory (VirtualService,
+DestinationRule), they are taken away and put back (the split changes);
+otherwise the last workload of a service with several is removed and put
+back (its traffic moves to the others).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from legation.model import MeshSnapshot, Service, Workload, WorkloadKind
+from legation.translators.inbound import inbound_ports
+
+# Who calls whom on `/shop`, by service name within a namespace.
+CALLS: dict[str, tuple[str, ...]] = {"order": ("catalog", "payment")}
+OUTBOUND_PORT = 15001  # the sidecar's HTTP proxy listener (DESIGN.md §4)
+ENVOY_ADMIN_PORT = 15000  # each sidecar's Envoy admin, on its workload address
+TRAFFIC_KINDS = frozenset({"VirtualService", "DestinationRule"})
+_DOC_SPLIT = re.compile(r"(?m)^---[ \t]*$")
+
+
+class PlanError(Exception):
+    """The mesh cannot be run as a demo; the message is one line for the user."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarSpec:
+    workload: str
+    namespace: str
+    address: str
+    delta: bool  # DELTA_GRPC ADS, else state-of-the-world
+    inbound: tuple[int, ...]  # ports its inbound listeners bind on `address`
+
+    @property
+    def node_id(self) -> str:
+        return f"{self.workload}.{self.namespace}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppSpec:
+    name: str  # the workload's name: answered as x-served-by
+    host: str
+    port: int
+    calls: tuple[str, ...] = ()  # host:port of services called on /shop
+    proxy: tuple[str, int] | None = None  # its sidecar's outbound listener
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """A file edit made live and undone: `path` holds `original`; `changed` replaces it
+    (None: the file is taken away)."""
+
+    title: str  # "remove WorkloadEntry catalog-v2"
+    undo_title: str  # "put WorkloadEntry catalog-v2 back"
+    path: Path
+    original: str
+    changed: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    sidecars: tuple[SidecarSpec, ...]
+    apps: tuple[AppSpec, ...]
+    client: SidecarSpec
+    entries: tuple[str, ...]  # host:port the traffic asks the client's sidecar for
+    change: Change | None
+
+
+def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
+    workloads = [w for w in mesh.workloads if w.kind is WorkloadKind.WORKLOAD_ENTRY]
+    if not workloads:
+        raise PlanError(f"{config_dir}: no WorkloadEntry to run (the demo runs WorkloadEntries)")
+    sidecars = tuple(_sidecar(mesh, w, delta=i % 2 == 1) for i, w in enumerate(workloads))
+    pairs = zip(sidecars, workloads, strict=True)
+    clients = [s for s, w in pairs if not mesh.services_selecting(w)]
+    if not clients:
+        raise PlanError(
+            f"{config_dir}: every workload is behind a service; the demo needs a client "
+            "workload that no service selects, to send traffic from"
+        )
+    apps = tuple(a for w in workloads for a in _apps(mesh, w))
+    called = {c for a in apps for c in a.calls}
+    entries = tuple(
+        _target(svc) for svc in mesh.services
+        if svc.ports and svc.namespace == clients[0].namespace and _target(svc) not in called
+    )  # fmt: skip
+    if not entries:
+        raise PlanError(f"{config_dir}: no service in namespace {clients[0].namespace} to call")
+    return Plan(
+        sidecars=sidecars,
+        apps=apps,
+        client=clients[0],
+        entries=entries,
+        change=traffic_rules_change(config_dir) or workload_change(mesh),
+    )
+
+
+def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
+    try:
+        loopback = ipaddress.ip_address(w.address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise PlanError(
+            f"WorkloadEntry {w.namespace}/{w.name} has address {w.address!r}; the demo runs "
+            "every workload on this machine, so it needs a 127.x.y.z address"
+        )
+    ports, _ = inbound_ports(mesh, w)
+    return SidecarSpec(
+        workload=w.name,
+        namespace=w.namespace,
+        address=w.address,
+        delta=delta,
+        inbound=tuple(p.port for p in ports),
+    )
+
+
+def _apps(mesh: MeshSnapshot, w: Workload) -> list[AppSpec]:
+    ports, _ = inbound_ports(mesh, w)
+    names = {s.name for s in mesh.services_selecting(w)}
+    calls = tuple(
+        _target(callee)
+        for name in sorted(names)
+        for callee_name in CALLS.get(name, ())
+        if (callee := mesh.service(w.namespace, callee_name)) is not None and callee.ports
+    )
+    proxy = (w.address, OUTBOUND_PORT) if calls else None
+    return [
+        AppSpec(name=w.name, host=p.app.host, port=p.app.port, calls=calls, proxy=proxy)
+        for p in ports
+    ]
+
+
+def _target(svc: Service) -> str:
+    return f"{svc.name}.{svc.namespace}:{svc.ports[0].port}"
+
+
+# -- the live change ---------------------------------------------------------------
+
+
+def traffic_rules_change(config_dir: Path) -> Change | None:
+    """Take away the first file that holds only traffic rules (VirtualService, DestinationRule)."""
+    for path in sorted(config_dir.rglob("*.y*ml")):
+        text = path.read_text()
+        kinds = {d.get("kind") for d in _docs(text) if isinstance(d, dict)}
+        if kinds and kinds <= TRAFFIC_KINDS:
+            name = path.relative_to(config_dir)
+            return Change(title=f"remove {name} (traffic rules)", undo_title=f"put {name} back",
+                          path=path, original=text, changed=None)  # fmt: skip
+    return None
+
+
+def workload_change(mesh: MeshSnapshot) -> Change | None:
+    """Remove the last WorkloadEntry of the first service that selects several."""
+    for svc in mesh.services:
+        selected = [
+            w for w in mesh.workloads
+            if w.kind is WorkloadKind.WORKLOAD_ENTRY and svc in mesh.services_selecting(w)
+        ]  # fmt: skip
+        if len(selected) < 2:
+            continue
+        victim = selected[-1]
+        path = Path(victim.ref.file)
+        original = path.read_text()
+        kept = [d for d in _DOC_SPLIT.split(original) if not _is_entry(d, victim)]
+        label = f"WorkloadEntry {victim.name}"
+        return Change(title=f"remove {label}", undo_title=f"put {label} back", path=path,
+                      original=original, changed="---".join(kept))  # fmt: skip
+    return None
+
+
+def _is_entry(text: str, w: Workload) -> bool:
+    docs = _docs(text)
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        return False
+    meta = docs[0].get("metadata") or {}
+    return bool(
+        docs[0].get("kind") == "WorkloadEntry"
+        and meta.get("name") == w.name
+        and meta.get("namespace", w.namespace) == w.namespace
+    )
+
+
+def _docs(text: str) -> list[object]:
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError:
+        return []

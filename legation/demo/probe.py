@@ -1,0 +1,61 @@
+"""The demo's authorization probe: the shop's AuthorizationPolicy shown with real calls.
+
+examples/shop/security.yaml lets only `order-sa` POST to payment. The probe
+sends `POST /pay` to payment twice, each into a sidecar's outbound listener
+as that workload's app would: once from the client workload (its own
+identity, e.g. frontend-sa), once from the workload whose app calls payment
+(order-v1, order-sa). Both hops are mutual TLS; payment's sidecar decides
+from the caller's certificate. What came back is reported as a line each,
+e.g. `frontend → POST payment.shop:9080/pay → 403 RBAC: access denied`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from legation.demo.http import HttpError, request
+from legation.demo.plan import OUTBOUND_PORT, Plan
+
+GUARDED = "payment"  # the service examples/shop/security.yaml protects
+PATH = "/pay"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeCall:
+    caller: str  # workload name
+    address: str  # its sidecar's address (outbound listener on OUTBOUND_PORT)
+    target: str  # host:port of the guarded service
+
+
+def probe_calls(plan: Plan) -> list[ProbeCall]:
+    """The client, then each workload whose app calls the guarded service."""
+    callers = [
+        (a.name, a.proxy[0], t)
+        for a in plan.apps
+        if a.proxy is not None
+        for t in a.calls
+        if t.split(".", 1)[0] == GUARDED
+    ]
+    if not callers:
+        return []
+    target = callers[0][2]
+    client = ProbeCall(caller=plan.client.workload, address=plan.client.address, target=target)
+    return [client, *(ProbeCall(caller=n, address=addr, target=t) for n, addr, t in callers)]
+
+
+async def run_probe(call: ProbeCall, *, timeout: float = 5.0) -> str:
+    """`<status> <what came back>`, or why nothing did."""
+    try:
+        resp = await request(
+            call.address, OUTBOUND_PORT, "POST", f"http://{call.target}{PATH}",
+            headers={"host": call.target}, timeout=timeout,
+        )  # fmt: skip
+    except (OSError, TimeoutError, HttpError) as e:
+        return f"no answer ({type(e).__name__})"
+    if resp.status == 200:
+        return f"200 (served by {resp.header('x-served-by') or '?'})"
+    return f"{resp.status} {resp.text().strip()[:60]}"
+
+
+def title(call: ProbeCall) -> str:
+    return f"{call.caller} → POST {call.target}{PATH}"

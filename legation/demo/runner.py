@@ -1,0 +1,418 @@
+"""`legation demo` (what `make demo` runs): the control plane, the shop's apps and one
+stock Envoy sidecar per workload, traffic through them, and a live view.
+
+Everything runs on this machine and is started by this process: the control
+plane in-process (`legation.app.App`, xDS on 127.0.0.1:15010, admin on
+127.0.0.1:15014) on a copy of the mesh in a temporary directory; the demo
+apps in-process; the Envoys as child processes (`legation.demo.envoy`), half
+on state-of-the-world ADS and half on delta. Traffic goes through the client
+workload's sidecar. After a few seconds one live change is made to the copy
+of the mesh and undone (see `plan.py`), and the view shows how long each
+took to reach every proxy. `--duration` stops after that long (counted from
+the first request); otherwise Ctrl-C does. Either way every process started
+here is stopped and reaped before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from legation import logs
+from legation.app import App
+from legation.bootstrap import build_bootstrap
+from legation.demo.app import DemoApp, Target
+from legation.demo.convergence import ProxyView, all_in_sync, last_ack, proxy_view
+from legation.demo.envoy import Envoy, EnvoyError
+from legation.demo.plan import (
+    ENVOY_ADMIN_PORT,
+    OUTBOUND_PORT,
+    AppSpec,
+    Change,
+    Plan,
+    PlanError,
+    SidecarSpec,
+    make_plan,
+)
+from legation.demo.ports import Need, PortError, check_free, needed_ports
+from legation.demo.probe import probe_calls, run_probe
+from legation.demo.probe import title as probe_title
+from legation.demo.traffic import Load
+from legation.demo.view import ChangeEvent, Frame, ProxyRow, render, status_line, summary_line
+from legation.settings import HostPort, Settings
+from legation.sources.files import SourceError, load_dirs
+from legation.store import MeshStore
+
+XDS = HostPort(host="127.0.0.1", port=15010)
+ADMIN = HostPort(host="127.0.0.1", port=15014)
+CONVERGE_TIMEOUT_S = 15.0
+_POLL_S = 0.01
+_CLEAR = "\x1b[H\x1b[J"  # cursor home, clear to the end of the screen
+
+
+class DemoError(Exception):
+    """The demo cannot run; the message is one line for the user."""
+
+
+def find_config_dir(given: Path | None) -> Path:
+    """`given`, else examples/shop of the checkout this code runs from, else of the cwd."""
+    if given is not None:
+        if not given.is_dir():
+            raise DemoError(f"--config-dir {given}: not a readable directory")
+        return given
+    here = Path(__file__).resolve().parents[2] / "examples" / "shop"
+    for candidate in (here, Path.cwd() / "examples" / "shop"):
+        if candidate.is_dir():
+            return candidate
+    raise DemoError("cannot find examples/shop: run from the repository root or give --config-dir")
+
+
+def run_demo(config_dir: Path | None, duration: float | None) -> int:
+    try:
+        source = find_config_dir(config_dir)
+        with tempfile.TemporaryDirectory(prefix="legation-demo-") as tmp:
+            work = Path(tmp)
+            mesh_dir = work / "mesh"
+            shutil.copytree(source, mesh_dir, ignore=shutil.ignore_patterns(".*"))
+            with (work / "legation.log").open("w") as log:
+                _log_to(log)
+                demo = Demo(source=source, mesh_dir=mesh_dir, work=work, out=sys.stdout)
+                return asyncio.run(demo.run(duration))
+    except (DemoError, PlanError, PortError, SourceError, EnvoyError, OSError) as e:
+        print(f"legation: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _log_to(stream: TextIO) -> None:
+    """The control plane's logs go to a file: the terminal belongs to the view."""
+    logs.configure(fmt="json", level="info")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=stream))
+    logging.basicConfig(level=logging.WARNING, stream=stream, force=True)
+
+
+class Demo:
+    def __init__(self, *, source: Path, mesh_dir: Path, work: Path, out: TextIO) -> None:
+        self.source = source
+        self.mesh_dir = mesh_dir
+        self.work = work
+        self.out = out
+        self.tty = out.isatty()
+        self._closed = False  # the reader of `out` went away
+        loaded = load_dirs([mesh_dir])
+        store = MeshStore()
+        store.replace_source("demo", loaded.objects, loaded.diagnostics)
+        self.plan: Plan = make_plan(store.snapshot(), mesh_dir)
+        self.events: list[ChangeEvent] = []
+        self.startup: float | None = None
+        self.envoys: list[Envoy] = []
+        self.t0 = 0.0  # monotonic time of the first request
+
+    # -- the whole run -------------------------------------------------------
+
+    async def run(self, duration: float | None) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        check_free(self.ports())
+        self._intro(duration)
+        settings = Settings(
+            config_dirs=(self.mesh_dir,),
+            xds_address=XDS,
+            admin_address=ADMIN,
+            # A CA of its own: certificates, mTLS, AuthorizationPolicy (security.yaml). The
+            # sidecars use the plaintext listener on loopback, so keys may go there too.
+            ca_dir=self.work / "ca",
+            insecure_plaintext_secrets=True,
+            xds_tls_address=None,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            app = await stack.enter_async_context(App(settings))
+            await self._start_apps(stack)
+            launched = time.time()
+            await self._start_envoys(stack)
+            load = Load(proxy=(self.plan.client.address, OUTBOUND_PORT), targets=self.plan.entries)
+            self.t0 = time.monotonic()
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(load.run()),
+                    tg.create_task(self._watch_startup(app, launched)),
+                    tg.create_task(self._show(app, load)),
+                    tg.create_task(self._live_change(app, duration)),
+                    tg.create_task(self._probe()),
+                ]
+                await self._until(stop, duration)
+                for task in tasks:
+                    task.cancel()
+            frame = self._frame(app, load)
+        self._finish(frame)
+        return 0
+
+    async def _until(self, stop: asyncio.Event, duration: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(duration):
+                await stop.wait()
+
+    def _finish(self, frame: Frame) -> None:
+        left = [e for e in self.envoys if e.running]
+        self._say(
+            (_CLEAR if self.tty else "\n")
+            + "\n".join(render(dataclasses.replace(frame, footer="")))
+            + f"\nstopped: {len(self.envoys)} Envoys ({len(left)} still running), "
+            f"{len(self.plan.apps)} apps, the control plane\n"
+            + summary_line(frame)
+            + "\n"
+        )
+
+    def _say(self, text: str) -> None:
+        """Write to the terminal (or pipe); a reader that went away (`| head`) is fine."""
+        if self._closed:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self._closed = True
+
+    def ports(self) -> list[Need]:
+        """Every address and port this demo binds (checked before anything starts)."""
+        return needed_ports(self.plan, xds=_pair(XDS), admin=_pair(ADMIN))
+
+    # -- starting things -----------------------------------------------------
+
+    async def _start_apps(self, stack: contextlib.AsyncExitStack) -> None:
+        for spec in self.plan.apps:
+            app = DemoApp(
+                name=spec.name,
+                host=spec.host,
+                port=spec.port,
+                proxy=spec.proxy,
+                calls=tuple(Target.parse(c) for c in spec.calls),
+            )
+            await app.start()
+            stack.push_async_callback(app.stop)
+
+    async def _start_envoys(self, stack: contextlib.AsyncExitStack) -> None:
+        envoy_dir = self.work / "envoy"
+        self.envoys = [
+            Envoy(name=s.workload, bootstrap=_bootstrap(s), workdir=envoy_dir, new_session=True)
+            for s in self.plan.sidecars
+        ]
+        stack.push_async_callback(self._stop_envoys)
+        await asyncio.gather(*(e.start(wait="ready", timeout=30.0) for e in self.envoys))
+
+    async def _stop_envoys(self) -> None:
+        await asyncio.gather(*(e.stop() for e in self.envoys), return_exceptions=True)
+
+    # -- convergence ---------------------------------------------------------
+
+    def _views(self, app: App) -> dict[str, ProxyView]:
+        return {s.node_id: proxy_view(s.node_id, app.cache, app.status) for s in self.plan.sidecars}
+
+    def _in_mesh(self, app: App) -> set[str]:
+        mesh = app.store.snapshot()
+        return {s.node_id for s in self.plan.sidecars if mesh.workload(s.namespace, s.workload)}
+
+    async def _watch_startup(self, app: App, launched: float) -> None:
+        while True:
+            views = self._views(app)
+            if all_in_sync(views.values()):
+                self.startup = last_ack(views.values()) - launched
+                return
+            await asyncio.sleep(_POLL_S)
+
+    async def _converge(self, app: App, written: float, since: float) -> str:
+        """Wait until every proxy of the mesh holds a snapshot built after the change and
+        has ACKed it; say how long after the file write the last ACK came."""
+        try:
+            async with asyncio.timeout(CONVERGE_TIMEOUT_S):
+                while True:
+                    live = self._in_mesh(app)
+                    views = [v for n, v in self._views(app).items() if n in live]
+                    if all_in_sync(views, since=since):
+                        took = max(last_ack(views) - written, 0.0)
+                        n = len(views)
+                        return f"{n}/{n} proxies in sync {took:.2f}s after the write"
+                    await asyncio.sleep(_POLL_S)
+        except TimeoutError:
+            return f"not every proxy in sync after {CONVERGE_TIMEOUT_S:.0f}s"
+
+    # -- the live change -------------------------------------------------------
+
+    async def _live_change(self, app: App, duration: float | None) -> None:
+        change = self.plan.change
+        if change is None:
+            return
+        first, second = _change_times(duration)
+        await self._at(first)
+        await self._apply(app, change.title, change, undo=False)
+        await self._at(second)
+        await self._apply(app, change.undo_title, change, undo=True)
+
+    async def _at(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, self.t0 + seconds - time.monotonic()))
+
+    async def _apply(self, app: App, title: str, change: Change, *, undo: bool) -> None:
+        event = ChangeEvent(at=time.monotonic() - self.t0, title=title)
+        self.events.append(event)
+        since, written = time.monotonic(), time.time()
+        _write(change, undo=undo)
+        event.result = await self._converge(app, written, since)
+        self._announce(event)
+
+    def _announce(self, event: ChangeEvent) -> None:
+        if not self.tty:
+            line = f"change {event.at:5.1f}s  {event.title} → {event.result}"
+            self._say(line + "\n")
+
+    async def _probe(self) -> None:
+        """The AuthorizationPolicy at work: a denied and an allowed POST (probe.py)."""
+        await self._at(2.0)
+        for call in probe_calls(self.plan):
+            event = ChangeEvent(at=time.monotonic() - self.t0, title=probe_title(call))
+            event.result = await run_probe(call)
+            self.events.append(event)
+            if not self.tty:
+                self._say(f"security {event.at:5.1f}s  {event.title} → {event.result}\n")
+
+    # -- the view --------------------------------------------------------------
+
+    async def _show(self, app: App, load: Load) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            frame = self._frame(app, load)
+            if self.tty:
+                self._say(_CLEAR + "\n".join(render(frame)) + "\n")
+            else:
+                self._say(status_line(frame) + "\n")
+
+    def _frame(self, app: App, load: Load) -> Frame:
+        now = time.monotonic()
+        views = self._views(app)
+        live = self._in_mesh(app)
+        tally = load.tally
+        return Frame(
+            elapsed=now - self.t0,
+            source=_display(self.source),
+            traffic=self._traffic_text(),
+            requests=tally.requests,
+            errors=tally.errors.copy(),
+            last_error=tally.last_error,
+            rate=tally.rate(now=now),
+            total=tally.total.copy(),
+            window=tally.window(now=now),
+            proxies=tuple(
+                ProxyRow(
+                    workload=s.workload,
+                    delta=s.delta,
+                    view=views[s.node_id],
+                    in_mesh=s.node_id in live,
+                )
+                for s in self.plan.sidecars
+            ),
+            startup=self.startup,
+            nacks=int(sum(_nack_samples(app))),
+            events=tuple(self.events),
+            diagnostics=tuple(d.format() for d in app.diagnostics()),
+            footer=(
+                f"look closer: http://{ADMIN}/debug/proxies · Envoy admin on each sidecar's "
+                f"address, port {ENVOY_ADMIN_PORT} · logs in {self.work}"
+            ),
+        )
+
+    def _traffic_text(self) -> str:
+        c = self.plan.client
+        targets = ", ".join(f"http://{t}/shop" for t in self.plan.entries)
+        return f"GET {targets} through {c.workload}'s sidecar ({c.address}:{OUTBOUND_PORT})"
+
+    # -- intro -------------------------------------------------------------------
+
+    def _intro(self, duration: float | None) -> None:
+        p = self.plan
+        lines = [
+            f"Legation demo: the mesh of {_display(self.source)}, from a working copy in "
+            f"{self.mesh_dir} (edit it to change the mesh live)",
+            f"  control plane  in this process: xDS {XDS}, admin http://{ADMIN}/debug/proxies "
+            f"(log {self.work / 'legation.log'})",
+            f"  sidecars       {len(p.sidecars)} stock Envoys (logs in {self.work / 'envoy'}):",
+            *(
+                f"                   {s.workload:<12} {s.address:<12} "
+                f"ADS {'delta' if s.delta else 'state-of-the-world':<19} "
+                f"admin http://{s.address}:{ENVOY_ADMIN_PORT}"
+                for s in p.sidecars
+            ),
+            "  apps           " + ", ".join(_app_text(a) for a in p.apps),
+            f"  traffic        20 req/s: {self._traffic_text()}",
+        ]
+        if p.change is not None:
+            first, second = _change_times(duration)
+            lines.append(
+                f"  live change    at {first:.0f}s {p.change.title}; "
+                f"at {second:.0f}s {p.change.undo_title}"
+            )
+        lines.append(f"Stops after {duration:g}s." if duration else "Ctrl-C stops everything.")
+        self._say("\n".join(lines) + "\n\n")
+
+
+def _change_times(duration: float | None) -> tuple[float, float]:
+    """When (seconds into the traffic) the live change is made and undone."""
+    return (duration * 0.35, duration * 0.6) if duration else (5.0, 10.0)
+
+
+def _nack_samples(app: App) -> list[float]:
+    return [
+        s.value
+        for metric in app.metrics.registry.collect()
+        if metric.name == "legation_xds_nacks"
+        for s in metric.samples
+        if s.name == "legation_xds_nacks_total"
+    ]
+
+
+def _app_text(a: AppSpec) -> str:
+    via = f" (calls {' and '.join(a.calls)} through its sidecar)" if a.calls else ""
+    return f"{a.name} {a.host}:{a.port}{via}"
+
+
+def _pair(hp: HostPort) -> tuple[str, int]:
+    return hp.host, hp.port
+
+
+def _bootstrap(spec: SidecarSpec) -> dict[str, object]:
+    return build_bootstrap(
+        node_id=spec.node_id,
+        node_cluster=spec.namespace,
+        xds_host=XDS.host,
+        xds_port=XDS.port,
+        admin_host=spec.address,
+        admin_port=ENVOY_ADMIN_PORT,
+        delta=spec.delta,
+    )
+
+
+def _write(change: Change, *, undo: bool) -> None:
+    """Apply (or undo) a change atomically: a hidden temp file renamed into place."""
+    text = change.original if undo else change.changed
+    if text is None:
+        change.path.unlink()
+        return
+    tmp = change.path.with_name(f".{change.path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(change.path)
+
+
+def _display(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)

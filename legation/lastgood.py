@@ -1,0 +1,122 @@
+"""Last good versions of traffic policy: an invalid object is never applied.
+
+The MeshStore hands every snapshot it builds through `LastGood.settle`,
+which runs the cross-object checks (`legation.model.validate`) and, until
+they pass, takes back what broke them:
+
+- an object whose own current version fails goes back to its last good
+  version (the last one that was in force), or is left out if it never had
+  one or that one fails too;
+- a VirtualService that did not change but now names a subset that a
+  DestinationRule edit removed keeps working: the DestinationRule edit is
+  the one taken back (its last good version stays), and the error says so.
+
+Each error keeps the file, line and field of the version that failed, plus
+a sentence saying what stays in force. This is the only state here; the
+checks themselves are pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from legation.model import Diagnostic, MeshSnapshot, Severity
+from legation.model.destination import DestinationRule
+from legation.model.traffic import VirtualService
+from legation.model.validate import MissingSubset, ObjectKey, TrafficCheck, check_traffic
+
+Policy = VirtualService | DestinationRule
+
+_KEPT = " The last good version of this object stays in force until this is fixed."
+_LEFT_OUT = " This object is not applied until this is fixed (it has no earlier valid version)."
+
+
+class LastGood:
+    def __init__(self) -> None:
+        self._good: dict[ObjectKey, Policy] = {}
+        self._in_force: frozenset[ObjectKey] = frozenset()
+
+    def settle(self, base: MeshSnapshot, current: Mapping[ObjectKey, Policy]) -> MeshSnapshot:
+        """`base` with the traffic policy that passes the checks, and every finding."""
+        chosen: dict[ObjectKey, Policy] = dict(current)
+        first_errors: dict[ObjectKey, list[Diagnostic]] = {}
+        outcome: dict[ObjectKey, str] = {}
+        extra: list[Diagnostic] = []
+        check = TrafficCheck()
+        for _ in range(2 * len(current) + 2):
+            mesh = _with(base, chosen)
+            check = check_traffic(mesh, incumbents=self._in_force)
+            if not check.errors:
+                break
+            for key in sorted(check.errors):
+                if key not in chosen:
+                    continue
+                culprit = self._culprit(mesh, check.missing_subsets.get(key, []), key,
+                                        chosen, current)
+                if culprit is not None:
+                    extra.append(self._blame(culprit, key, chosen, current, check))
+                    chosen[culprit] = self._good[culprit]
+                    continue
+                first_errors.setdefault(key, check.errors[key])
+                if chosen[key] is current.get(key) and self._good.get(key) not in (
+                    None, current.get(key)
+                ):
+                    chosen[key] = self._good[key]
+                    outcome[key] = _KEPT
+                else:
+                    del chosen[key]
+                    outcome[key] = _LEFT_OUT
+        self._good = {k: v for k, v in {**self._good, **chosen}.items() if k in current}
+        self._in_force = frozenset(chosen)
+        errors = [_note(d, outcome[k]) for k, ds in sorted(first_errors.items()) for d in ds]
+        final = _with(base, chosen)
+        return dataclasses.replace(
+            final, diagnostics=(*base.diagnostics, *errors, *extra, *check.warnings)
+        )
+
+    def _culprit(self, mesh: MeshSnapshot, missing: list[MissingSubset], key: ObjectKey,
+                 chosen: Mapping[ObjectKey, Policy], current: Mapping[ObjectKey, Policy]
+                 ) -> ObjectKey | None:
+        """A changed DestinationRule whose edit removed a subset an unchanged VS uses."""
+        if not missing or self._good.get(key) != current.get(key):
+            return None
+        for want in missing:
+            for k, obj in sorted(chosen.items()):
+                good = self._good.get(k)
+                if not isinstance(obj, DestinationRule) or not isinstance(good, DestinationRule):
+                    continue
+                if obj is not current.get(k) or obj == good:
+                    continue
+                if (mesh.qualify_host(good.host, good.namespace).fqdn == want.fqdn
+                        and good.subset(want.subset) is not None
+                        and obj.subset(want.subset) is None):
+                    return k
+        return None
+
+    def _blame(self, culprit: ObjectKey, user: ObjectKey, chosen: Mapping[ObjectKey, Policy],
+               current: Mapping[ObjectKey, Policy], check: TrafficCheck) -> Diagnostic:
+        rule = current[culprit]
+        assert isinstance(rule, DestinationRule)
+        used = [d for d in check.errors[user] if d.code == "virtualservice.subset-unknown"]
+        where = f" ({used[0].field})" if used else ""
+        _, ns, name = user
+        return Diagnostic(
+            ref=rule.ref, field="spec.subsets", code="destinationrule.subset-in-use",
+            message=f"this edit removes a subset that VirtualService {ns}/{name} still routes "
+            f"to{where}; remove it from the VirtualService first." + _KEPT,
+            severity=Severity.ERROR, line=rule.line_of("spec.subsets"),
+        )
+
+
+def _with(base: MeshSnapshot, chosen: Mapping[ObjectKey, Policy]) -> MeshSnapshot:
+    ordered = [chosen[k] for k in sorted(chosen, key=lambda k: (k[1], k[2], k[0]))]
+    return dataclasses.replace(
+        base,
+        virtual_services=tuple(o for o in ordered if isinstance(o, VirtualService)),
+        destination_rules=tuple(o for o in ordered if isinstance(o, DestinationRule)),
+    )
+
+
+def _note(d: Diagnostic, note: str) -> Diagnostic:
+    return dataclasses.replace(d, message=d.message + note)

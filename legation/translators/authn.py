@@ -1,0 +1,172 @@
+"""PeerAuthentication -> how an inbound listener accepts connections (its filter chains).
+
+The effective mode of a workload port (`legation.model.security.
+peer_authentication_for`) shapes its listener, as Istio's inbound listener:
+
+- STRICT: one filter chain for ``transport_protocol: tls`` that requires a
+  client certificate chaining to ``ROOTCA`` (mutual TLS); a plaintext client
+  matches no chain and is disconnected.
+- PERMISSIVE (the default): the TLS inspector tells TLS from plaintext; the
+  TLS chain is the STRICT one, the ``raw_buffer`` chain takes plaintext.
+- DISABLE: one plaintext chain, no inspector.
+
+Without a CA (no `--ca-dir`) there are no certificates, so every port is
+DISABLE. Where mutual TLS is possible the HTTP connection manager also
+replaces `x-forwarded-client-cert` with the verified peer's URI SAN and
+certificate hash (SANITIZE_SET), so the app sees the caller's SPIFFE ID and
+a plaintext caller cannot forge one. `inbound_security` also collects the
+port's RBAC filters (rbac.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+from google.protobuf import wrappers_pb2
+
+from legation.model import (
+    Diagnostic,
+    MeshSnapshot,
+    MtlsMode,
+    PeerAuthentication,
+    Severity,
+    Workload,
+    selector_matches,
+)
+from legation.model.security import peer_authentication_for
+from legation.translators.common import pack
+from legation.translators.inbound import InboundPort
+from legation.translators.rbac import rbac_filters
+from legation.translators.secrets import mesh_tls_context
+
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+TLS_TRANSPORT_SOCKET = "envoy.transport_sockets.tls"
+MTLS_CHAIN = "inbound-mtls"
+PLAINTEXT_CHAIN = "inbound-plaintext"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundSecurity:
+    """How one inbound port is secured: its mTLS mode and its authorization filters."""
+
+    mode: MtlsMode = MtlsMode.DISABLE  # effective; DISABLE without a CA
+    client_cert_header: bool = False  # set x-forwarded-client-cert (mTLS possible)
+    # RBAC filters: HTTP ones before the router, network ones before the TCP proxy
+    http_filters: tuple[http_connection_manager_pb2.HttpFilter, ...] = ()
+    network_filters: tuple[listener_components_pb2.Filter, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+def inbound_security(
+    mesh: MeshSnapshot, workload: Workload, inbound: InboundPort
+) -> InboundSecurity:
+    decision = peer_authentication_for(
+        mesh.peer_authentications,
+        root_namespace=mesh.root_namespace,
+        namespace=workload.namespace,
+        labels=workload.labels,
+        port=inbound.port,
+    )
+    diagnostics = [_shadowed(p, decision.applied) for p in decision.shadowed]
+    diagnostics += [
+        _root_selector(p, mesh.root_namespace)
+        for p in mesh.peer_authentications
+        if p.namespace == mesh.root_namespace and selector_matches(p.selector, workload.labels)
+    ]
+    rbac = rbac_filters(mesh, workload, inbound.port, tcp=not inbound.protocol.is_http)
+    diagnostics.extend(rbac.diagnostics)
+    mtls = mesh.security.mtls
+    return InboundSecurity(
+        mode=decision.mode if mtls else MtlsMode.DISABLE,
+        client_cert_header=mtls,
+        http_filters=tuple(rbac.http),
+        network_filters=tuple(rbac.network),
+        diagnostics=tuple(diagnostics),
+    )
+
+
+def filter_chains(
+    mode: MtlsMode, filters: Sequence[listener_components_pb2.Filter]
+) -> tuple[list[listener_components_pb2.ListenerFilter], list[listener_components_pb2.FilterChain]]:
+    """(listener filters, filter chains) of an inbound listener in `mode` (module docstring)."""
+    FilterChain = listener_components_pb2.FilterChain
+    Match = listener_components_pb2.FilterChainMatch
+    if mode in (MtlsMode.DISABLE, MtlsMode.UNSET):
+        return [], [FilterChain(filters=filters)]
+    chains = [
+        FilterChain(
+            name=MTLS_CHAIN,
+            filter_chain_match=Match(transport_protocol="tls"),
+            transport_socket=downstream_mtls_socket(),
+            filters=filters,
+        )
+    ]
+    if mode is MtlsMode.PERMISSIVE:
+        chains.append(
+            FilterChain(
+                name=PLAINTEXT_CHAIN,
+                filter_chain_match=Match(transport_protocol="raw_buffer"),
+                filters=filters,
+            )
+        )
+    inspector = listener_components_pb2.ListenerFilter(
+        name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector())
+    )
+    return [inspector], chains
+
+
+def downstream_mtls_socket() -> base_pb2.TransportSocket:
+    """Present ``default``; require a client certificate that chains to ``ROOTCA``."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=mesh_tls_context(),
+        require_client_certificate=wrappers_pb2.BoolValue(value=True),
+    )
+    return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
+def _shadowed(policy: PeerAuthentication, applied: Sequence[PeerAuthentication]) -> Diagnostic:
+    winner = next(
+        (
+            p
+            for p in applied
+            if bool(p.selector) == bool(policy.selector) and p.namespace == policy.namespace
+        ),
+        None,
+    )
+    other = f"{winner.namespace}/{winner.name}" if winner is not None else "another policy"
+    scope = "workload" if policy.selector else "namespace"
+    return Diagnostic(
+        ref=policy.ref,
+        field="spec.selector" if policy.selector else "",
+        code="peerauthentication.conflict",
+        message=(
+            f"{other} already sets the {scope}-level mTLS mode for the same workloads and "
+            "is used instead (the first by namespace/name wins here; Istio takes the "
+            "oldest). Expected one such policy per scope."
+        ),
+        severity=Severity.WARNING,
+        line=policy.line_of("spec.selector") if policy.selector else policy.ref.line,
+    )
+
+
+def _root_selector(policy: PeerAuthentication, root_namespace: str) -> Diagnostic:
+    return Diagnostic(
+        ref=policy.ref,
+        field="spec.selector",
+        code="peerauthentication.root-selector-ignored",
+        message=(
+            f"a policy with a selector in the root namespace {root_namespace} is ignored, as "
+            "in Istio: the root namespace holds the mesh-wide policy (no selector). Put "
+            "workload policies in the workloads' own namespace."
+        ),
+        severity=Severity.WARNING,
+        line=policy.line_of("spec.selector"),
+    )

@@ -1,0 +1,128 @@
+"""`legation demo`'s plan (what runs where, the live change) and its port check."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from legation.demo.plan import Plan, PlanError, make_plan
+from legation.demo.ports import PortError, check_free, needed_ports
+from legation.model import MeshSnapshot
+from legation.sources.files import load_dirs
+from legation.store import MeshStore
+
+SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
+PLAIN_SHOP = ("namespace.yaml", "services.yaml", "workloads.yaml")
+
+
+def load(directory: Path) -> MeshSnapshot:
+    result = load_dirs([directory])
+    store = MeshStore()
+    store.replace_source("test", result.objects, result.diagnostics)
+    return store.snapshot()
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    """The shop without traffic rules."""
+    for name in PLAIN_SHOP:
+        shutil.copy(SHOP / name, tmp_path / name)
+    return tmp_path
+
+
+def plan_of(directory: Path) -> Plan:
+    return make_plan(load(directory), directory)
+
+
+def test_the_shop_plan(shop: Path) -> None:
+    plan = plan_of(shop)
+
+    assert [(s.workload, s.address, s.inbound) for s in plan.sidecars] == [
+        ("catalog-v1", "127.0.10.3", (9080,)),
+        ("catalog-v2", "127.0.10.4", (9080,)),
+        ("frontend", "127.0.10.1", ()),
+        ("order-v1", "127.0.10.2", (9080,)),
+        ("payment-v1", "127.0.10.5", (9080,)),
+    ]
+    assert {s.delta for s in plan.sidecars} == {True, False}  # both variants on show
+    assert plan.client.workload == "frontend"
+    assert plan.entries == ("order.shop:9080",)
+    apps = {a.name: (a.host, a.port, a.calls, a.proxy) for a in plan.apps}
+    assert apps == {
+        "catalog-v1": ("127.0.0.1", 18082, (), None),
+        "catalog-v2": ("127.0.0.1", 18083, (), None),
+        "order-v1": (
+            "127.0.0.1",
+            18081,
+            ("catalog.shop:9080", "payment.shop:9080"),
+            ("127.0.10.2", 15001),
+        ),
+        "payment-v1": ("127.0.0.1", 18084, (), None),
+    }
+
+
+def test_without_traffic_rules_the_change_removes_one_workload_entry(shop: Path) -> None:
+    change = plan_of(shop).change
+
+    assert change is not None
+    assert change.title == "remove WorkloadEntry catalog-v2"
+    assert change.path == shop / "workloads.yaml"
+    assert change.original == (shop / "workloads.yaml").read_text()
+    assert change.changed is not None
+    kept = [d["metadata"]["name"] for d in yaml.safe_load_all(change.changed) if d]
+    assert kept == ["frontend", "order-v1", "catalog-v1", "payment-v1"]
+    (shop / "workloads.yaml").write_text(change.changed)  # and the result still loads cleanly
+    assert [w.name for w in load(shop).workloads] == [
+        "catalog-v1", "frontend", "order-v1", "payment-v1"
+    ]  # fmt: skip
+
+
+def test_with_traffic_rules_the_change_takes_their_file_away(shop: Path) -> None:
+    rules = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n" \
+            "metadata: {name: catalog, namespace: shop}\nspec: {host: catalog}\n"  # fmt: skip
+    (shop / "rules.yaml").write_text(rules)
+
+    change = plan_of(shop).change
+
+    assert change is not None
+    assert (change.title, change.path, change.original, change.changed) == (
+        "remove rules.yaml (traffic rules)",
+        shop / "rules.yaml",
+        rules,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("127.0.10.2", "10.0.0.2"), "needs a 127.x.y.z address"),
+        (lambda t: t.replace("app: frontend", "app: order"), "needs a client workload"),
+        (lambda t: "", "no WorkloadEntry"),
+    ],
+    ids=["not-loopback", "no-client", "no-workloads"],
+)
+def test_meshes_the_demo_cannot_run(shop: Path, edit: object, message: str) -> None:
+    path = shop / "workloads.yaml"
+    path.write_text(edit(path.read_text()))  # type: ignore[operator]
+
+    with pytest.raises(PlanError, match=message):
+        plan_of(shop)
+
+
+def test_a_taken_port_is_named(shop: Path) -> None:
+    plan = plan_of(shop)
+    needs = needed_ports(plan, xds=("127.0.0.1", 0), admin=("127.0.0.1", 0))
+    assert ("127.0.10.2", 9080, "order-v1's sidecar inbound listener") in needs
+    assert ("127.0.0.1", 18081, "the order-v1 app") in needs
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        with pytest.raises(PortError, match=rf"127\.0\.0\.1:{port} \(for the thing\) is already"):
+            check_free([("127.0.0.1", port, "the thing")])

@@ -22,7 +22,7 @@ import structlog
 
 from legation.cache import SECRET, Resource
 from legation.model import SpiffeId, SpiffeIdError, Workload
-from legation.sds import CertificateAuthority, CertificateIssuer
+from legation.sds import CAError, CertificateAuthority, CertificateIssuer
 from legation.translators.secrets import root_secret, workload_secret
 
 _log = structlog.get_logger("legation.sds")
@@ -44,7 +44,11 @@ class WorkloadSecrets:
         except SpiffeIdError as e:
             _log.warning("sds.identity-invalid", node=node_id, error=str(e))
             return [self._root_resource()]
-        cert = self._issuer.certificate(identity)
+        try:
+            cert = self._issuer.certificate(identity)
+        except CAError as e:  # e.g. the signer expired: the proxy waits, the rest goes on
+            _log.error("sds.issue-failed", node=node_id, identity=str(identity), error=str(e))
+            return [self._root_resource()]
         with self._lock:
             self._nodes[node_id] = identity
             cached = self._certs.get(identity)

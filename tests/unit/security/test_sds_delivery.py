@@ -209,3 +209,25 @@ def _identity() -> Any:
     from legation.model import SpiffeId
 
     return SpiffeId(trust_domain="cluster.local", namespace="shop", service_account="b-sa")
+
+
+def test_a_ca_failure_costs_the_proxy_its_certificate_not_the_pipeline(tmp_path: Path) -> None:
+    from legation.model import SourceRef, Workload, WorkloadKind
+    from legation.sds import CAError
+
+    ca = CertificateAuthority.load_or_create(tmp_path, trust_domain="cluster.local")
+
+    class Failing(CertificateIssuer):
+        def certificate(self, identity: Any) -> Any:
+            raise CAError("the signing certificate expired")
+
+    secrets = WorkloadSecrets(Failing(ca, clock=Clock(), rng=random.Random(1)), ca)
+    w = Workload(
+        ref=SourceRef(kind="WorkloadEntry", namespace="shop", name="b"),
+        kind=WorkloadKind.WORKLOAD_ENTRY,
+        name="b",
+        namespace="shop",
+        address="10.0.0.1",
+        service_account="b-sa",
+    )
+    assert [r.name for r in secrets.resources_for("b.shop", w)] == ["ROOTCA"]

@@ -16,17 +16,20 @@ import structlog
 
 from legation.admin import Admin, AdminServer
 from legation.cache import ProxyError, Snapshot, SnapshotCache
+from legation.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.metrics import Metrics
-from legation.model import Diagnostic
+from legation.model import Diagnostic, MeshSnapshot
 from legation.pipeline import Pipeline
 from legation.security import Security, mesh_security
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource
+from legation.sources.kube.tokenreview import TokenReviewer
 from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.status import StatusBoard
 from legation.store import MeshStore
 from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
+from legation.xds.stream import Authenticator
 
 _log = structlog.get_logger("legation.app")
 
@@ -42,8 +45,31 @@ class App:
         self.metrics = Metrics()
         self.status = StatusBoard()
         self.cache = SnapshotCache()
-        # --ca-dir: CA, certificates, tokens (legation/security.py)
-        self.security = Security(settings, self.metrics) if settings.security else None
+        self._kube_api: Any = None
+        if settings.kubernetes:
+            self._kube_api = api_client(
+                kubeconfig=settings.kubeconfig,
+                in_cluster=settings.in_cluster,
+                context=settings.kube_context,
+                environ=environ() if settings.in_cluster else None,
+                namespaces=settings.watch_namespaces,
+            )
+        try:
+            if settings.ca_secret and settings.ca_dir is not None:
+                # the cluster's CA Secret, copied into --ca-dir before the CA loads it
+                materialize_ca(self._kube_api, namespace=settings.namespace, ca_dir=settings.ca_dir)
+            # --ca-dir: CA, certificates, tokens (legation/security.py)
+            self.security = Security(settings, self.metrics) if settings.security else None
+        except BaseException:
+            if self._kube_api is not None:
+                self._kube_api.close()
+            raise
+        # with Kubernetes, pods may present their service-account tokens (incluster.py)
+        self._token_reviewer = (
+            TokenReviewer(self._kube_api)
+            if self._kube_api is not None and self.security is not None
+            else None
+        )
         self.pipeline = Pipeline(
             self.store,
             self.cache,
@@ -58,15 +84,7 @@ class App:
         self.sources: list[FileSource | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store))
-        self._kube_api: Any = None
-        if settings.kubernetes:
-            self._kube_api = api_client(
-                kubeconfig=settings.kubeconfig,
-                in_cluster=settings.in_cluster,
-                context=settings.kube_context,
-                environ=environ() if settings.in_cluster else None,
-                namespaces=settings.watch_namespaces,
-            )
+        if self._kube_api is not None:
             self.sources.append(
                 KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces)
             )
@@ -77,9 +95,9 @@ class App:
             address=str(settings.xds_address),
             keepalive_time_s=settings.keepalive_time_s,
             max_connection_age_s=settings.max_connection_age_s,
-            authenticate=self.security.authenticator(
-                self.store, required=settings.require_xds_credentials, listener="plaintext"
-            ) if self.security else None,
+            authenticate=self._authenticator(
+                required=settings.require_xds_credentials, listener="plaintext"
+            ),
         )
         self.xds_tls: XdsServer | None = None
         if self.security is not None and settings.xds_tls_address is not None:
@@ -93,9 +111,7 @@ class App:
                 server_credentials=self.security.server_certificate(
                     settings.xds_tls_address
                 ).credentials(),
-                authenticate=self.security.authenticator(
-                    self.store, required=True, listener="tls"
-                ),
+                authenticate=self._authenticator(required=True, listener="tls"),
             )
         self.admin = AdminServer(
             Admin(self, self.status, self.metrics),
@@ -119,6 +135,21 @@ class App:
 
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         return self.cache.get(node_id) or self.pipeline.snapshot_for(node_id)
+
+    def _authenticator(self, *, required: bool, listener: str) -> Authenticator | None:
+        """An xDS listener's credential check (security.py); with Kubernetes, a pod's
+        service-account token is accepted too, checked by TokenReview (incluster.py)."""
+        if self.security is None:
+            return None
+        inner = self.security.authenticator(self.store, required=required, listener=listener)
+        if self._token_reviewer is None:
+            return inner
+        return TokenReviewAuthenticator(
+            inner, self._token_reviewer, self._loaded_mesh, listener=listener
+        )
+
+    def _loaded_mesh(self) -> MeshSnapshot | None:
+        return self.store.snapshot() if self.store.ready else None
 
     def _plaintext_cache(self) -> SnapshotCache:
         """No private key on the plaintext listener unless --insecure-plaintext-secrets."""

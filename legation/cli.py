@@ -26,6 +26,7 @@ from legation.settings import (
     debounce_from_env,
     environ,
     parse_duration,
+    pod_namespace,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     serve.add_argument("--keepalive", default="30s", help="gRPC keepalive ping interval")
     serve.add_argument(
-        "--max-connection-age", default=None, help="close xDS connections after (e.g. 30m)"
+        "--max-connection-age",
+        default="30m",
+        help="close each xDS connection after this long, +/-10%% (gRPC's jitter), so proxies "
+        "rebalance over replicas; 'off' keeps them (default 30m)",
     )
     serve.add_argument(
         "--kubeconfig", type=Path, default=None, help="read the mesh from this cluster"
@@ -70,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NS",
         help="only watch these namespaces (repeatable; default: all)",
+    )
+    serve.add_argument(
+        "--namespace",
+        default=None,
+        metavar="NS",
+        help="the control plane's own namespace, which holds the CA Secret legation-ca "
+        "(default: $POD_NAMESPACE, or the pod's namespace with --in-cluster)",
     )
     _security_flags(serve)
 
@@ -179,9 +190,7 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         domain=a.domain,
         trust_domain=a.trust_domain,
         keepalive_time_s=parse_duration(a.keepalive, flag="--keepalive"),
-        max_connection_age_s=parse_duration(a.max_connection_age, flag="--max-connection-age")
-        if a.max_connection_age
-        else None,
+        max_connection_age_s=_max_connection_age(a.max_connection_age),
         kubeconfig=a.kubeconfig,
         in_cluster=a.in_cluster,
         kube_context=a.kube_context,
@@ -193,7 +202,14 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         xds_tls_names=tuple(a.xds_tls_san),
         insecure_plaintext_secrets=a.insecure_plaintext_secrets,
         require_xds_credentials=a.require_xds_credentials,
+        namespace=a.namespace or pod_namespace(environ(), in_cluster=a.in_cluster),
     )
+
+
+def _max_connection_age(text: str) -> float | None:
+    if text.strip() in ("off", "0", ""):
+        return None
+    return parse_duration(text, flag="--max-connection-age")
 
 
 def _days(text: str) -> str:

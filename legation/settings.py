@@ -84,10 +84,18 @@ class Settings:
     xds_tls_names: tuple[str, ...] = ()  # extra DNS/IP SANs of the xDS server certificate
     insecure_plaintext_secrets: bool = False  # serve private keys on the plaintext listener
     require_xds_credentials: bool = False  # refuse plaintext streams without a valid token
+    # Kubernetes (issue 5): the control plane's own namespace, where the CA Secret lives
+    namespace: str = ""  # "": none (the CA stays in --ca-dir alone)
 
     @property
     def kubernetes(self) -> bool:
         return self.in_cluster or self.kubeconfig is not None
+
+    @property
+    def ca_secret(self) -> bool:
+        """The CA lives in the Secret legation-ca (or Istio's cacerts) of `namespace`,
+        copied into `ca_dir` at start-up (legation/sds/secretstore.py)."""
+        return self.kubernetes and self.ca_dir is not None and bool(self.namespace)
 
     @property
     def security(self) -> bool:
@@ -128,6 +136,23 @@ def debounce_from_env(env: Mapping[str, str]) -> tuple[float | None, float | Non
 def environ() -> Mapping[str, str]:
     """The process environment (read here and only here)."""
     return os.environ
+
+
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace(env: Mapping[str, str], *, in_cluster: bool,
+                  namespace_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE) -> str:
+    """The namespace this pod runs in: $POD_NAMESPACE (downward API), else, in a
+    cluster, the service account's namespace file; "" when neither says."""
+    if env.get("POD_NAMESPACE"):
+        return env["POD_NAMESPACE"]
+    if in_cluster:
+        try:
+            return namespace_file.read_text().strip()
+        except OSError:
+            return ""
+    return ""
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -42,8 +42,14 @@ Covered (what the real server does, as the Kubernetes source relies on it):
 - `block_lists()` holds list requests of some kinds (a slow initial list);
   `paused()` holds all watch delivery (a watcher that falls behind).
 
-Not covered: writes over HTTP (tests change objects through the Python knobs),
-authentication/authorization (any request is allowed), TLS, label/field
+- Writes over HTTP (writes.py) for Secrets and coordination.k8s.io/v1 Leases:
+  create (409 AlreadyExists when taken), update (409 Conflict when
+  metadata.resourceVersion is stale: optimistic concurrency), get, delete;
+  and TokenReview (authentication.k8s.io/v1) against tokens registered with
+  `add_token`: audiences, pod-bound tokens invalidated with their pod.
+
+Not covered: writes of the mesh kinds over HTTP (tests change them through the
+Python knobs), authorization (any request is allowed), TLS, label/field
 selectors, `limit`/`continue` pagination (lists are always complete),
 `resourceVersionMatch` and list-from-rv semantics (lists are always the current
 state), `sendInitialEvents`/watch-list, the 3 s wait and 504 for a watch from a
@@ -60,8 +66,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .http import HTTPServer, Options, Request, Router
-from .resources import ALL_CRD_VERSIONS
-from .state import ClusterState
+from .resources import ALL_CRD_VERSIONS, by_kind, split_api_version
+from .state import ClusterState, TokenInfo
 
 
 class ApiServer:
@@ -155,6 +161,33 @@ class ApiServer:
         """Every object of the cluster now, as a client would read it."""
         return self.state.all_objects()
 
+    def add_token(self, token: str, *, namespace: str, service_account: str,
+                  audiences: tuple[str, ...] = ("legation",), pod: str = "") -> TokenInfo:
+        """Make TokenReview accept `token` as a projected service-account token of
+        `namespace`/`service_account` for `audiences`; with `pod`, bound to that pod as it
+        exists now (its uid), so the token stops working once the pod is deleted."""
+        uid = ""
+        if pod:
+            stored = self.state.get(by_kind("", "Pod"), namespace, pod)
+            uid = str(stored["metadata"]["uid"]) if stored else ""
+        info = TokenInfo(namespace=namespace, service_account=service_account,
+                         audiences=audiences, pod=pod, pod_uid=uid)
+        with self.state.cond:
+            self.state.tokens[token] = info
+        return info
+
+    def revoke_token(self, token: str) -> None:
+        with self.state.cond:
+            self.state.tokens.pop(token, None)
+
+    def get(self, api_version: str, kind: str, name: str,
+            namespace: str = "default") -> dict[str, Any] | None:
+        """One stored object as a client reads it, or None."""
+        group, version = split_api_version(api_version)
+        rtype = by_kind(group, kind)
+        obj = self.state.get(rtype, namespace if rtype.namespaced else "", name)
+        return None if obj is None else self.state.render(rtype, version, obj)
+
     @property
     def resource_version(self) -> int:
         with self.state.cond:
@@ -199,7 +232,12 @@ class ApiServer:
     # -- what clients asked ----------------------------------------------------------------
 
     def lists(self, plural: str) -> list[Request]:
-        return [r for r in list(self.requests) if r.plural == plural and not r.watch]
+        return [r for r in list(self.requests)
+                if r.plural == plural and not r.watch and r.method == "GET"]
+
+    def writes(self, plural: str) -> list[Request]:
+        """POST/PUT/DELETE requests for `plural` (e.g. "secrets", "tokenreviews")."""
+        return [r for r in list(self.requests) if r.plural == plural and r.method != "GET"]
 
     def watches(self, plural: str) -> list[Request]:
         return [r for r in list(self.requests) if r.plural == plural and r.watch]

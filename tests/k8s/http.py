@@ -1,5 +1,6 @@
 """The emulated API server's HTTP side: routing of the Kubernetes REST paths,
-JSON list/get responses, and chunked watch streams (stdlib `http.server`).
+JSON list/get responses, and chunked watch streams (stdlib `http.server`);
+writes (POST/PUT/DELETE of the writable kinds, TokenReview) are in writes.py.
 
 One thread per connection (`ThreadingHTTPServer`); HTTP/1.1 keep-alive like a
 real server. Every accepted socket is tracked so that an outage can cut them all.
@@ -20,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import resources as res
 from .state import ClusterState, Watcher
+from .writes import write
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +30,7 @@ class Request:
 
     path: str
     query: dict[str, str]
+    method: str = "GET"
     plural: str = ""
     version: str = ""
     namespace: str | None = None
@@ -78,11 +81,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.api.handle(self)
 
-    def _not_allowed(self) -> None:
-        send_json(self, 405,
-                  res.status(405, "MethodNotAllowed", "the emulator is read-only over HTTP"))
+    do_POST = do_PUT = do_DELETE = do_GET  # writable kinds only: see writes.py
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _not_allowed
+    def do_PATCH(self) -> None:
+        send_json(self, 405, res.status(405, "MethodNotAllowed", "the emulator has no PATCH"))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -164,12 +166,22 @@ class Router:
         rtype = res.by_plural(group, rest[0])
         watch = query.get("watch") in ("1", "true")
         with self.log_lock:  # every request for a resource, answered or not
-            self.log.append(Request(path=path, query=query, plural=rest[0], version=version,
-                                    namespace=namespace, watch=watch,
+            self.log.append(Request(path=path, query=query, method=h.command, plural=rest[0],
+                                    version=version, namespace=namespace, watch=watch,
                                     authorization=h.headers.get("Authorization", "")))
+        body = _read_body(h)
         if (rtype is None or len(rest) > 2 or version not in self.state.served_versions(rtype)
                 or (namespace is not None and not rtype.namespaced)):
             _not_found(h, path)
+            return
+        if h.command != "GET" or rtype.virtual:
+            if h.command == "GET":
+                send_json(h, 405,
+                          res.status(405, "MethodNotAllowed", f"{rtype.plural}: create only"))
+                return
+            code, reply = write(self.state, h.command, rtype, version, namespace,
+                                rest[1] if len(rest) == 2 else None, body)
+            send_json(h, code, reply)
             return
         if len(rest) == 2:
             obj = self.state.get(rtype, namespace or "", rest[1])
@@ -236,6 +248,11 @@ class Router:
             h.wfile.write(b"0\r\n\r\n")
         except OSError:  # the client went away
             h.close_connection = True
+
+
+def _read_body(h: BaseHTTPRequestHandler) -> bytes:
+    length = h.headers.get("Content-Length", "")
+    return h.rfile.read(int(length)) if length.isdigit() else b""
 
 
 def _client_alive(conn: socket.socket) -> bool:

@@ -3,7 +3,8 @@
 Built-in kinds (core v1, discovery.k8s.io/v1) are always served. The Istio
 kinds are CRDs: each group is served at a set of versions that tests change at
 run time (`ApiServer.set_served`); an unserved group/version answers 404 like a
-real server without that CRD.
+real server without that CRD. Secrets and coordination.k8s.io Leases are also
+writable over HTTP (see writes.py); TokenReview is create-only and stores nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
+COORDINATION = "coordination.k8s.io"
+AUTHENTICATION = "authentication.k8s.io"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +27,8 @@ class ResourceType:
     namespaced: bool
     versions: tuple[str, ...]  # every version this type can be served at
     crd: bool = False
+    verbs: tuple[str, ...] = ("get", "list", "watch")
+    virtual: bool = False  # create-only, nothing stored (TokenReview)
 
     @property
     def ident(self) -> tuple[str, str]:
@@ -40,6 +45,13 @@ class ResourceType:
 def _builtin(group: str, plural: str, kind: str, namespaced: bool = True) -> ResourceType:
     return ResourceType(group=group, plural=plural, kind=kind, namespaced=namespaced,
                         versions=("v1",))
+
+
+def _writable(group: str, plural: str, kind: str) -> ResourceType:
+    """A kind clients also write over HTTP: create (409 if taken), update (409 on a stale
+    resourceVersion), delete."""
+    return ResourceType(group=group, plural=plural, kind=kind, namespaced=True, versions=("v1",),
+                        verbs=("create", "delete", "get", "list", "update", "watch"))
 
 
 def _crd(group: str, plural: str, kind: str, versions: tuple[str, ...]) -> ResourceType:
@@ -62,6 +74,10 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "destinationrules", "DestinationRule", _NET),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
+    _writable("", "secrets", "Secret"),
+    _writable(COORDINATION, "leases", "Lease"),
+    ResourceType(group=AUTHENTICATION, plural="tokenreviews", kind="TokenReview",
+                 namespaced=False, versions=("v1",), verbs=("create",), virtual=True),
 )
 
 ALL_CRD_VERSIONS: Mapping[str, tuple[str, ...]] = {ISTIO_NETWORKING: _NET, ISTIO_SECURITY: _SEC}
@@ -123,7 +139,7 @@ def api_resource_list(group: str, version: str, types: Iterable[ResourceType]) -
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": ["get", "list", "watch"],
+                "verbs": list(rt.verbs),
             }
             for rt in types
         ],

@@ -26,6 +26,33 @@ CREATION_TIMESTAMP = "2024-01-01T00:00:00Z"
 _CLIENT_POLL_S = 0.05  # how often a waiting watch checks that its client is still there
 
 
+class NotFound(KeyError):
+    """The object does not exist (HTTP 404 NotFound)."""
+
+
+class AlreadyExists(KeyError):
+    """A create found the name taken (HTTP 409 AlreadyExists)."""
+
+
+class Conflict(Exception):
+    """An update's metadata.resourceVersion is not the stored one (HTTP 409 Conflict)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenInfo:
+    """A token the emulated TokenReview API recognises (a projected service-account token)."""
+
+    namespace: str
+    service_account: str
+    audiences: tuple[str, ...]
+    pod: str = ""  # bound to this pod (name, in `namespace`): invalid once it is gone
+    pod_uid: str = ""  # the pod's uid when the token was issued ("" : any)
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     rv: int
@@ -70,6 +97,8 @@ class ClusterState:
         self.paused = False
         self.accepting = False  # False while the HTTP server is stopped
         self.blocked_lists: set[str] = set()
+        self.tokens: dict[str, TokenInfo] = {}
+        self.token_reviews: list[dict[str, Any]] = []  # the spec of every TokenReview received
         self._uids = 0
 
     # -- what is served ------------------------------------------------------------
@@ -85,8 +114,11 @@ class ClusterState:
 
     # -- writes (the test's knobs) -------------------------------------------------
 
-    def put(self, obj: Mapping[str, Any], *, must_exist: bool | None) -> dict[str, Any]:
-        """Create (must_exist=False), replace (True) or either (None); returns the stored object."""
+    def put(self, obj: Mapping[str, Any], *, must_exist: bool | None,
+            precondition: bool = False) -> dict[str, Any]:
+        """Create (must_exist=False), replace (True) or either (None); returns the stored object.
+        `precondition`: a replace whose metadata.resourceVersion is set must name the stored
+        version (optimistic concurrency, as the real server's update)."""
         rtype, version = self._type_of(obj)
         data = copy.deepcopy(dict(obj))
         data.pop("apiVersion", None)
@@ -103,9 +135,14 @@ class ClusterState:
             self._require_served(rtype, version)
             old = self.objects.get(key)
             if must_exist is True and old is None:
-                raise KeyError(f"{rtype.kind} {namespace}/{name} does not exist")
+                raise NotFound(f"{rtype.kind} {namespace}/{name} does not exist")
             if must_exist is False and old is not None:
-                raise KeyError(f"{rtype.kind} {namespace}/{name} already exists")
+                raise AlreadyExists(f"{rtype.kind} {namespace}/{name} already exists")
+            wanted = meta.get("resourceVersion")
+            if precondition and old is not None and wanted and (
+                    wanted != old["metadata"]["resourceVersion"]):
+                raise Conflict(f"{rtype.kind} {namespace}/{name} is at resourceVersion "
+                               f"{old['metadata']['resourceVersion']}, not {wanted}")
             self.rv += 1
             meta["resourceVersion"] = str(self.rv)
             meta["creationTimestamp"] = CREATION_TIMESTAMP
@@ -120,7 +157,7 @@ class ClusterState:
         with self.cond:
             old = self.objects.pop(key, None)
             if old is None:
-                raise KeyError(f"{kind} {namespace}/{name} does not exist")
+                raise NotFound(f"{kind} {namespace}/{name} does not exist")
             self.rv += 1
             # A real server's DELETED event carries the revision of the deletion.
             gone = {**old, "metadata": {**old["metadata"], "resourceVersion": str(self.rv)}}

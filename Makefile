@@ -23,8 +23,9 @@ test: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 lint: install
-	$(VENV)/bin/ruff check legation tests
+	$(VENV)/bin/ruff check legation tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy benchmarks
 
 golden: install
 	$(VENV)/bin/pytest -q tests/golden --update-golden

@@ -16,6 +16,7 @@ import structlog
 
 from legation.admin import Admin, AdminServer
 from legation.cache import ProxyError, Snapshot, SnapshotCache
+from legation.caduties import CADuties
 from legation.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot
@@ -54,10 +55,13 @@ class App:
                 environ=environ() if settings.in_cluster else None,
                 namespaces=settings.watch_namespaces,
             )
+        materialized = None
         try:
             if settings.ca_secret and settings.ca_dir is not None:
                 # the cluster's CA Secret, copied into --ca-dir before the CA loads it
-                materialize_ca(self._kube_api, namespace=settings.namespace, ca_dir=settings.ca_dir)
+                materialized = materialize_ca(
+                    self._kube_api, namespace=settings.namespace, ca_dir=settings.ca_dir
+                )
             # --ca-dir: CA, certificates, tokens (legation/security.py)
             self.security = Security(settings, self.metrics) if settings.security else None
         except BaseException:
@@ -81,6 +85,21 @@ class App:
         if self.security is not None:
             self.security.on_rotated = self.pipeline.refresh
             self.cache.on_disconnect = self.security.secrets.release
+        # root rotation, the pruning timer, the CA shared through the Secret (caduties.py)
+        self.ca_duties = (
+            CADuties(
+                settings,
+                self.security,
+                status=self.status,
+                cache=self.cache,
+                refresh_all=self._refresh_all,
+                registry=self.metrics.registry,
+                kube_api=self._kube_api if materialized is not None else None,
+                materialized=materialized,
+            )
+            if self.security is not None
+            else None
+        )
         self.sources: list[FileSource | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store))
@@ -114,7 +133,12 @@ class App:
                 authenticate=self._authenticator(required=True, listener="tls"),
             )
         self.admin = AdminServer(
-            Admin(self, self.status, self.metrics),
+            Admin(
+                self,
+                self.status,
+                self.metrics,
+                ca=self.ca_duties.rotation if self.ca_duties is not None else None,
+            ),
             host=settings.admin_address.host,
             port=settings.admin_address.port,
         )
@@ -147,6 +171,10 @@ class App:
         return TokenReviewAuthenticator(
             inner, self._token_reviewer, self._loaded_mesh, listener=listener
         )
+
+    def _refresh_all(self) -> None:
+        """Republish every connected proxy (the trust bundle changed)."""
+        self.pipeline.refresh(self.cache.connected())
 
     def _loaded_mesh(self) -> MeshSnapshot | None:
         return self.store.snapshot() if self.store.ready else None
@@ -181,6 +209,8 @@ class App:
                 tg.create_task(self.pipeline.run())
                 if self.security is not None:
                     tg.create_task(self.security.issuer.run())
+                if self.ca_duties is not None:
+                    tg.create_task(self.ca_duties.run())
         finally:
             self._serving = False
             await self.admin.stop()

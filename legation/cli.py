@@ -1,4 +1,4 @@
-"""`legation` command line: serve, bootstrap, analyze, demo.
+"""`legation` command line: serve, bootstrap, analyze, demo, ca.
 
 Builds `Settings` from flags (settings.py is the only reader of flags and the
 environment) and runs the app. Bad flags or unreadable paths print one line
@@ -116,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     analyze.add_argument("--output", choices=["text", "json"], default="text")
 
+    _ca_commands(sub)
+
     demo = sub.add_parser("demo", help="run the shop demo: control plane, apps, Envoy sidecars")
     demo.add_argument(
         "--duration", default=None, help="stop after this long (default: until Ctrl-C)"
@@ -143,6 +145,18 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
 def _security_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workload-cert-ttl", default="24h", help="lifetime of workload certificates (24h)"
+    )
+    p.add_argument(
+        "--root-rotate-before",
+        default="365d",
+        help="rotate the root CA when it has less than this left (365d; a new root lives "
+        "3650d); 'off': only `legation ca rotate-root` rotates it",
+    )
+    p.add_argument(
+        "--root-rotation-grace",
+        default="2m",
+        help="during a root rotation, the longest wait for every proxy to ACK the trust "
+        "bundle with the new root before it signs (2m)",
     )
     p.add_argument(
         "--xds-tls-address",
@@ -203,6 +217,12 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         insecure_plaintext_secrets=a.insecure_plaintext_secrets,
         require_xds_credentials=a.require_xds_credentials,
         namespace=a.namespace or pod_namespace(environ(), in_cluster=a.in_cluster),
+        root_rotate_before_s=None
+        if a.root_rotate_before.strip() == "off"
+        else parse_duration(_days(a.root_rotate_before), flag="--root-rotate-before"),
+        root_rotation_grace_s=parse_duration(
+            _days(a.root_rotation_grace), flag="--root-rotation-grace"
+        ),
     )
 
 
@@ -354,6 +374,52 @@ def analyze_dirs(dirs: Sequence[Path]) -> list[Diagnostic]:
     return analyze(store.snapshot())
 
 
+def _ca_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
+    ca = sub.add_parser("ca", help="operate the CA of a running `legation serve`")
+    actions = ca.add_subparsers(dest="ca_command", required=True, parser_class=_Parser)
+    rotate = actions.add_parser(
+        "rotate-root",
+        help="start a root CA rotation (an operator action on the admin API: POST "
+        "/ca/rotate-root); follow it with `legation ca status`",
+    )
+    status = actions.add_parser("status", help="the roots and the rotation phase (/debug/ca)")
+    for p in (rotate, status):
+        p.add_argument(
+            "--admin-address", default="127.0.0.1:15014", help="the server's admin HTTP (H:P)"
+        )
+
+
+def cmd_ca(a: argparse.Namespace) -> int:
+    """`legation ca rotate-root|status`: 0 done, 1 refused (409/404), 2 unreachable."""
+    import http.client
+
+    address = HostPort.parse(a.admin_address, flag="--admin-address")
+    rotate = a.ca_command == "rotate-root"
+    conn = http.client.HTTPConnection(address.host, address.port, timeout=30)
+    try:
+        conn.request("POST" if rotate else "GET", "/ca/rotate-root" if rotate else "/debug/ca")
+        resp = conn.getresponse()
+        status, body = resp.status, resp.read().decode("utf-8", "replace")
+    except OSError as e:
+        raise SettingsError(f"--admin-address {address}: cannot reach the admin API: {e}") from e
+    finally:
+        conn.close()
+    if status in (200, 202):
+        if rotate:
+            root = json.loads(body).get("fingerprint", "")
+            print(f"root rotation started: new root {root} is in the trust bundle; it signs "
+                  "once every proxy has it (`legation ca status`)")  # fmt: skip
+        else:
+            print(body, end="")
+        return 0
+    try:
+        message = str(json.loads(body).get("message", body)).strip()
+    except ValueError:
+        message = body.strip()
+    print(f"legation: {message} (HTTP {status})", file=sys.stderr)
+    return 1
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from legation.demo.runner import run_demo
 
@@ -377,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bootstrap": cmd_bootstrap,
         "analyze": cmd_analyze,
         "demo": cmd_demo,
+        "ca": cmd_ca,
     }
     try:
         return commands[args.command](args)

@@ -4,7 +4,17 @@ Translation work is split by how widely it is shared (see
 `legation.translators`): proxy-independent resources once per mesh version,
 route configurations once per (version, namespace), listeners and inbound
 clusters per proxy. Each piece is serialized once into `Resource`s and the
-same objects are placed in every snapshot that needs them.
+same objects are placed in every snapshot that needs them; byte-identical
+per-proxy resources (``inbound|9080||``) are interned into one object.
+
+A change costs what it touches (`_Memo`): the mesh-wide resources are
+translated once per mesh version and indexed once (`SnapshotBase`), so each
+proxy's snapshot costs only its own few resources; route configurations and
+each proxy's inbound clusters and listeners are kept from the previous
+version while the part of the mesh they are translated from (the
+translators' `route_view`, `proxy_view`) is unchanged, so an endpoint-only
+change retranslates no proxy; locality load balancing is computed once per
+distinct client. Versions stay content hashes of what each proxy is served.
 
 Changes are debounced: a burst of store changes is coalesced until the store
 has been quiet for `quiet` seconds, or `max_delay` has passed since the first
@@ -38,18 +48,26 @@ from legation.cache import (
     ProxyError,
     Resource,
     Snapshot,
+    SnapshotBase,
     SnapshotCache,
 )
 from legation.metrics import Metrics
-from legation.model import Diagnostic, MeshSnapshot, Proxy, Workload
+from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy, Workload
 from legation.store import MeshStore
 from legation.translators import (
+    Client,
+    LocalityTarget,
     Translated,
+    assignments_for,
+    client_of,
+    locality_targets,
+    proxy_view,
     resolve_proxy,
     route_key,
+    route_view,
     translate_mesh,
     translate_namespace,
-    translate_proxy,
+    translate_workload,
 )
 
 _log = structlog.get_logger("legation.pipeline")
@@ -65,33 +83,128 @@ def to_resources(t: Translated) -> list[Resource]:
     return out
 
 
+# (namespace, route key, interception mode: what transparent proxies share differs)
+RouteKey = tuple[str, frozenset[tuple[str, str, int, int]], InterceptionMode]
+
+
+@dataclass(slots=True)
+class _Own:
+    """A proxy's inbound clusters and listeners, and what they were translated from."""
+
+    view: MeshSnapshot  # proxy_view of its namespace
+    proxy: Proxy
+    resources: list[Resource]
+
+
 @dataclass(slots=True)
 class _Memo:
-    """Translations of one mesh version, shared by every proxy built from it."""
+    """Translations of one mesh version, shared by every proxy built from it.
+
+    What an unchanged view says cannot have changed is taken from the previous
+    version's memo (`of`): route configurations when the `route_view` is
+    equal, a proxy's own resources when its `proxy_view` and `Proxy` are.
+    Views are compared once per namespace; an equal one is replaced by the
+    previous object, so a proxy's entry is reused when its view is the same
+    object. Only the previous version's entries are kept: a proxy not built
+    from it is translated afresh.
+    """
 
     mesh: MeshSnapshot
     shared: list[Resource]
+    base: SnapshotBase  # `shared`, indexed once for every snapshot built on it
     diagnostics: list[Diagnostic]
-    # (namespace, route key) -> resources; the key is empty unless sourceLabels matter
-    namespaces: dict[tuple[str, frozenset[tuple[str, str, int, int]]], list[Resource]] = field(
+    routes_view: MeshSnapshot
+    targets: tuple[LocalityTarget, ...]  # clusters locality load balancing may vary
+    # (namespace, route key) -> (resources, findings); the key is empty unless
+    # sourceLabels matter
+    namespaces: dict[RouteKey, tuple[list[Resource], list[Diagnostic]]] = field(
         default_factory=dict
     )
+    views: dict[str, MeshSnapshot] = field(default_factory=dict)  # namespace -> proxy_view
+    own: dict[str, _Own] = field(default_factory=dict)  # node id -> its own resources
+    clients: dict[Client, list[Resource]] = field(default_factory=dict)
+    # own resources by content, so byte-identical ones (inbound|9080||) are one object
+    interned: dict[tuple[str, str, str], Resource] = field(default_factory=dict)
+    prior_views: dict[str, MeshSnapshot] = field(default_factory=dict)
+    prior_own: dict[str, _Own] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, mesh: MeshSnapshot) -> _Memo:
+    def of(cls, mesh: MeshSnapshot, prior: _Memo | None = None) -> _Memo:
         t = translate_mesh(mesh)
-        return cls(mesh, to_resources(t), list(t.diagnostics))
+        shared = to_resources(t)
+        memo = cls(mesh, shared, SnapshotBase.of(shared), list(t.diagnostics),
+                   route_view(mesh), locality_targets(mesh))
+        if prior is not None:
+            if prior.routes_view == memo.routes_view:
+                for key, (resources, found) in list(prior.namespaces.items()):
+                    memo._keep_namespace(key, resources, found)
+            memo.prior_views, memo.prior_own = prior.views, prior.own
+        return memo
 
     def namespace(
-        self, ns: str, key: frozenset[tuple[str, str, int, int]] = frozenset()
+        self,
+        ns: str,
+        key: frozenset[tuple[str, str, int, int]] = frozenset(),
+        mode: InterceptionMode = InterceptionMode.EXPLICIT,
     ) -> list[Resource]:
-        res = self.namespaces.get((ns, key))
-        if res is None:
-            t = translate_namespace(self.mesh, ns, key)
-            seen = set(self.diagnostics)  # route configs per key repeat the same findings
-            self.diagnostics.extend(d for d in t.diagnostics if d not in seen)
-            res = self.namespaces[(ns, key)] = to_resources(t)
-        return res
+        found = self.namespaces.get((ns, key, mode))
+        if found is None:
+            t = translate_namespace(self.routes_view, ns, key, mode)
+            return self._keep_namespace((ns, key, mode), to_resources(t), t.diagnostics)
+        return found[0]
+
+    def _keep_namespace(
+        self, key: RouteKey, resources: list[Resource], found: list[Diagnostic]
+    ) -> list[Resource]:
+        seen = set(self.diagnostics)  # route configs per key repeat the same findings
+        self.diagnostics.extend(d for d in found if d not in seen)
+        self.namespaces[key] = (resources, found)
+        return resources
+
+    def view(self, namespace: str) -> MeshSnapshot:
+        view = self.views.get(namespace)
+        if view is None:
+            view = proxy_view(self.mesh, namespace)
+            before = self.prior_views.get(namespace)
+            if before is not None and before == view:
+                view = before
+            self.views[namespace] = view
+        return view
+
+    def own_resources(self, node_id: str, proxy: Proxy) -> list[Resource]:
+        """The proxy's inbound clusters and listeners: kept from the previous version
+        when its view and `Proxy` are unchanged, else translated and serialized."""
+        entry = self.own.get(node_id)
+        if entry is not None and entry.proxy == proxy:
+            return entry.resources
+        view = self.view(proxy.namespace)
+        entry = self.prior_own.get(node_id)
+        if entry is not None and entry.view is view and entry.proxy == proxy:
+            for r in entry.resources:
+                self.interned.setdefault((r.type_url, r.name, r.version), r)
+        else:
+            fresh = to_resources(translate_workload(view, proxy))
+            entry = _Own(view, proxy, [self._intern(r) for r in fresh])
+        self.own[node_id] = entry
+        return entry.resources
+
+    def _intern(self, r: Resource) -> Resource:
+        known = self.interned.setdefault((r.type_url, r.name, r.version), r)
+        return known if known.body == r.body else r
+
+    def client_resources(self, proxy: Proxy) -> list[Resource]:
+        """The assignments locality load balancing makes different for this proxy;
+        one list per distinct `Client`."""
+        if not self.targets:
+            return []
+        client = client_of(self.mesh, proxy, self.targets)
+        found = self.clients.get(client)
+        if found is None:
+            found = self.clients[client] = [
+                Resource.of(ENDPOINT, a.cluster_name, a)
+                for a in assignments_for(self.mesh, client, self.targets)
+            ]
+        return found
 
 
 def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
@@ -100,7 +213,8 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
     for ns in sorted({w.namespace for w in mesh.workloads}):
         memo.namespace(ns)
     for w in mesh.workloads:  # route configurations that depend on sourceLabels
-        memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)))
+        memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
+                       w.interception)
     found = {*mesh.diagnostics, *memo.diagnostics}
     return sorted(found, key=lambda d: (d.ref.file, d.line or d.ref.line, d.code, d.message))
 
@@ -114,7 +228,7 @@ class SecretSource(Protocol):
 def build_snapshot(
     memo: _Memo, node_id: str, *, changed_at: float, secrets: SecretSource | None = None
 ) -> Snapshot | ProxyError:
-    """One proxy's snapshot from a memo (pure apart from the memo's cache and `secrets`,
+    """One proxy's snapshot from a memo (pure apart from the memo's caches and `secrets`,
     which issues the proxy's certificate on first use)."""
     proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
     if proxy is None:
@@ -124,11 +238,11 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
-    own = to_resources(translate_proxy(memo.mesh, proxy))
+    routes = memo.namespace(proxy.namespace, route_key(memo.mesh, proxy), proxy.mode)
+    own = [*routes, *memo.own_resources(node_id, proxy), *memo.client_resources(proxy)]
     if secrets is not None:
         own += secrets.resources_for(node_id, proxy.workload)
-    routes = memo.namespace(proxy.namespace, route_key(memo.mesh, proxy))
-    return Snapshot.build([*memo.shared, *routes, *own], changed_at=changed_at)
+    return Snapshot.build(own, changed_at=changed_at, base=memo.base)
 
 
 class Pipeline:
@@ -225,7 +339,7 @@ class Pipeline:
     def _memo_for(self, mesh: MeshSnapshot) -> _Memo:
         memo = self._memo
         if memo is None or memo.mesh.version != mesh.version:
-            memo = self._memo = _Memo.of(mesh)
+            memo = self._memo = _Memo.of(mesh, prior=memo)
         return memo
 
     async def _publish(self, nodes: Iterable[str], *, changed_at: float) -> None:

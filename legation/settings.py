@@ -57,6 +57,9 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from None
 
 
+ROOT_LIFETIME_S = 3650 * 86400.0  # of a root Legation creates (legation/sds/roots.py)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     config_dirs: tuple[Path, ...] = ()
@@ -86,6 +89,11 @@ class Settings:
     require_xds_credentials: bool = False  # refuse plaintext streams without a valid token
     # Kubernetes (issue 5): the control plane's own namespace, where the CA Secret lives
     namespace: str = ""  # "": none (the CA stays in --ca-dir alone)
+    # root CA rotation (legation/rootrotation.py)
+    root_rotate_before_s: float | None = 365 * 86400.0  # None: no automatic rotation
+    root_rotation_grace_s: float = 120.0  # longest wait for the proxies' ACKs of the bundle
+    ca_secret_poll_s: float = 15.0  # replicas re-read the CA Secret this often
+    replica_id: str = ""  # Lease holder identity; "": hostname and a random suffix
 
     @property
     def kubernetes(self) -> bool:
@@ -114,6 +122,20 @@ class Settings:
             raise SettingsError(
                 "--insecure-plaintext-secrets, --require-xds-credentials and --xds-tls-san "
                 "need --ca-dir DIR (there are no certificates or credentials without a CA)"
+            )
+        if self.root_rotate_before_s is not None and not (
+            0 < self.root_rotate_before_s < ROOT_LIFETIME_S
+        ):
+            raise SettingsError(
+                "--root-rotate-before: expected more than 0 and less than the 3650 days a "
+                f"new root lives (else it would rotate again at once), or 'off'; got "
+                f"{self.root_rotate_before_s}s"
+            )
+        if self.root_rotation_grace_s < 0 or self.ca_secret_poll_s <= 0:
+            raise SettingsError(
+                "--root-rotation-grace must not be negative and the CA Secret poll period "
+                f"must be positive, got {self.root_rotation_grace_s}s and "
+                f"{self.ca_secret_poll_s}s"
             )
         if self.workload_cert_ttl_s < 2:
             raise SettingsError(

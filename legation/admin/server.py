@@ -1,16 +1,26 @@
-"""Admin HTTP: /healthz /readyz /metrics /debug/proxies /debug/config_dump /debug/diagnostics.
+"""Admin HTTP: /healthz /readyz /metrics /debug/proxies /debug/config_dump /debug/diagnostics
+/debug/ca, and one operator action, POST /ca/rotate-root.
 
-A deliberately small HTTP/1.1 server on asyncio streams (GET only, one
-request per connection): the admin port is for probes, Prometheus and
-operators, not for traffic. Handlers are plain functions returning
-`(status, content_type, body)`; they read state through `AdminView`.
+A deliberately small HTTP/1.1 server on asyncio streams (one request per
+connection): the admin port is for probes, Prometheus and operators, not for
+traffic. GET handlers are plain functions returning `(status, content_type,
+body)`; they read state through `AdminView`.
+
+POST /ca/rotate-root starts a root CA rotation (legation/rootrotation.py;
+`legation ca rotate-root` calls it): 202 with the new root's fingerprint once
+it is staged, 409 while a rotation is in progress, on a replica that is not
+the Lease holder, or for an operator-provided (Istio plug-in) CA, 404 without
+a CA. It is an operator action: the admin port binds to loopback by default,
+and a request that carries a browser's `Origin` or `Sec-Fetch-Site` header is
+refused (403), so a web page cannot trigger it. Anyone who can reach a
+non-loopback `--admin-address` can; keep it on a trusted network.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from legation.cache import PUSH_ORDER, SECRET, ProxyError, Snapshot, short_name
 from legation.metrics import Metrics
 from legation.model import Diagnostic
+from legation.rootrotation_state import Outcome, Refusal
 from legation.status import StatusBoard
 
 _log = structlog.get_logger("legation.admin")
@@ -34,12 +45,19 @@ _log = structlog.get_logger("legation.admin")
 Response = tuple[int, str, bytes]
 _REASONS = {
     200: "OK",
+    202: "Accepted",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    409: "Conflict",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 _JSON = "application/json"
+_MAX_HEADERS = 100
+_MAX_BODY = 64 * 1024
+_NO_CA = b"security is off: no CA runs here (start legation serve with --ca-dir DIR)\n"
 
 
 class AdminView(Protocol):
@@ -50,11 +68,19 @@ class AdminView(Protocol):
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError: ...
 
 
+class CAControl(Protocol):
+    """The CA's root rotation (legation/rootrotation.py), for /debug/ca and the POST."""
+
+    def debug(self) -> dict[str, Any]: ...
+    async def request(self) -> Outcome: ...
+
+
 @dataclass(slots=True)
 class Admin:
     view: AdminView
     status: StatusBoard
     metrics: Metrics
+    ca: CAControl | None = None
 
     def routes(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
         return {
@@ -68,7 +94,28 @@ class Admin:
             "/debug/proxies": lambda q: _json([s.as_dict() for s in self.status.all()]),
             "/debug/config_dump": self._config_dump,
             "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
+            "/debug/ca": self._debug_ca,
         }
+
+    def post_routes(self) -> dict[str, Callable[[dict[str, list[str]]], Awaitable[Response]]]:
+        return {"/ca/rotate-root": self._rotate_root}
+
+    def _debug_ca(self, q: dict[str, list[str]]) -> Response:
+        if self.ca is None:
+            return 404, "text/plain", _NO_CA
+        return _json(self.ca.debug())
+
+    async def _rotate_root(self, q: dict[str, list[str]]) -> Response:
+        if self.ca is None:
+            return 404, "text/plain", _NO_CA
+        outcome = await self.ca.request()
+        if outcome.refused is None:
+            _log.info("admin.root-rotation-requested", root=outcome.fingerprint)
+            return _json({"status": "accepted", "fingerprint": outcome.fingerprint,
+                          "phase": "distributing", "progress": "GET /debug/ca"}, status=202)
+        code = 500 if outcome.refused is Refusal.FAILED else 409
+        return _json({"status": "refused", "reason": str(outcome.refused),
+                      "message": outcome.message}, status=code)
 
     def _readyz(self, q: dict[str, list[str]]) -> Response:
         ok, why = self.view.ready()
@@ -112,13 +159,14 @@ def _redact(obj: Any) -> None:
             _redact(value)
 
 
-def _json(value: Any) -> Response:
-    return 200, _JSON, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+def _json(value: Any, *, status: int = 200) -> Response:
+    return status, _JSON, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
 class AdminServer:
     def __init__(self, admin: Admin, *, host: str, port: int) -> None:
         self._routes = admin.routes()
+        self._post = admin.post_routes()
         self._host, self._port = host, port
         self._server: asyncio.Server | None = None
 
@@ -154,15 +202,24 @@ class AdminServer:
 
     async def _respond(self, reader: asyncio.StreamReader) -> Response:
         request_line = (await reader.readline()).decode("latin-1").split()
-        while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-            pass  # headers are not needed
-        if len(request_line) < 2:
+        headers = await _headers(reader)
+        if len(request_line) < 2 or headers is None:
             return 400, "text/plain", b"bad request\n"
         method, target = request_line[0], request_line[1]
-        if method not in ("GET", "HEAD"):
-            return 405, "text/plain", b"only GET\n"
         url = urlsplit(target)
-        handler = self._routes.get(url.path.rstrip("/") or "/")
+        path = url.path.rstrip("/") or "/"
+        if method == "POST" and path in self._post:
+            if "origin" in headers or "sec-fetch-site" in headers:
+                return 403, "text/plain", b"operator actions are not accepted from browsers\n"
+            length = headers.get("content-length", "0")
+            if not length.isdigit() or int(length) > _MAX_BODY:
+                return 400, "text/plain", b"bad Content-Length\n"
+            await reader.readexactly(int(length))  # no body is needed; drain it
+            return await self._post[path](parse_qs(url.query))
+        if method not in ("GET", "HEAD") or path in self._post:
+            allowed = "POST" if path in self._post else "GET"
+            return 405, "text/plain", f"only {allowed}\n".encode()
+        handler = self._routes.get(path)
         if handler is None:
             return (
                 404,
@@ -170,3 +227,15 @@ class AdminServer:
                 ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode(),
             )
         return handler(parse_qs(url.query))
+
+
+async def _headers(reader: asyncio.StreamReader) -> dict[str, str] | None:
+    """The request's headers, names lower-cased; None when there are too many."""
+    out: dict[str, str] = {}
+    for _ in range(_MAX_HEADERS):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            return out
+        name, _, value = line.decode("latin-1").partition(":")
+        out[name.strip().lower()] = value.strip()
+    return None

@@ -15,9 +15,10 @@ from legation.cache.resources import (
     WILDCARD_TYPES,
     Resource,
     short_name,
+    version_entry,
     version_of,
 )
-from legation.cache.snapshot import ProxyError, Snapshot
+from legation.cache.snapshot import ProxyError, Snapshot, SnapshotBase
 
 __all__ = [
     "CLUSTER",
@@ -30,8 +31,10 @@ __all__ = [
     "ProxyError",
     "Resource",
     "Snapshot",
+    "SnapshotBase",
     "SnapshotCache",
     "Watch",
     "short_name",
+    "version_entry",
     "version_of",
 ]

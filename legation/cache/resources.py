@@ -9,6 +9,7 @@ message is serialized once per content version, not once per proxy.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,16 +63,19 @@ class Resource:
         return self._any
 
 
-def version_of(resources: dict[str, Resource]) -> str:
-    """The version of a set of resources: a hash over (name, version) pairs.
+def version_entry(name: str, version: str) -> bytes:
+    """What `version_of` hashes for one resource: its name and its version."""
+    return b"%s\0%s\n" % (name.encode(), version.encode())
+
+
+def version_of(resources: Mapping[str, Resource]) -> str:
+    """The version of a set of resources: a hash over (name, version) pairs, by name.
 
     Content-addressed, so every replica and every restart compute the same
     version for the same config and reconnecting proxies see no churn.
+    (`SnapshotBase` computes the same hash without re-encoding a shared part.)
     """
     h = hashlib.sha256()
     for name in sorted(resources):
-        h.update(name.encode())
-        h.update(b"\0")
-        h.update(resources[name].version.encode())
-        h.update(b"\n")
+        h.update(version_entry(name, resources[name].version))
     return h.hexdigest()[:16]

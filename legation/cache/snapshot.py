@@ -1,11 +1,104 @@
-"""Snapshot: the complete set of resources one proxy must have, per type."""
+"""Snapshot: the complete set of resources one proxy must have, per type.
+
+Most of a proxy's resources are shared by every proxy built from the same
+mesh version (outbound clusters, ClusterLoadAssignments), so the pipeline
+indexes them once in a `SnapshotBase` and builds each proxy's snapshot on
+it from the proxy's own few resources. A type the proxy adds nothing to
+reuses the base's mapping and version as they are; otherwise the type's
+version, still `version_of` the whole set, is hashed from the base's
+pre-encoded entries with the proxy's spliced in, so no shared entry is
+re-encoded or re-sorted per proxy. Same content, same version, however the
+resources were split between base and proxy.
+
+Mappings held by a snapshot may be shared with other snapshots: read only.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from legation.cache.resources import PUSH_ORDER, Resource, version_of
+from legation.cache.resources import PUSH_ORDER, Resource, version_entry, version_of
+
+# Merged mappings a base remembers per type (see `_TypeIndex.with_extra`); past this,
+# further distinct combinations are computed each time instead of remembered.
+MERGED_KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _TypeIndex:
+    """The resources of one type in a base, with `version_of`'s input pre-encoded."""
+
+    resources: dict[str, Resource]  # never mutated once built: snapshots share it
+    names: tuple[str, ...]  # sorted, as `version_of` hashes them
+    encoded: bytes  # the concatenated `version_entry` of every name, in that order
+    offsets: tuple[int, ...]  # where each name's entry starts in `encoded`, then its length
+    version: str  # version_of(resources)
+    # extra resources (by object identity, in order) -> (merged mapping, its version)
+    merged: dict[tuple[int, ...], tuple[dict[str, Resource], str]]
+
+    @classmethod
+    def of(cls, resources: dict[str, Resource]) -> _TypeIndex:
+        names = tuple(sorted(resources))
+        entries = [version_entry(n, resources[n].version) for n in names]
+        offsets = [0]
+        for e in entries:
+            offsets.append(offsets[-1] + len(e))
+        encoded = b"".join(entries)
+        version = hashlib.sha256(encoded).hexdigest()[:16]
+        return cls(resources, names, encoded, tuple(offsets), version, {})
+
+    def with_extra(self, extra: dict[str, Resource]) -> tuple[dict[str, Resource], str]:
+        """The base's resources with `extra` added (replacing same-named ones), and
+        `version_of` of the result.
+
+        Proxies often add the very same objects (the interned inbound cluster, their
+        namespace's route configuration), so the result is remembered by the
+        identity of `extra`'s resources: the remembered mapping holds them, so
+        their ids cannot be reused while it is kept. Nothing is remembered for an
+        empty base, where merging costs no more than looking up.
+        """
+        if not self.resources:
+            return self._merge(extra)
+        key = tuple(map(id, extra.values()))
+        found = self.merged.get(key)
+        if found is None:
+            found = self._merge(extra)
+            if len(self.merged) < MERGED_KEPT:
+                self.merged[key] = found
+        return found
+
+    def _merge(self, extra: dict[str, Resource]) -> tuple[dict[str, Resource], str]:
+        """Merge, and hash by splicing `extra`'s entries into the base's encoded ones."""
+        merged = dict(self.resources)
+        merged.update(extra)
+        h = hashlib.sha256()
+        view = memoryview(self.encoded)
+        names, offsets, done = self.names, self.offsets, 0
+        for name in sorted(extra):
+            i = bisect_left(names, name)
+            start = offsets[i]
+            if start > done:
+                h.update(view[done:start])
+            h.update(version_entry(name, extra[name].version))
+            done = offsets[i + 1] if i < len(names) and names[i] == name else start
+        h.update(view[done:])
+        return merged, h.hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotBase:
+    """Resources common to many snapshots, indexed once (see the module docstring)."""
+
+    types: Mapping[str, _TypeIndex]  # PUSH_ORDER first, then others as first seen
+
+    @classmethod
+    def of(cls, resources: Iterable[Resource]) -> SnapshotBase:
+        """The last resource of a (type, name) wins, as in `Snapshot.build`."""
+        by_type = _by_type(resources, {t: {} for t in PUSH_ORDER})
+        return cls({t: _TypeIndex.of(rs) for t, rs in by_type.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,17 +108,42 @@ class Snapshot:
     changed_at: float = 0.0  # time.monotonic() when the change behind it was seen
 
     @classmethod
-    def build(cls, resources: Iterable[Resource], *, changed_at: float = 0.0) -> Snapshot:
-        by_type: dict[str, dict[str, Resource]] = {t: {} for t in PUSH_ORDER}
-        for r in resources:
-            by_type.setdefault(r.type_url, {})[r.name] = r
-        return cls(by_type, {t: version_of(rs) for t, rs in by_type.items()}, changed_at)
+    def build(
+        cls,
+        resources: Iterable[Resource],
+        *,
+        changed_at: float = 0.0,
+        base: SnapshotBase | None = None,
+    ) -> Snapshot:
+        """The snapshot of `base`'s resources followed by `resources`: the last
+        resource of a (type, name) wins. Equal to building from the concatenation."""
+        types = base.types if base is not None else SnapshotBase.of(()).types
+        extra = _by_type(resources, {})
+        by_type: dict[str, Mapping[str, Resource]] = {}
+        versions: dict[str, str] = {}
+        for t, index in types.items():
+            mine = extra.pop(t, None)
+            if mine:
+                by_type[t], versions[t] = index.with_extra(mine)
+            else:
+                by_type[t], versions[t] = index.resources, index.version
+        for t, mine in extra.items():  # types the base has none of
+            by_type[t], versions[t] = mine, version_of(mine)
+        return cls(by_type, versions, changed_at)
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
 
     def version(self, type_url: str) -> str:
         return self.versions.get(type_url, version_of({}))
+
+
+def _by_type(
+    resources: Iterable[Resource], into: dict[str, dict[str, Resource]]
+) -> dict[str, dict[str, Resource]]:
+    for r in resources:
+        into.setdefault(r.type_url, {})[r.name] = r
+    return into
 
 
 @dataclass(frozen=True, slots=True)

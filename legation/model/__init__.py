@@ -15,6 +15,7 @@ from legation.model.mesh import (
     Endpoint,
     EndpointSlice,
     HealthStatus,
+    InterceptionMode,
     Labels,
     Locality,
     MeshObject,
@@ -32,7 +33,7 @@ from legation.model.mesh import (
     object_key,
     selector_matches,
 )
-from legation.model.proxy import InterceptionMode, Proxy
+from legation.model.proxy import Proxy
 from legation.model.security import (
     AuthorizationPolicy,
     MeshSecurity,

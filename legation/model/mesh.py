@@ -49,6 +49,13 @@ class WorkloadKind(StrEnum):
     POD = "Pod"
 
 
+class InterceptionMode(StrEnum):
+    """How a workload's traffic reaches its sidecar (DESIGN.md §4)."""
+
+    EXPLICIT = "explicit"  # real ports on the workload address; no iptables
+    TRANSPARENT = "transparent"  # iptables redirection, Istio's 15001/15006 layout
+
+
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
 
 
@@ -130,6 +137,8 @@ class Workload:
     weight: int = 0  # 0: unset (Envoy's default of 1)
     app_ports: tuple[tuple[int, AppAddress], ...] = ()  # sidecar.legation.io/app-ports
     node_name: str = ""  # Pods: spec.nodeName
+    # sidecar.istio.io/interceptionMode; the converter defaults Pods to TRANSPARENT
+    interception: InterceptionMode = InterceptionMode.EXPLICIT
 
     def port_named(self, name: str) -> int | None:
         return next((p for n, p in self.ports if n == name), None)

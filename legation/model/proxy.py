@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from legation.model.mesh import Workload
+from legation.model.mesh import InterceptionMode, Workload
 
-
-class InterceptionMode(StrEnum):
-    EXPLICIT = "explicit"  # real ports on the workload address; no iptables (DESIGN.md §4)
-    TRANSPARENT = "transparent"  # iptables redirection, Istio's 15001/15006 layout
+__all__ = ["InterceptionMode", "Proxy"]  # InterceptionMode lives in mesh.py (Workload uses it)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from legation.model.mesh import (
     Endpoint,
     EndpointSlice,
     HealthStatus,
+    Labels,
     Locality,
     Namespace,
     Node,
@@ -70,6 +71,14 @@ class MeshSnapshot:
     _rules: dict[str, tuple[DestinationRule | None, list[MergeNote]]] = field(
         init=False, repr=False, compare=False
     )
+    _qualified: list[tuple[str, DestinationRule]] | None = field(
+        init=False, repr=False, compare=False
+    )
+    _ns_workloads: dict[str, tuple[Workload, ...]] = field(init=False, repr=False, compare=False)
+    # endpoints() by what it reads: (namespace, service name, selector, port)
+    _endpoints: dict[tuple[str, str, Labels, ServicePort], tuple[Endpoint, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_services", {_by_ns_name(s): s for s in self.services})
@@ -86,6 +95,12 @@ class MeshSnapshot:
             by_fqdn.setdefault(svc.fqdn(self.domain), svc)
         object.__setattr__(self, "_by_fqdn", by_fqdn)
         object.__setattr__(self, "_rules", {})
+        object.__setattr__(self, "_qualified", None)
+        ns_workloads: dict[str, list[Workload]] = defaultdict(list)
+        for w in self.workloads:
+            ns_workloads[w.namespace].append(w)
+        object.__setattr__(self, "_ns_workloads", {k: tuple(v) for k, v in ns_workloads.items()})
+        object.__setattr__(self, "_endpoints", {})
 
     # -- lookups ---------------------------------------------------------
 
@@ -119,16 +134,22 @@ class MeshSnapshot:
         found = self._rules.get(fqdn)
         if found is None:
             svc = self._by_fqdn.get(fqdn)
-            rules = [
-                (self.qualify_host(r.host, r.namespace).fqdn, r)
-                for r in self.destination_rules
-                if not r.workload_selector
-            ]
             found = select_rule(
-                fqdn, svc.namespace if svc else "", self.root_namespace, rules
+                fqdn, svc.namespace if svc else "", self.root_namespace, self._qualified_rules()
             )
             self._rules[fqdn] = found
         return found
+
+    def _qualified_rules(self) -> list[tuple[str, DestinationRule]]:
+        """Every rule without a workload selector, with the FQDN of its host; once."""
+        if self._qualified is None:
+            object.__setattr__(self, "_qualified", [
+                (self.qualify_host(r.host, r.namespace).fqdn, r)
+                for r in self.destination_rules
+                if not r.workload_selector
+            ])
+        assert self._qualified is not None
+        return self._qualified
 
     def virtual_services_for(self, namespace: str) -> tuple[VirtualService, ...]:
         """VirtualServices that sidecars in `namespace` apply (exportTo, gateways)."""
@@ -154,13 +175,21 @@ class MeshSnapshot:
         (as in Kubernetes); WorkloadEntries selected by the service's selector
         are added (as Istio does); Pods are selected directly only when the
         service has no EndpointSlice at all (the file source has none).
+        Computed once per snapshot and (service, port).
         """
+        key = (service.namespace, service.name, service.selector, port)
+        known = self._endpoints.get(key)
+        if known is None:
+            known = self._endpoints[key] = self._find_endpoints(service, port)
+        return known
+
+    def _find_endpoints(self, service: Service, port: ServicePort) -> tuple[Endpoint, ...]:
         found: dict[tuple[str, int], Endpoint] = {}
         slices = self._slices.get((service.namespace, service.name), ())
         for es in slices:
             self._slice_endpoints(es, port, found)
-        for w in self.workloads:
-            if w.namespace != service.namespace or not selector_matches(service.selector, w.labels):
+        for w in self._ns_workloads.get(service.namespace, ()):
+            if not selector_matches(service.selector, w.labels):
                 continue
             if w.kind is WorkloadKind.POD and slices:
                 continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -249,6 +249,11 @@ class CertificateAuthority:
         with self._lock:
             return self._signer().cert.not_valid_after_utc
 
+    def signer_fingerprint(self) -> str:
+        """SHA-256 of the certificate that signs new leaves (a root, or the plug-in CA)."""
+        with self._lock:
+            return fingerprint(self._signer().cert)
+
     def roots(self) -> tuple[RootInfo, ...]:
         """The self-managed roots and their rotation state (empty for a plug-in CA)."""
         if self._roots is None:
@@ -269,15 +274,19 @@ class CertificateAuthority:
         _log.info("sds.root-staged", fingerprint=fingerprint(root.cert))
         return self.trust_bundle()
 
-    def activate_staged_root(self) -> None:
+    def activate_staged_root(self, *, trusted_until_at_least: datetime | None = None) -> None:
         """Step 2: the staged root signs new leaves; the old root stays trusted until
-        the last leaf it signed has expired, then drops out of `trust_bundle()`.
+        the last leaf it signed has expired (and at least until `trusted_until_at_least`,
+        for leaves other replicas sharing this CA may have signed), then drops out of
+        `trust_bundle()`.
 
         Re-issuing every workload certificate afterwards (`CertificateIssuer.rotate_all`)
         lets the old root retire sooner."""
         store = self._rotatable()
         with self._lock:
-            old, new = store.activate(now=self._clock())
+            old, new = store.activate(
+                now=self._clock(), trusted_until_at_least=trusted_until_at_least
+            )
         _log.info(
             "sds.root-activated",
             fingerprint=fingerprint(new.cert),
@@ -288,6 +297,26 @@ class CertificateAuthority:
     def staged_at(self) -> datetime | None:
         """When the currently staged root was staged, or None."""
         return next((r.staged_at for r in self.roots() if r.state is RootState.STAGED), None)
+
+    def reload(self, prepare: Callable[[Path], None] | None = None) -> None:
+        """Swap in the key material now in `ca_dir` (another replica rotated the root and
+        the directory is re-materialized from the shared Secret). `prepare(ca_dir)` runs
+        under the CA's lock first, so that it can rewrite the files without an issuance
+        of this CA writing `roots.json` in between. On `CAError` the CA keeps serving what it
+        had in memory (the directory may already hold the new files)."""
+        with self._lock:
+            if prepare is not None:
+                prepare(self.ca_dir)
+            now = self._clock()
+            if has_plugin_layout(self.ca_dir):
+                plugin, roots = load_plugin(self.ca_dir, now=now), None
+            else:
+                plugin, roots = None, RootStore.load_or_create(self.ca_dir, now=now)
+                if self._roots is not None:
+                    roots.carry_over(self._roots)
+            self._plugin, self._roots = plugin, roots
+            signer = fingerprint(self._signer().cert)
+        _log.info("sds.ca-reloaded", dir=str(self.ca_dir), signer=signer)
 
     def _rotatable(self) -> RootStore:
         if self._roots is None:

@@ -171,6 +171,10 @@ def _load_state(ca_dir: Path) -> list[_Root]:
     return roots
 
 
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -278,13 +282,21 @@ class RootStore:
         self._commit([*(r for r in self._roots if self._trusted(r, now)), root])
         return root
 
-    def activate(self, *, now: datetime) -> tuple[_Root, _Root]:
-        """The staged root signs from now on; the old one retires. Returns (old, new)."""
+    def activate(
+        self, *, now: datetime, trusted_until_at_least: datetime | None = None
+    ) -> tuple[_Root, _Root]:
+        """The staged root signs from now on; the old one retires. Returns (old, new).
+
+        `trusted_until_at_least`: keep the old root trusted at least until then, for
+        leaves this store cannot know of (other replicas sharing the CA sign with the
+        old root until they reload the new state)."""
         staged = self.staged
         if staged is None:
             raise CAError(f"{self._dir / STATE_FILE}: no staged root to activate; stage one first")
         old = self._active
-        known = [t for t in (self._floor, self._issued_max) if t is not None]
+        known = [
+            t for t in (self._floor, self._issued_max, trusted_until_at_least) if t is not None
+        ]
         retired = replace(
             old,
             state=RootState.RETIRED,
@@ -299,6 +311,15 @@ class RootStore:
         if old.key_file is not None:
             files.remove(self._dir / old.key_file)
         return retired, new
+
+    def carry_over(self, previous: RootStore) -> None:
+        """This store was reloaded from the directory `previous` served (another replica
+        changed it): keep what `previous` knew of the leaves its active root signed,
+        while that root is still active here."""
+        if fingerprint(previous._active.cert) != fingerprint(self._active.cert):
+            return
+        self._floor = _latest(self._floor, previous._floor)
+        self._issued_max = _latest(self._issued_max, previous._issued_max)
 
     def _replace(self, old: _Root, new: _Root) -> None:
         self._roots = [new if r is old else r for r in self._roots]

@@ -23,7 +23,9 @@ creates the Secret; the API server lets exactly one create succeed, and every
 loser (409 AlreadyExists) reads and uses the winner's Secret, discarding its
 own. `publish(ca_dir, resource_version=...)` writes the directory back after
 a change (root rotation, by the lease holder only) with the resourceVersion it
-read as precondition: a concurrent writer gets 409 (`SecretConflict`).
+read as precondition: a concurrent writer gets 409 (`SecretConflict`). The
+other replicas poll `fetch()` and, when a resourceVersion moved, re-materialize
+the directory with `write_ca_dir` and reload the CA (legation/casecret.py).
 
 Uses the official client (blocking; call it before serving or in a thread).
 Imports nothing of `legation.xds` or `legation.sources`.
@@ -75,6 +77,17 @@ class Materialized:
     created: bool  # this replica created legation-ca
     files: tuple[str, ...]
     resource_version: str  # of legation-ca, for a later publish()
+    istio_resource_version: str = ""  # of cacerts, "" when there is none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fetched:
+    """The CA material the Secrets hold now (`fetch`), to compare and re-materialize."""
+
+    source: str  # "cacerts" (Istio plug-in CA) or "legation-ca"
+    content: Mapping[str, bytes]  # file name -> bytes, as `materialize` would write them
+    resource_version: str  # of legation-ca
+    istio_resource_version: str  # of cacerts, "" when there is none
 
 
 class CASecretStore:
@@ -114,12 +127,32 @@ class CASecretStore:
         content = dict(_data(ours))
         if plugin is not None:  # Istio's intermediate signs; ours only shares the token key
             content = {TOKEN_KEY_FILE: content[TOKEN_KEY_FILE], **plugin}
-        _write_dir(ca_dir, content)
+        write_ca_dir(ca_dir, content)
         source = self.istio_name if plugin is not None else self.name
         _log.info("sds.ca-secret-materialized", secret=f"{self.namespace}/{source}",
                   created=created, files=len(content), dir=str(ca_dir))
         return Materialized(source=source, created=created, files=tuple(sorted(content)),
-                            resource_version=_rv(ours))
+                            resource_version=_rv(ours),
+                            istio_resource_version=_rv(istio) if istio else "")
+
+    def fetch(self) -> Fetched:
+        """What `materialize` would write now, read without creating or writing anything
+        (the replicas that did not change the CA poll this to pick a rotation up).
+        `CAError` when the API server cannot be reached or legation-ca is gone."""
+        istio = self._retrying("read", lambda: self._get(self.istio_name), name=self.istio_name)
+        plugin = _plugin_files(istio, self.namespace, self.istio_name) if istio else None
+        ours = self._retrying("read", lambda: self._get(self.name))
+        if ours is None or TOKEN_KEY_FILE not in _data(ours) or (
+                plugin is None and not _has_root(ours)):
+            raise CAError(f"Secret {self.namespace}/{self.name}: missing or incomplete; "
+                          "keeping the CA loaded at start-up")
+        content = dict(_data(ours))
+        if plugin is not None:
+            content = {TOKEN_KEY_FILE: content[TOKEN_KEY_FILE], **plugin}
+        return Fetched(source=self.istio_name if plugin is not None else self.name,
+                       content=content,
+                       resource_version=_rv(ours),
+                       istio_resource_version=_rv(istio) if istio else "")
 
     def publish(self, ca_dir: Path, *, resource_version: str) -> str:
         """Write the CA files of `ca_dir` into legation-ca if it is still at
@@ -250,7 +283,8 @@ def _plugin_files(secret: Mapping[str, Any], namespace: str, name: str) -> dict[
     return {k: data[k] for k in PLUGIN_FILES}
 
 
-def _write_dir(ca_dir: Path, content: Mapping[str, bytes]) -> None:
+def write_ca_dir(ca_dir: Path, content: Mapping[str, bytes]) -> None:
+    """Make the CA files of `ca_dir` exactly `content` (others are left alone)."""
     files.ensure_dir(ca_dir)
     for stale in sorted(ca_dir.iterdir()):
         if stale.is_file() and _CA_FILE.fullmatch(stale.name) and stale.name not in content:

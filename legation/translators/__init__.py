@@ -15,23 +15,49 @@ piece once and every proxy that needs it gets the same serialized bytes:
   VirtualServices match on `sourceLabels`, from clients with those labels
   (`route_key(mesh, proxy)`). Once per (mesh version, namespace, key).
 - `translate_proxy(mesh, proxy)`: what belongs to one workload: its inbound
-  clusters and its listeners. Once per (mesh version, proxy).
+  clusters and its listeners (`translate_workload`), and the assignments
+  locality load balancing changes for it (`assignments_for`).
+
+The pipeline reuses work across mesh versions through views: the parts of
+the mesh that route configurations (`route_view`) and a proxy's inbound
+clusters and listeners (`proxy_view`) are computed from. An unchanged view
+gives byte-identical output, so an endpoint-only change retranslates only
+the mesh-wide resources. Locality load balancing is found once per mesh
+(`locality_targets`) and computed once per `Client` (`client_of`).
 """
 
 from legation.translators.result import Translated
+from legation.translators.subsets import (
+    Client,
+    LocalityTarget,
+    assignments_for,
+    client_of,
+    locality_targets,
+)
 from legation.translators.translate import (
+    proxy_view,
     resolve_proxy,
     route_key,
+    route_view,
     translate_mesh,
     translate_namespace,
     translate_proxy,
+    translate_workload,
 )
 
 __all__ = [
+    "Client",
+    "LocalityTarget",
     "Translated",
+    "assignments_for",
+    "client_of",
+    "locality_targets",
+    "proxy_view",
     "resolve_proxy",
     "route_key",
+    "route_view",
     "translate_mesh",
     "translate_namespace",
     "translate_proxy",
+    "translate_workload",
 ]

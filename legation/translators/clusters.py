@@ -7,16 +7,25 @@ Outbound: one EDS cluster per (service, port), every namespace, named
 (trafficpolicy.py) and picks its transport socket (upstream_tls.py). Inbound
 (explicit mode): one cluster ``inbound|<port>||`` per inbound port of the
 workload (inbound.py), pointing at the app's address.
+
+Transparent mode (transparent.py) adds Istio's ORIGINAL_DST clusters:
+``PassthroughCluster`` (outbound, to where the app dialled),
+``InboundPassthroughCluster`` and its ``inbound|<port>||`` clusters (to the
+pod's own address, from ``127.0.0.6``), and ``BlackHoleCluster``.
 """
 
 from __future__ import annotations
+
+import ipaddress
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from legation.model import (
+    AppAddress,
     Diagnostic,
     MeshSnapshot,
+    Protocol,
     Service,
     ServicePort,
     Severity,
@@ -25,6 +34,7 @@ from legation.model import (
 from legation.translators import names
 from legation.translators.common import (
     CONNECT_TIMEOUT_SECONDS,
+    PASSTHROUGH_BIND,
     ads_config_source,
     default_circuit_breakers,
     is_ip,
@@ -122,6 +132,68 @@ def inbound_cluster(inbound: InboundPort) -> cluster_pb2.Cluster:
     for key, value in upstream_protocol_options(inbound.protocol).items():
         cluster.typed_extension_protocol_options[key].CopyFrom(value)
     return cluster
+
+
+# -- transparent mode ------------------------------------------------------------------
+
+
+def transparent_inbound_cluster(inbound: InboundPort) -> cluster_pb2.Cluster:
+    """``inbound|<port>||`` of a transparent proxy: to the original destination (the pod's
+    ``<podIP>:<port>``) from ``127.0.0.6``, as Istio since 1.10 (transparent.py); when
+    app-ports maps the port, the explicit-mode cluster to that address instead."""
+    if inbound.app != AppAddress(port=inbound.port):
+        cluster = inbound_cluster(inbound)
+        if is_ip(inbound.app.host) and not ipaddress.ip_address(inbound.app.host).is_loopback:
+            _bind_passthrough(cluster)
+        return cluster
+    cluster = _original_dst(names.inbound_cluster(inbound.port))
+    _bind_passthrough(cluster)
+    for key, value in upstream_protocol_options(inbound.protocol).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """Outbound traffic to destinations the mesh does not know, HTTP (allow_any) or TCP;
+    HTTP upstream in the client's own version, as Istio's."""
+    cluster = _original_dst(names.PASSTHROUGH_CLUSTER)
+    for key, value in upstream_protocol_options(Protocol.UNKNOWN).items():
+        cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster
+
+
+def inbound_passthrough_cluster() -> cluster_pb2.Cluster:
+    """Inbound traffic to ports no service declares, to the pod's own address."""
+    cluster = _original_dst(names.INBOUND_PASSTHROUGH_CLUSTER)
+    _bind_passthrough(cluster)
+    return cluster
+
+
+def blackhole_cluster() -> cluster_pb2.Cluster:
+    """A cluster without endpoints: a connection routed to it is closed."""
+    return cluster_pb2.Cluster(
+        name=names.BLACKHOLE_CLUSTER,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
+    )
+
+
+def _original_dst(name: str) -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
+        circuit_breakers=default_circuit_breakers(),
+    )
+
+
+def _bind_passthrough(cluster: cluster_pb2.Cluster) -> None:
+    """Connect from 127.0.0.6: Istio's iptables rules let that source through instead of
+    redirecting the sidecar's own connection to the pod IP back to it (istio/istio
+    pilot/pkg/networking/core/cluster_builder.go, buildInboundPassthroughCluster)."""
+    cluster.upstream_bind_config.source_address.address = PASSTHROUGH_BIND
+    cluster.upstream_bind_config.source_address.port_value = 0
 
 
 def _duplicate_port(svc: Service, index: int, sp: ServicePort) -> Diagnostic:

@@ -15,7 +15,7 @@ from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from legation.model import Protocol
+from legation.model import Protocol, Service
 
 # Istio MeshConfig.connectTimeout: "Connection timeout used by Envoy. Default
 # timeout is 10s." (istio.io/latest/docs/reference/config/istio.mesh.v1alpha1)
@@ -26,6 +26,11 @@ CONNECT_TIMEOUT_SECONDS = 10
 # (istio/istio pilot/pkg/networking/core/cluster_builder.go,
 # getDefaultCircuitBreakerThresholds).
 _UNLIMITED = 4294967295  # math.MaxUint32
+
+# Transparent mode: the source of the sidecar's own connections to its pod's address,
+# which Istio's iptables rules do not redirect (istio/istio pilot/pkg/networking/core,
+# InboundPassthroughBindIpv4: "6 is the magical number for inbound: 15006, 127.0.0.6").
+PASSTHROUGH_BIND = "127.0.0.6"
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
@@ -62,6 +67,11 @@ def is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def service_vip(svc: Service) -> str:
+    """A service's cluster IP, or "" when it has none (headless ``None``, unset, invalid)."""
+    return svc.cluster_ip if is_ip(svc.cluster_ip) else ""
 
 
 def default_circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:

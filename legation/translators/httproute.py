@@ -239,10 +239,20 @@ def hash_policy(ch: ConsistentHash | None) -> rc.RouteAction.HashPolicy | None:
 def needed_filters(mesh: MeshSnapshot, namespace: str) -> frozenset[str]:
     """The optional HTTP filters (CORS, fault) some route seen from `namespace` may use."""
     found: set[str] = set()
-    for vs in mesh.virtual_services_for(namespace):
+    for vs in filter_sources(mesh, namespace):
         for rule in vs.http:
             if rule.cors is not None:
                 found.add(CORS_FILTER)
             if rule.fault is not None:
                 found.add(FAULT_FILTER)
     return frozenset(found)
+
+
+def filter_sources(mesh: MeshSnapshot, namespace: str) -> tuple[VirtualService, ...]:
+    """The VirtualServices seen from `namespace` that `needed_filters` depends on: those
+    with a CORS policy or a fault. (A proxy's listeners keep while these are unchanged,
+    whatever routing edits the others get: see `translate.proxy_view`.)"""
+    return tuple(
+        vs for vs in mesh.virtual_services_for(namespace)
+        if any(rule.cors is not None or rule.fault is not None for rule in vs.http)
+    )

@@ -59,9 +59,15 @@ def outbound_listener(
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        http_filters=[*_optional_filters(filters), _router()],
+        http_filters=http_filters(filters),
     )
-    return _listener(workload.address, port, base_pb2.OUTBOUND, _filter(HCM_FILTER, hcm))
+    hcm_filter = network_filter(HCM_FILTER, hcm)
+    return _listener(workload.address, port, base_pb2.OUTBOUND, hcm_filter)
+
+
+def http_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:
+    """The optional filters `filters` names (CORS_FILTER, FAULT_FILTER), then the router."""
+    return [*_optional_filters(filters), _router()]
 
 
 def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:
@@ -82,8 +88,24 @@ def inbound_listener(
     """`security` (authn.py): the filter chains its mTLS mode needs, RBAC filters first
     (None: plaintext, no RBAC)."""
     security = security or InboundSecurity()
-    cluster = names.inbound_cluster(inbound.port)
     stat_prefix = names.inbound_stat_prefix(workload.address, inbound.port)
+    filters = inbound_filters(inbound, security, stat_prefix)
+    listener_filters, chains = filter_chains(security.mode, filters)
+    return listener_pb2.Listener(
+        name=names.listener_name(workload.address, inbound.port),
+        address=socket_address(workload.address, inbound.port),
+        traffic_direction=base_pb2.INBOUND,
+        listener_filters=listener_filters,
+        filter_chains=chains,
+    )
+
+
+def inbound_filters(
+    inbound: InboundPort, security: InboundSecurity, stat_prefix: str
+) -> list[listener_components_pb2.Filter]:
+    """The network filters of an inbound port (either mode): an HTTP connection manager
+    with an inline route to ``inbound|<port>||``, or a TCP proxy to it; RBAC first."""
+    cluster = names.inbound_cluster(inbound.port)
     if inbound.protocol.is_http:
         hcm = HCM(
             stat_prefix=stat_prefix,
@@ -95,18 +117,9 @@ def inbound_listener(
             # The app learns the caller's SPIFFE ID; a plaintext caller cannot forge it.
             hcm.forward_client_cert_details = HCM.SANITIZE_SET
             hcm.set_current_client_cert_details.uri = True
-        filters = [_filter(HCM_FILTER, hcm)]
-    else:
-        proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
-        filters = [*security.network_filters, _filter(TCP_PROXY_FILTER, proxy)]
-    listener_filters, chains = filter_chains(security.mode, filters)
-    return listener_pb2.Listener(
-        name=names.listener_name(workload.address, inbound.port),
-        address=socket_address(workload.address, inbound.port),
-        traffic_direction=base_pb2.INBOUND,
-        listener_filters=listener_filters,
-        filter_chains=chains,
-    )
+        return [network_filter(HCM_FILTER, hcm)]
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    return [*security.network_filters, network_filter(TCP_PROXY_FILTER, proxy)]
 
 
 def _inbound_route(port: int, cluster: str) -> route_pb2.RouteConfiguration:
@@ -138,7 +151,7 @@ def _router() -> http_connection_manager_pb2.HttpFilter:
     )
 
 
-def _filter(name: str, config: Any) -> listener_components_pb2.Filter:
+def network_filter(name: str, config: Any) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
 

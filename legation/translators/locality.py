@@ -42,14 +42,32 @@ class Placement:
 
 
 def placement(policy: PortPolicy, locality: Locality, labels: Labels) -> Placement | None:
-    lb = policy.load_balancer
-    setting = lb.locality if lb and lb.locality else LocalityLbSetting()
+    """A client's view of a cluster, or None when locality load balancing is off for it
+    (then every client sees the same assignment)."""
+    if not locality_aware(policy):
+        return None
+    return Placement(setting=_setting(policy), failover=policy.outlier_detection is not None,
+                     locality=locality, labels=labels)
+
+
+def locality_aware(policy: PortPolicy) -> bool:
+    """Whether clients may see a cluster with this policy differently: not unless a
+    `distribute` rule or outlier detection (failover) applies and it is not disabled.
+    Depends on the policy alone, so it is decided once per cluster, not per client."""
+    setting = _setting(policy)
     if setting.enabled is False:
-        return None
-    failover = policy.outlier_detection is not None
-    if not setting.distribute and not failover:
-        return None
-    return Placement(setting=setting, failover=failover, locality=locality, labels=labels)
+        return False
+    return bool(setting.distribute) or policy.outlier_detection is not None
+
+
+def reads_labels(policy: PortPolicy) -> bool:
+    """Whether a client's labels can change its view (`failoverPriority`)."""
+    return bool(_setting(policy).failover_priority)
+
+
+def _setting(policy: PortPolicy) -> LocalityLbSetting:
+    lb = policy.load_balancer
+    return lb.locality if lb and lb.locality else LocalityLbSetting()
 
 
 def locality_matches(locality: Locality, pattern: str) -> bool:

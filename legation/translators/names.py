@@ -10,6 +10,13 @@ Istio's formats are reused so that users' tooling and habits carry over
 - outbound virtual hosts ``<fqdn>:<port>``; the inbound one ``inbound|http|<port>``
 - node ids: ``<workload>.<namespace>``, or Istio's
   ``sidecar~<ip>~<pod>.<namespace>~<namespace>.svc.cluster.local``
+- transparent mode (Istio's layout): listeners ``virtualOutbound`` (15001)
+  and ``virtualInbound`` (15006); per-port RouteConfigurations named by the
+  port (``9080``); outbound filter chains named like Istio's per-port
+  listeners (``0.0.0.0_9080``, ``<clusterIP>_<port>``), inbound ones
+  ``inbound-9080`` / ``inbound-mtls-9080`` / ``inbound-plaintext-9080``; the
+  clusters ``PassthroughCluster``, ``InboundPassthroughCluster`` and
+  ``BlackHoleCluster`` and the catch-all virtual host ``allow_any``
 
 Stat prefixes (``outbound_<address>_<port>``, ``inbound_<address>_<port>``)
 are spelled here too; they name no resource, so they have no parser.
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 OUTBOUND_PROXY_PORT = 15001  # the explicit-mode HTTP proxy listener (Istio's outbound port)
+INBOUND_CAPTURE_PORT = 15006  # transparent mode: where iptables sends inbound traffic
 HTTP_PROXY_ROUTE = "http_proxy"
 DEFAULT_ROUTE = "default"  # the name of the single route of a virtual host (as Istio)
 ISTIO_NODE_TYPES = ("sidecar", "router")
@@ -208,3 +216,63 @@ def parse_rbac_policy(text: str) -> tuple[str, str, int] | None:
     if not digits.isascii() or not digits.isdigit() or (len(digits) > 1 and digits[0] == "0"):
         return None
     return namespace, name, int(digits)
+
+
+# -- transparent mode (Istio's names, istio/istio pilot/pkg/networking/util) --------
+
+VIRTUAL_OUTBOUND = "virtualOutbound"
+VIRTUAL_INBOUND = "virtualInbound"
+PASSTHROUGH_CLUSTER = "PassthroughCluster"  # outbound: to the original destination
+INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
+BLACKHOLE_CLUSTER = "BlackHoleCluster"  # no endpoints: connections to it are closed
+ALLOW_ANY_VHOST = "allow_any"  # per-port routes: unknown hosts go to PassthroughCluster
+OUTBOUND_CATCHALL_CHAIN = "virtualOutbound-catchall-tcp"
+OUTBOUND_BLACKHOLE_CHAIN = "virtualOutbound-blackhole"
+INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
+INBOUND_CATCHALL_CHAIN = "virtualInbound-catchall-tcp"
+
+
+def port_route(port: int) -> str:
+    """The RouteConfiguration of one outbound HTTP port: the port number, as Istio."""
+    return str(port)
+
+
+def parse_port_route(name: str) -> int | None:
+    return _port(name)
+
+
+def outbound_chain(address: str, port: int) -> str:
+    """An outbound filter chain of ``virtualOutbound``: named as Istio names the
+    listener it would use for the same traffic (``0.0.0.0_9080``, ``10.96.0.10_5432``)."""
+    return listener_name(address, port)
+
+
+def parse_outbound_chain(name: str) -> tuple[str, int] | None:
+    return parse_listener(name)
+
+
+def inbound_chain(kind: str, port: int) -> str:
+    """An inbound filter chain of ``virtualInbound``: ``<kind>-<port>``, where `kind`
+    is ``inbound``, ``inbound-mtls`` or ``inbound-plaintext``."""
+    return f"{kind}-{port}"
+
+
+def parse_inbound_chain(name: str) -> tuple[str, int] | None:
+    kind, sep, port_text = name.rpartition("-")
+    port = _port(port_text)
+    if not sep or not (kind == "inbound" or kind.startswith("inbound-")) or port is None:
+        return None
+    return kind, port
+
+
+def inbound_catchall_chain(security: str = "") -> str:
+    """The passthrough chain of ``virtualInbound``, per transport: `security` is ""
+    (plaintext only), ``mtls`` or ``plaintext`` (the PERMISSIVE pair)."""
+    return f"{INBOUND_CATCHALL_CHAIN}-{security}" if security else INBOUND_CATCHALL_CHAIN
+
+
+def parse_inbound_catchall_chain(name: str) -> str | None:
+    if name == INBOUND_CATCHALL_CHAIN:
+        return ""
+    security = name.removeprefix(INBOUND_CATCHALL_CHAIN + "-")
+    return security if security != name and security in ("mtls", "plaintext") else None

@@ -20,6 +20,16 @@ route; an exact host beats a wildcard one, a longer wildcard a shorter one
 (as Istio's mostSpecificWildcardVsIndex). Hosts of a VirtualService that
 name no service get a virtual host of their own, ``<host>:80``, answering to
 ``<host>`` and ``<host>:80``: Istio routes such hosts on port 80 only.
+
+Transparent mode (transparent.py) routes by the destination port instead:
+`port_routes` gives one RouteConfiguration per HTTP-ish service port number,
+named by the number (``9080``), as Istio's per-port outbound routes. Its
+virtual hosts are the services with that port, built as above, except that
+every virtual host gets the portless forms (the port is already known) plus
+the service's cluster IP with and without ``:<port>`` (a client that dials
+the IP sends it as its Host); external VirtualService hosts go into route
+``80``; and a last virtual host ``allow_any`` (domain ``*``) sends unknown
+hosts to ``PassthroughCluster``, Istio's outboundTrafficPolicy ALLOW_ANY.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from legation.model import (
 from legation.model.hosts import host_matches, specificity
 from legation.translators import names
 from legation.translators.clusters import outbound_cluster_ports
+from legation.translators.common import service_vip
 from legation.translators.httproute import SourceKey, hash_policy, virtual_service_routes
 from legation.translators.retry import default_retry_policy
 
@@ -46,55 +57,143 @@ HTTP_DEFAULT_PORT = 80
 ENVOY_DIRECT_BODY_LIMIT = 4096  # Envoy's default max_direct_response_body_size_bytes
 DIRECT_BODY_LIMIT = 1024 * 1024  # what Istio raises it to
 
-__all__ = ["default_retry_policy", "http_proxy_route"]
+__all__ = ["default_retry_policy", "external_hosts", "http_proxy_route", "port_routes"]
 
 
 def http_proxy_route(
     mesh: MeshSnapshot, namespace: str, source: SourceKey = frozenset()
 ) -> tuple[route_pb2.RouteConfiguration, list[Diagnostic]]:
-    config = route_pb2.RouteConfiguration(
-        name=names.HTTP_PROXY_ROUTE,
+    config = _config(names.HTTP_PROXY_ROUTE)
+    ports, _ = outbound_cluster_ports(mesh)  # duplicates are reported by translate_mesh
+    build = _Builder(mesh, namespace, source, ports)
+    portless = _portless_ports(ports)
+    for svc, sp in ports:
+        if sp.protocol.is_http:
+            build.service_host(config, svc, sp, portless[(svc.namespace, svc.name)] == sp.port)
+    for host, vs in build.external:
+        build.external_host(config, host, vs)
+    build.diagnostics.extend(_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
+                             if vs.tcp)
+    _raise_body_limit(config)
+    return config, build.diagnostics
+
+
+def port_routes(
+    mesh: MeshSnapshot, namespace: str, source: SourceKey = frozenset()
+) -> tuple[list[route_pb2.RouteConfiguration], list[Diagnostic]]:
+    """Transparent mode: one RouteConfiguration per HTTP-ish port number (module docstring)."""
+    ports, _ = outbound_cluster_ports(mesh)
+    build = _Builder(mesh, namespace, source, ports)
+    by_port: dict[int, list[tuple[Service, ServicePort]]] = {}
+    for svc, sp in ports:
+        if sp.protocol.is_http:
+            by_port.setdefault(sp.port, []).append((svc, sp))
+    if any(vs.http for _, vs in build.external):
+        by_port.setdefault(HTTP_DEFAULT_PORT, [])
+    out = []
+    for number in sorted(by_port):
+        config = _config(names.port_route(number))
+        build.claimed = {}
+        for svc, sp in by_port[number]:
+            build.service_host(config, svc, sp, True, vip=service_vip(svc))
+        if number == HTTP_DEFAULT_PORT:
+            for host, vs in build.external:
+                build.external_host(config, host, vs)
+        config.virtual_hosts.append(_allow_any())
+        _raise_body_limit(config)
+        out.append(config)
+    return out, build.diagnostics
+
+
+def external_hosts(mesh: MeshSnapshot, namespace: str) -> bool:
+    """Whether a VirtualService seen from `namespace` routes a host that names no service
+    (transparent mode then catches every destination of port 80: such hosts have no IP)."""
+    ports, _ = outbound_cluster_ports(mesh)
+    external = _virtual_services(mesh, namespace, {s.fqdn(mesh.domain) for s, _ in ports})[1]
+    return any(vs.http for _, vs in external)
+
+
+def _config(name: str) -> route_pb2.RouteConfiguration:
+    return route_pb2.RouteConfiguration(
+        name=name,
         # Clusters arrive over CDS independently; an RDS update must not be
         # rejected because CDS is a step behind (Istio sets this too).
         validate_clusters=wrappers_pb2.BoolValue(value=False),
     )
-    claimed: dict[str, str] = {}  # domain -> virtual host that has it
-    diagnostics: list[Diagnostic] = []
-    ports, _ = outbound_cluster_ports(mesh)  # duplicates are reported by translate_mesh
-    portless = _portless_ports(ports)
-    by_host, external = _virtual_services(mesh, namespace, {s.fqdn(mesh.domain) for s, _ in ports})
-    for svc, sp in ports:
-        if not sp.protocol.is_http:
-            continue
-        fqdn = svc.fqdn(mesh.domain)
-        vhost = names.virtual_host_name(fqdn, sp.port)
-        domains = []
-        with_portless = portless[(svc.namespace, svc.name)] == sp.port
-        for domain in _domains(svc, sp, fqdn, namespace, with_portless):
-            owner = claimed.setdefault(domain, vhost)
-            if owner == vhost:
-                domains.append(domain)
-            else:
-                diagnostics.append(_conflict(svc, sp, domain, owner))
-        routes: list[route_components_pb2.Route] = []
-        vs = by_host.get(fqdn)
-        if vs is not None:
-            routes, found = virtual_service_routes(
-                mesh, vs, port=sp.port, namespace=namespace, source=source)
-            diagnostics.extend(found)
-        config.virtual_hosts.append(
-            route_components_pb2.VirtualHost(
-                name=vhost, domains=domains, routes=routes or [_default_route(mesh, fqdn, sp)]
-            )
-        )
-    for host, vs in external:
-        _external_host(mesh, config, claimed, host, vs, namespace, source, diagnostics)
-    diagnostics.extend(_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
-                       if vs.tcp)
+
+
+def _raise_body_limit(config: route_pb2.RouteConfiguration) -> None:
     if any(_body_size(r) > ENVOY_DIRECT_BODY_LIMIT
            for v in config.virtual_hosts for r in v.routes):
         config.max_direct_response_body_size_bytes.value = DIRECT_BODY_LIMIT
-    return config, diagnostics
+
+
+class _Builder:
+    """Virtual hosts for one client namespace (and source key); `claimed` maps each
+    domain of the configuration being built to the virtual host that has it."""
+
+    def __init__(self, mesh: MeshSnapshot, namespace: str, source: SourceKey,
+                 ports: list[tuple[Service, ServicePort]]) -> None:
+        self.mesh, self.namespace, self.source = mesh, namespace, source
+        self.by_host, self.external = _virtual_services(
+            mesh, namespace, {s.fqdn(mesh.domain) for s, _ in ports})
+        self.claimed: dict[str, str] = {}
+        self.diagnostics: list[Diagnostic] = []
+
+    def service_host(self, config: route_pb2.RouteConfiguration, svc: Service,
+                     sp: ServicePort, portless: bool, vip: str = "") -> None:
+        fqdn = svc.fqdn(self.mesh.domain)
+        vhost = names.virtual_host_name(fqdn, sp.port)
+        domains = []
+        for domain in _domains(svc, sp, fqdn, self.namespace, portless, vip):
+            owner = self.claimed.setdefault(domain, vhost)
+            if owner == vhost:
+                domains.append(domain)
+            else:
+                self.diagnostics.append(_conflict(svc, sp, domain, owner))
+        routes: list[route_components_pb2.Route] = []
+        vs = self.by_host.get(fqdn)
+        if vs is not None:
+            routes, found = virtual_service_routes(
+                self.mesh, vs, port=sp.port, namespace=self.namespace, source=self.source)
+            self.diagnostics.extend(found)
+        config.virtual_hosts.append(
+            route_components_pb2.VirtualHost(
+                name=vhost, domains=domains,
+                routes=routes or [_default_route(self.mesh, fqdn, sp)],
+            )
+        )
+
+    def external_host(self, config: route_pb2.RouteConfiguration, host: str,
+                      vs: VirtualService) -> None:
+        vhost = names.virtual_host_name(host, HTTP_DEFAULT_PORT)
+        routes, found = virtual_service_routes(
+            self.mesh, vs, port=HTTP_DEFAULT_PORT, namespace=self.namespace, source=self.source)
+        self.diagnostics.extend(found)
+        domains = []
+        for domain in (host, f"{host}:{HTTP_DEFAULT_PORT}"):
+            if self.claimed.setdefault(domain, vhost) == vhost:
+                domains.append(domain)
+        if routes and domains:
+            config.virtual_hosts.append(
+                route_components_pb2.VirtualHost(name=vhost, domains=domains, routes=routes))
+
+
+def _allow_any() -> route_components_pb2.VirtualHost:
+    """Istio's ALLOW_ANY: a host the mesh does not know goes where the client dialled."""
+    return route_components_pb2.VirtualHost(
+        name=names.ALLOW_ANY_VHOST,
+        domains=["*"],
+        routes=[
+            route_components_pb2.Route(
+                name=names.ALLOW_ANY_VHOST,
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                route=route_components_pb2.RouteAction(
+                    cluster=names.PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration(seconds=0)
+                ),
+            )
+        ],
+    )
 
 
 def _virtual_services(
@@ -114,29 +213,6 @@ def _virtual_services(
                 if fqdn not in claims or rank < claims[fqdn][0]:
                     claims[fqdn] = (rank, vs)
     return {k: v for k, (_, v) in claims.items()}, sorted(external.items())
-
-
-def _external_host(
-    mesh: MeshSnapshot,
-    config: route_pb2.RouteConfiguration,
-    claimed: dict[str, str],
-    host: str,
-    vs: VirtualService,
-    namespace: str,
-    source: SourceKey,
-    diagnostics: list[Diagnostic],
-) -> None:
-    vhost = names.virtual_host_name(host, HTTP_DEFAULT_PORT)
-    routes, found = virtual_service_routes(
-        mesh, vs, port=HTTP_DEFAULT_PORT, namespace=namespace, source=source)
-    diagnostics.extend(found)
-    domains = []
-    for domain in (host, f"{host}:{HTTP_DEFAULT_PORT}"):
-        if claimed.setdefault(domain, vhost) == vhost:
-            domains.append(domain)
-    if routes and domains:
-        config.virtual_hosts.append(
-            route_components_pb2.VirtualHost(name=vhost, domains=domains, routes=routes))
 
 
 def _body_size(route: route_components_pb2.Route) -> int:
@@ -159,10 +235,13 @@ def _portless_ports(
     }
 
 
-def _domains(svc: Service, sp: ServicePort, fqdn: str, namespace: str, portless: bool) -> list[str]:
+def _domains(svc: Service, sp: ServicePort, fqdn: str, namespace: str, portless: bool,
+             vip: str = "") -> list[str]:
     hosts = [f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn]
     if svc.namespace == namespace:
         hosts.insert(0, svc.name)
+    if vip:
+        hosts.append(f"[{vip}]" if ":" in vip else vip)  # an IPv6 Host is bracketed
     out = []
     for host in hosts:
         host = host.lower()  # Envoy compares domains case-insensitively

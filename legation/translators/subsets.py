@@ -9,16 +9,33 @@ every port of the host, whether or not a route uses them; so does Legation,
 so that a VirtualService edit never waits for a cluster to warm.
 
 `client_assignments` is the per-proxy part: locality load balancing
-(locality.py) gives each client its own priorities and weights.
+(locality.py) gives each client its own priorities and weights. Which
+clusters it can affect depends on their DestinationRules alone, so
+`locality_targets` finds them once per mesh; proxies then only visit those
+(none, in a mesh without outlier detection or `distribute` rules), and
+proxies with the same `Client` (locality, and labels when failoverPriority
+reads them) get the same assignments.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
-from legation.model import Locality, MeshSnapshot, Proxy, Workload, effective_policy
+from legation.model import (
+    Labels,
+    Locality,
+    MeshSnapshot,
+    Proxy,
+    Service,
+    ServicePort,
+    Workload,
+    effective_policy,
+)
+from legation.model.destination import PortPolicy
 from legation.translators import clusters, endpoints
-from legation.translators.locality import placement
+from legation.translators.locality import locality_aware, placement, reads_labels
 from legation.translators.result import Translated
 
 
@@ -37,29 +54,79 @@ def outbound_clusters(mesh: MeshSnapshot) -> Translated:
     return out
 
 
-def client_assignments(mesh: MeshSnapshot, proxy: Proxy) -> list[ClusterLoadAssignment]:
-    """The assignments locality load balancing makes different for this client.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalityTarget:
+    """An outbound cluster whose assignment locality load balancing may change per client."""
 
-    Same names as the mesh-wide ones, so they replace them in the proxy's
-    snapshot; a cluster whose assignment this client sees unchanged is left out.
-    """
+    service: Service
+    port: ServicePort
+    subset: str
+    selector: Labels
+    policy: PortPolicy
+    shared: ClusterLoadAssignment  # what every other client gets (translate_mesh's)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client:
+    """All that locality load balancing reads of a client: proxies with equal `Client`s
+    get the same assignments from the same targets."""
+
+    locality: Locality
+    labels: Labels  # () unless some target's failoverPriority reads labels
+
+
+def locality_targets(mesh: MeshSnapshot) -> tuple[LocalityTarget, ...]:
+    """Every cluster whose assignment may differ between clients, found once per mesh
+    (usually none: without outlier detection or `distribute` all clients agree)."""
     out = []
-    locality = client_locality(mesh, proxy.workload)
     ports, _ = clusters.outbound_cluster_ports(mesh)
     for svc, sp in ports:
-        fqdn = svc.fqdn(mesh.domain)
-        rule = mesh.destination_rule_for(fqdn)
+        rule = mesh.destination_rule_for(svc.fqdn(mesh.domain))
         if rule is None:
             continue
         for subset, selector in [("", ())] + [(s.name, s.labels) for s in rule.subsets]:
-            client = placement(effective_policy(rule, subset, sp.port), locality,
-                               proxy.workload.labels)
-            if client is None:
+            policy = effective_policy(rule, subset, sp.port)
+            if not locality_aware(policy):
                 continue
-            mine, _ = endpoints.load_assignment(mesh, svc, sp, subset, selector, client)
             shared, _ = endpoints.load_assignment(mesh, svc, sp, subset, selector)
-            if mine != shared:
-                out.append(mine)
+            out.append(LocalityTarget(service=svc, port=sp, subset=subset, selector=selector,
+                                      policy=policy, shared=shared))
+    return tuple(out)
+
+
+def client_of(mesh: MeshSnapshot, proxy: Proxy, targets: tuple[LocalityTarget, ...]) -> Client:
+    labels = proxy.workload.labels if any(reads_labels(t.policy) for t in targets) else ()
+    return Client(locality=client_locality(mesh, proxy.workload), labels=labels)
+
+
+def client_assignments(
+    mesh: MeshSnapshot, proxy: Proxy, targets: tuple[LocalityTarget, ...] | None = None
+) -> list[ClusterLoadAssignment]:
+    """The assignments locality load balancing makes different for this client.
+
+    Same names as the mesh-wide ones, so they replace them in the proxy's
+    snapshot; a cluster whose assignment this client sees unchanged is left
+    out. `targets`: `locality_targets(mesh)`, when the caller has them.
+    """
+    if targets is None:
+        targets = locality_targets(mesh)
+    if not targets:
+        return []
+    return assignments_for(mesh, client_of(mesh, proxy, targets), targets)
+
+
+def assignments_for(
+    mesh: MeshSnapshot, client: Client, targets: tuple[LocalityTarget, ...]
+) -> list[ClusterLoadAssignment]:
+    """`client_assignments` for every proxy whose `client_of` is `client`."""
+    out = []
+    for t in targets:
+        where = placement(t.policy, client.locality, client.labels)
+        if where is None:
+            continue
+        mine, _ = endpoints.load_assignment(mesh, t.service, t.port, t.subset, t.selector, where)
+        if mine != t.shared:
+            out.append(mine)
     return out
 
 

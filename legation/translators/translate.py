@@ -3,8 +3,10 @@
 The three `translate_*` functions never emit the same resource name, with
 one exception: the mesh owns ``outbound|...`` clusters and every
 ClusterLoadAssignment, the namespace owns the ``http_proxy``
-RouteConfiguration, the proxy owns ``inbound|...`` clusters and every
-listener, plus its own version of the assignments that locality load
+RouteConfiguration (explicit mode) or, for transparent proxies, the per-port
+RouteConfigurations, ``virtualOutbound``, ``PassthroughCluster`` and
+``BlackHoleCluster`` (transparent.py), the proxy owns the other listeners and
+clusters, plus its own version of the assignments that locality load
 balancing changes for it, which replace the mesh's in its snapshot
 (`Snapshot.build`: the last resource of a name wins). Their diagnostics are
 deduplicated (one bad workload selected by many ports is reported once).
@@ -14,11 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy, Severity
-from legation.translators import clusters, listeners, names, routes, subsets
+from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy
+from legation.translators import clusters, listeners, names, routes, subsets, transparent
 from legation.translators.authn import inbound_security
 from legation.translators.common import is_ip
-from legation.translators.httproute import SourceKey, needed_filters, source_key
+from legation.translators.httproute import (
+    SourceKey,
+    filter_sources,
+    needed_filters,
+    source_key,
+)
 from legation.translators.inbound import inbound_ports
 from legation.translators.result import Translated
 
@@ -31,14 +38,24 @@ def translate_mesh(mesh: MeshSnapshot) -> Translated:
 
 
 def translate_namespace(
-    mesh: MeshSnapshot, namespace: str, source: SourceKey = frozenset()
+    mesh: MeshSnapshot,
+    namespace: str,
+    source: SourceKey = frozenset(),
+    mode: InterceptionMode = InterceptionMode.EXPLICIT,
 ) -> Translated:
-    """The outbound ``http_proxy`` RouteConfiguration as seen from `namespace`.
+    """The outbound ``http_proxy`` RouteConfiguration as seen from `namespace`; for
+    `mode` TRANSPARENT, what transparent proxies share instead (transparent.py).
 
     `source` (from `route_key`) names the VirtualService `sourceLabels` match
     blocks the client satisfies; proxies with the same namespace and key get
     the same configuration, so the common case (no sourceLabels) stays shared.
+    The pipeline passes its `route_view` instead of the whole mesh: anything read
+    here must be kept by `route_view` (tests/unit/translators/test_views.py).
     """
+    if mode is InterceptionMode.TRANSPARENT:
+        out = transparent.namespace_resources(mesh, namespace, source)
+        out.diagnostics[:] = _unique(out.diagnostics)
+        return out
     config, diagnostics = routes.http_proxy_route(mesh, namespace, source)
     return Translated(routes=[config], diagnostics=_unique(diagnostics))
 
@@ -48,23 +65,65 @@ def route_key(mesh: MeshSnapshot, proxy: Proxy) -> SourceKey:
     return source_key(mesh, proxy)
 
 
-def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
-    """What belongs to one workload: its inbound clusters and its listeners, and the
-    ClusterLoadAssignments locality load balancing makes different for it (they
-    replace the mesh-wide ones of the same name in its snapshot).
-
-    Only explicit mode exists so far; a transparent proxy gets explicit
-    mode's config and a warning.
+def route_view(mesh: MeshSnapshot) -> MeshSnapshot:
+    """The part of `mesh` route configurations are translated from: `translate_namespace`
+    gives the same output for `mesh` and for this view, so (translators being pure) two
+    meshes with equal views (an endpoint-only change) have the same route configurations.
     """
+    return MeshSnapshot(
+        domain=mesh.domain,
+        root_namespace=mesh.root_namespace,
+        services=mesh.services,
+        virtual_services=mesh.virtual_services,
+        destination_rules=mesh.destination_rules,
+    )
+
+
+def proxy_view(mesh: MeshSnapshot, namespace: str) -> MeshSnapshot:
+    """The part of `mesh` that `translate_workload` reads for a proxy in `namespace`: the
+    services that may select it, the VirtualServices that decide its optional HTTP
+    filters (a routing edit elsewhere changes no listener), and the security policy.
+    `translate_workload` gives the same output for `mesh` and for this view, so a proxy
+    whose view and `Proxy` are unchanged keeps its own resources.
+    """
+    return MeshSnapshot(
+        domain=mesh.domain,
+        root_namespace=mesh.root_namespace,
+        services=tuple(s for s in mesh.services if s.namespace == namespace),
+        virtual_services=filter_sources(mesh, namespace),  # what needed_filters reads
+        peer_authentications=mesh.peer_authentications,
+        authorization_policies=mesh.authorization_policies,
+        security=mesh.security,
+    )
+
+
+def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
+    """What belongs to one workload: its inbound clusters and its listeners
+    (`translate_workload`), and the ClusterLoadAssignments locality load balancing
+    makes different for it (`subsets.client_assignments`; they replace the mesh-wide
+    ones of the same name in its snapshot).
+    """
+    out = translate_workload(mesh, proxy)
+    out.endpoints.extend(subsets.client_assignments(mesh, proxy))
+    return out
+
+
+def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
+    """A proxy's inbound clusters and listeners. The pipeline passes its `proxy_view`
+    instead of the whole mesh: anything read here must be kept by `proxy_view`
+    (tests/unit/translators/test_views.py checks both give the same output).
+    A transparent proxy's are transparent.py's `proxy_resources`.
+    """
+    if proxy.mode is InterceptionMode.TRANSPARENT:
+        own = transparent.proxy_resources(mesh, proxy)
+        own.diagnostics[:] = _unique(own.diagnostics)
+        return own
     out = Translated()
     workload = proxy.workload
     diagnostics: list[Diagnostic] = []
-    if proxy.mode is not InterceptionMode.EXPLICIT:
-        diagnostics.append(_mode_unsupported(proxy))
     ports, found = inbound_ports(mesh, workload)
     diagnostics.extend(found)
     out.clusters.extend(clusters.inbound_cluster(p) for p in ports)
-    out.endpoints.extend(subsets.client_assignments(mesh, proxy))
     if is_ip(workload.address):
         out.listeners.append(
             listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace))
@@ -88,21 +147,9 @@ def resolve_proxy(mesh: MeshSnapshot, node_id: str) -> Proxy | None:
     workload = mesh.workload(namespace, name)
     if workload is None:
         return None
-    return Proxy(node_id=node_id, workload=workload)
+    return Proxy(node_id=node_id, workload=workload, mode=workload.interception)
 
 
 def _unique(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     return list(dict.fromkeys(diagnostics))
 
-
-def _mode_unsupported(proxy: Proxy) -> Diagnostic:
-    return Diagnostic(
-        ref=proxy.workload.ref,
-        field="",
-        code="proxy.mode-unsupported",
-        message=(
-            f"proxy {proxy.node_id!r} asks for {proxy.mode} interception, which is not "
-            "supported yet; it gets explicit-mode listeners on its own address instead"
-        ),
-        severity=Severity.WARNING,
-    )

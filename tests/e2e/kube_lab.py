@@ -4,10 +4,14 @@ control plane reading the cluster from it, and the objects of a small shop.
 
 Pods get 127.x loopback addresses as pod IPs; a demo app listens on each
 catalog pod's IP, and the client pod's sidecar is a real Envoy whose outbound
-listener binds `<client pod IP>:15001` (explicit mode).
+listener binds `<client pod IP>:15001`: explicit mode, so the pods carry
+`sidecar.istio.io/interceptionMode: NONE` (`EXPLICIT`; a Pod is transparent
+by default). tests/e2e/test_transparent.py runs transparent pods.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import contextlib
 import sys
@@ -34,8 +38,9 @@ from k8s import objects as k8s_objects  # noqa: E402
 NS = "shop"
 APP_PORT = 18080
 CLUSTER = "outbound|80||catalog.shop.svc.cluster.local"
+EXPLICIT = {"sidecar.istio.io/interceptionMode": "NONE"}  # no iptables: explicit mode
 
-__all__ = ["APP_PORT", "CLUSTER", "NS", "ApiServer", "k8s_objects"]
+__all__ = ["APP_PORT", "CLUSTER", "EXPLICIT", "NS", "ApiServer", "k8s_objects"]
 
 
 def kubeconfig(path: Path, url: str) -> Path:
@@ -61,6 +66,9 @@ async def control_plane(kubeconfig_path: Path, *, host: str = "127.0.0.1",
                       admin_address=HostPort(host=host, port=0),
                       debounce_quiet_s=0.05, debounce_max_s=0.2, **settings)
     async with App(config) as app:
+        async with asyncio.timeout(20):  # hang guard: serve only a fully listed picture
+            while not app.ready()[0]:
+                await asyncio.sleep(0.02)
         yield app
 
 
@@ -85,9 +93,11 @@ def shop(apiserver: ApiServer, *, client_ip: str, catalog_ips: Sequence[str]) ->
     apiserver.apply(k8s_objects.service("catalog", NS, ports=(("http", 80, APP_PORT),)))
     for i, ip in enumerate(catalog_ips, 1):
         apiserver.apply(k8s_objects.pod(f"catalog-{i}", NS, ip, labels={"app": "catalog"},
-                                        service_account="catalog", port=APP_PORT))
+                                        service_account="catalog", port=APP_PORT,
+                                        annotations=EXPLICIT))
     apiserver.apply(k8s_objects.pod("frontend-7d9f-x2x4z", NS, client_ip,
-                                    labels={"app": "frontend"}, service_account="frontend"))
+                                    labels={"app": "frontend"}, service_account="frontend",
+                                    annotations=EXPLICIT))
 
 
 async def sidecar(envoys: EnvoyFleet, app: App, *, node_id: str, address: str) -> Envoy:

@@ -22,6 +22,7 @@ from legation.translators.names import istio_node_id
 from .harness import AppFleet, EnvoyFleet, Loopback, eventually
 from .kube_lab import (
     APP_PORT,
+    EXPLICIT,
     NS,
     ApiServer,
     catalog_slice,
@@ -68,7 +69,7 @@ async def test_replicas_share_the_ca_secret_and_pods_authenticate_with_token_rev
     apiserver.apply(k8s_objects.namespace(SYSTEM))
     shop(apiserver, client_ip=client_a, catalog_ips=(ip1,))
     apiserver.apply(k8s_objects.pod("frontend-b", NS, client_b, labels={"app": "frontend"},
-                                    service_account="frontend"))
+                                    service_account="frontend", annotations=EXPLICIT))
     apiserver.apply(catalog_slice([endpoint("catalog-1", ip1)]))
     await apps.start("catalog-1", host=ip1, port=APP_PORT)
     token_a, token_b = sa_token("frontend-7d9f-x2x4z", "frontend"), sa_token("frontend-b",

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
-from legation.model import Diagnostic, MeshSecurity, MeshSnapshot
+from legation.model import Diagnostic, InterceptionMode, MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
 from legation.store import MeshStore
 from legation.translators import (
@@ -93,7 +93,9 @@ def render(case: Path) -> dict[str, str]:
             outputs[proxy_file(node_id)] = dump({"proxy": None})
             continue
         own = translate_proxy(mesh, proxy)
-        namespace = translate_namespace(mesh, proxy.namespace, route_key(mesh, proxy))
+        namespace = translate_namespace(
+            mesh, proxy.namespace, route_key(mesh, proxy), proxy.mode
+        )
         own_endpoints = {"endpoints": [to_dict(e) for e in own.endpoints]} if own.endpoints else {}
         outputs[proxy_file(node_id)] = dump(
             {
@@ -105,12 +107,15 @@ def render(case: Path) -> dict[str, str]:
                     "name": proxy.workload.name,
                     "mode": str(proxy.mode),
                 },
-                "listeners": [to_dict(x) for x in own.listeners],
-                "clusters": [to_dict(c) for c in own.clusters],
+                # transparent proxies share virtualOutbound and two clusters per namespace
+                "listeners": [to_dict(x) for x in (*namespace.listeners, *own.listeners)],
+                "clusters": [to_dict(c) for c in (*own.clusters, *namespace.clusters)],
                 "routes": [to_dict(r) for r in namespace.routes],
             }
         )
-        diagnostics["namespaces"][proxy.namespace] = _diags(namespace.diagnostics)
+        scope = proxy.namespace + ("" if proxy.mode is InterceptionMode.EXPLICIT else
+                                   f" ({proxy.mode})")
+        diagnostics["namespaces"][scope] = _diags(namespace.diagnostics)
         diagnostics["proxies"][node_id] = _diags(own.diagnostics)
     outputs[DIAGNOSTICS_OUT] = dump(diagnostics)
     return outputs

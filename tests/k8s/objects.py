@@ -37,7 +37,8 @@ def node(name: str, *, region: str = "eu-west-1", zone: str = "eu-west-1a") -> O
 
 def pod(name: str, ns: str, ip: str, *, labels: Mapping[str, str] | None = None,
         service_account: str = "default", node_name: str = "node-0", ready: bool = True,
-        port: int = 8080, phase: str = "Running") -> Obj:
+        port: int = 8080, phase: str = "Running",
+        annotations: Mapping[str, str] | None = None) -> Obj:
     status: Obj = {
         "phase": phase,
         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
@@ -49,7 +50,7 @@ def pod(name: str, ns: str, ip: str, *, labels: Mapping[str, str] | None = None,
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": _meta(name, ns, labels),
+        "metadata": _meta(name, ns, labels, annotations),
         "spec": {
             "serviceAccountName": service_account,
             "nodeName": node_name,

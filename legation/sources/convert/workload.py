@@ -1,11 +1,26 @@
-"""Workloads: Istio `WorkloadEntry` and Kubernetes `Pod` -> `Workload`."""
+"""Workloads: Istio `WorkloadEntry` and Kubernetes `Pod` -> `Workload`.
+
+Interception mode (DESIGN.md §4) comes from Istio's annotation
+`sidecar.istio.io/interceptionMode`: `REDIRECT` or `TPROXY` -> transparent,
+`NONE` -> explicit. Without it a Pod is transparent (Kubernetes pods have
+iptables redirection, as Istio injects it) and a WorkloadEntry explicit (the
+default outside Kubernetes).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from legation.model import AppAddress, HealthStatus, Locality, Workload, WorkloadKind, labels_of
+from legation.model import (
+    AppAddress,
+    HealthStatus,
+    InterceptionMode,
+    Locality,
+    Workload,
+    WorkloadKind,
+    labels_of,
+)
 from legation.sources.convert.appports import (
     APP_PORTS_ANNOTATION,
     APP_PORTS_EXPECTED,
@@ -28,6 +43,12 @@ _ADDRESS_EXPECTED = (
 )
 _SA_EXPECTED = "a service account name (a DNS-1123 subdomain)"
 _MAX_WEIGHT = 2**32 - 1  # Envoy's load_balancing_weight is a uint32
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
+_INTERCEPTION = {  # Istio's values (ProxyConfig.InboundInterceptionMode)
+    "REDIRECT": InterceptionMode.TRANSPARENT,
+    "TPROXY": InterceptionMode.TRANSPARENT,
+    "NONE": InterceptionMode.EXPLICIT,
+}
 
 
 def convert_workload_entry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | None:
@@ -52,6 +73,7 @@ def convert_workload_entry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Wor
         locality=_locality(ctx, spec),
         weight=weight or 0,
         app_ports=app_ports(ctx, meta),
+        interception=interception_mode(ctx, meta, InterceptionMode.EXPLICIT),
     )
 
 
@@ -68,6 +90,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
     ports = _container_ports(ctx, spec)
     node_name = ctx.string(spec, "nodeName", "spec", problem="node-name")
     extra = app_ports(ctx, meta)
+    interception = interception_mode(ctx, meta, InterceptionMode.TRANSPARENT)
     if ctx.failed:
         return None
     if phase in ("Succeeded", "Failed"):
@@ -88,6 +111,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
         health=_pod_health(ctx, data, status),
         app_ports=extra,
         node_name=node_name,
+        interception=interception,
     )
 
 
@@ -102,6 +126,26 @@ def app_ports(ctx: Ctx, meta: Meta) -> tuple[tuple[int, AppAddress], ...]:
         ctx.error(child_path("metadata.annotations", APP_PORTS_ANNOTATION), "app-ports-invalid",
                   f"{exc}; expected {APP_PORTS_EXPECTED}.")
         return ()
+
+
+def interception_mode(ctx: Ctx, meta: Meta, default: InterceptionMode) -> InterceptionMode:
+    """`sidecar.istio.io/interceptionMode`, or `default`; a bad value is warned about."""
+    text = meta.annotations.get(INTERCEPTION_ANNOTATION)
+    if text is None:
+        return default
+    path = child_path("metadata.annotations", INTERCEPTION_ANNOTATION)
+    mode = _INTERCEPTION.get(text)
+    if mode is None:
+        ctx.warn(path, "interception-mode-invalid",
+                 f"found {describe(text)}; expected REDIRECT, TPROXY or NONE. The "
+                 f"{default} default applies.")
+        return default
+    if text == "TPROXY":
+        ctx.warn(path, "interception-mode-tproxy",
+                 "TPROXY is served as REDIRECT: the sidecar's listeners are not marked "
+                 "transparent, so the pod's iptables rules must REDIRECT (expected "
+                 "REDIRECT or NONE).")
+    return mode
 
 
 def _service_account(ctx: Ctx, spec: Mapping[str, Any], key: str) -> str:

@@ -134,12 +134,14 @@ def _http_only(
             "so on this TCP port those conditions are left out and the rule matches "
             "more connections (Istio widens DENY and AUDIT rules the same way)"
         )
+    # port 0: a transparent sidecar's passthrough (translators/transparent.py)
+    target = f"TCP port {port}" if port else "TCP connections to ports no service declares"
     return Diagnostic(
         ref=policy.ref,
         field=where,
         code="authorizationpolicy.http-only-on-tcp",
         message=(
-            f"the rule applies to TCP port {port}, but {' and '.join(reasons)}: a TCP connection "
+            f"the rule applies to {target}, but {' and '.join(reasons)}: a TCP connection "
             f"carries no HTTP request, {effect}. Restrict the policy to HTTP ports (to.ports) "
             "or split the rule."
         ),

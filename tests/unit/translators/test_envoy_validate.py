@@ -11,6 +11,7 @@ clusters and the RDS listener need an ADS source: the bootstrap defines one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,7 +22,14 @@ import pytest
 import yaml
 from google.protobuf import json_format
 
-from legation.model import AppAddress, HealthStatus, Locality, MeshSnapshot, Protocol
+from legation.model import (
+    AppAddress,
+    HealthStatus,
+    InterceptionMode,
+    Locality,
+    MeshSnapshot,
+    Protocol,
+)
 from legation.translators import translate_mesh, translate_namespace, translate_proxy
 
 from .builders import mesh, port, proxy, service, workload
@@ -174,6 +182,11 @@ def _golden_targets() -> list[tuple[Path, str]]:
 
 def test_there_are_golden_outputs_to_validate() -> None:
     assert len(_golden_targets()) >= 14
+    transparent = [
+        (case, f) for case, f in _golden_targets()
+        if f and yaml.safe_load((case / f).read_text())["proxy"]["mode"] == "transparent"
+    ]
+    assert len(transparent) >= 4, "transparent-mode proxies must be validated too"
 
 
 @pytest.mark.parametrize(
@@ -247,6 +260,25 @@ def test_envoy_accepts_a_rich_mesh(tmp_path: Path) -> None:
         assert ok, f"{w.namespace}/{w.name}: {output}"
 
 
+def test_envoy_accepts_a_rich_mesh_in_transparent_mode(tmp_path: Path) -> None:
+    m = dataclasses.replace(_rich_mesh(), services=tuple(
+        dataclasses.replace(s, cluster_ip=f"10.96.{i}.{i + 10}")
+        for i, s in enumerate(_rich_mesh().services)))
+    shared = translate_mesh(m)
+    for w in m.workloads:
+        own = translate_proxy(m, proxy(w, InterceptionMode.TRANSPARENT))
+        namespace = translate_namespace(m, w.namespace, mode=InterceptionMode.TRANSPARENT)
+        config = bootstrap(
+            clusters=[_to_dict(c) for c in (*shared.clusters, *own.clusters,
+                                            *namespace.clusters)],
+            endpoints=[_to_dict(e) for e in shared.endpoints],
+            listeners=[_to_dict(x) for x in (*namespace.listeners, *own.listeners)],
+            routes=[_to_dict(r) for r in namespace.routes],
+        )
+        ok, output = envoy_validate(tmp_path, config)
+        assert ok, f"{w.namespace}/{w.name}: {output}"
+
+
 def test_validation_can_fail(tmp_path: Path) -> None:
     """The harness detects what Envoy rejects: here, a domain in two virtual hosts."""
     m = mesh(service("catalog", "shop", port(80), port(81)))
@@ -256,3 +288,15 @@ def test_validation_can_fail(tmp_path: Path) -> None:
     ok, output = envoy_validate(tmp_path, bootstrap(clusters=[], routes=[bad]))
     assert not ok
     assert "Only unique values for domains are permitted" in output
+
+
+def test_validation_rejects_two_chains_with_one_match(tmp_path: Path) -> None:
+    """Why virtualOutbound gives a (port, cluster IP) to one chain only."""
+    m = mesh(service("catalog", "shop", port(5432, Protocol.TCP)))
+    (listener,) = translate_namespace(m, "shop", mode=InterceptionMode.TRANSPARENT).listeners
+    bad = _to_dict(listener)
+    twin = {**bad["filter_chains"][1], "name": "twin"}
+    bad["filter_chains"].append(twin)
+    ok, output = envoy_validate(tmp_path, bootstrap(clusters=[], listeners=[bad]))
+    assert not ok
+    assert "has the same matching rules defined as" in output

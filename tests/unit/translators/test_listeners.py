@@ -106,18 +106,12 @@ def test_listener_and_cluster_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
-def test_transparent_mode_warns_and_gets_explicit_config() -> None:
+def test_transparent_mode_gets_its_own_listeners_and_no_warning() -> None:
+    """Transparent proxies (test_transparent.py) no longer fall back to explicit mode."""
     m, w = _catalog(port(9080))
-    explicit = translate_proxy(m, proxy(w))
     out = translate_proxy(m, proxy(w, InterceptionMode.TRANSPARENT))
-    (d,) = out.diagnostics
-    assert (d.code, d.severity, d.ref.name) == (
-        "proxy.mode-unsupported",
-        Severity.WARNING,
-        "catalog-1",
-    )
-    assert out.listeners == explicit.listeners
-    assert out.clusters == explicit.clusters
+    assert out.diagnostics == []
+    assert [x.name for x in out.listeners] == ["virtualInbound"]
 
 
 def test_workload_without_ip_address_gets_no_listeners() -> None:

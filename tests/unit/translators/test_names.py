@@ -135,3 +135,66 @@ def test_node_id_splits_on_the_last_dot() -> None:
 )
 def test_parse_node_id_refuses_ids_naming_no_workload(node: str) -> None:
     assert names.parse_node_id(node) is None
+
+
+# -- transparent mode --------------------------------------------------------------
+
+
+@given(ports)
+def test_port_route_round_trips(port: int) -> None:
+    name = names.port_route(port)
+    assert name == str(port)  # Istio names a port's outbound route by the number
+    assert names.parse_port_route(name) == port
+
+
+@pytest.mark.parametrize("name", ["http_proxy", "080", "0", "65536", "+80", "80a", ""])
+def test_parse_port_route_refuses_foreign_names(name: str) -> None:
+    assert names.parse_port_route(name) is None
+
+
+@given(st.one_of(ip, st.just("0.0.0.0")), ports)
+def test_outbound_chain_round_trips(address: str, port: int) -> None:
+    name = names.outbound_chain(address, port)
+    assert names.parse_outbound_chain(name) == (address, port)
+
+
+def test_outbound_chains_are_named_as_istio_names_its_per_port_listeners() -> None:
+    assert names.outbound_chain("0.0.0.0", 9080) == "0.0.0.0_9080"
+    assert names.outbound_chain("10.96.0.40", 5432) == "10.96.0.40_5432"
+
+
+@given(st.sampled_from(["inbound", "inbound-mtls", "inbound-plaintext"]), ports)
+def test_inbound_chain_round_trips(kind: str, port: int) -> None:
+    name = names.inbound_chain(kind, port)
+    assert name == f"{kind}-{port}"
+    assert names.parse_inbound_chain(name) == (kind, port)
+
+
+@pytest.mark.parametrize(
+    "name", ["inbound", "inbound-", "inbound-0", "outbound-80", "inboundx-80", "-80",
+             "virtualInbound-catchall-tcp"])
+def test_parse_inbound_chain_refuses_foreign_names(name: str) -> None:
+    assert names.parse_inbound_chain(name) is None
+
+
+@pytest.mark.parametrize("security", ["", "mtls", "plaintext"])
+def test_inbound_catchall_chain_round_trips(security: str) -> None:
+    name = names.inbound_catchall_chain(security)
+    assert name.startswith(names.INBOUND_CATCHALL_CHAIN)
+    assert names.parse_inbound_catchall_chain(name) == security
+
+
+@pytest.mark.parametrize(
+    "name", ["virtualInbound-catchall-tcp-", "virtualInbound-catchall-tcp-tls",
+             "virtualInbound", "inbound-mtls-80"])
+def test_parse_inbound_catchall_chain_refuses_foreign_names(name: str) -> None:
+    assert names.parse_inbound_catchall_chain(name) is None
+
+
+def test_transparent_names_are_istios() -> None:
+    assert (names.VIRTUAL_OUTBOUND, names.VIRTUAL_INBOUND) == ("virtualOutbound",
+                                                               "virtualInbound")
+    assert (names.PASSTHROUGH_CLUSTER, names.INBOUND_PASSTHROUGH_CLUSTER,
+            names.BLACKHOLE_CLUSTER) == ("PassthroughCluster", "InboundPassthroughCluster",
+                                         "BlackHoleCluster")
+    assert (names.OUTBOUND_PROXY_PORT, names.INBOUND_CAPTURE_PORT) == (15001, 15006)

@@ -12,7 +12,6 @@ by default). tests/e2e/test_transparent.py runs transparent pods.
 from __future__ import annotations
 
 import asyncio
-
 import contextlib
 import sys
 from collections import Counter

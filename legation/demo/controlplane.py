@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
+from legation.demo.envoy import stop_process
 from legation.demo.http import HttpError, HttpResponse, request
 
 _POLL = 0.02  # seconds between readiness probes
@@ -107,20 +108,7 @@ class ControlPlane:
         proc = self._proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                async with asyncio.timeout(grace):
-                    await proc.wait()
-            except TimeoutError:
-                pass
-            finally:  # also when cancelled: never leave it running or unreaped
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await asyncio.shield(proc.wait())
-        return proc.returncode
+        return await stop_process(proc, grace=grace, sig=sig)
 
     async def restart(self, *, timeout: float = 20.0) -> None:
         await self.stop()

@@ -37,6 +37,29 @@ WaitFor = Literal["ready", "admin", "none"]
 _POLL = 0.05  # seconds between readiness probes
 
 
+
+async def stop_process(
+    proc: asyncio.subprocess.Process, *, grace: float = 5.0, sig: int = signal.SIGTERM
+) -> int | None:
+    """Send `sig`, SIGKILL after `grace` seconds; always reaped, even when cancelled.
+
+    Returns the exit code.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            async with asyncio.timeout(grace):
+                await proc.wait()
+        except TimeoutError:
+            pass
+        finally:  # also when cancelled: never leave it running or unreaped
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
+    return proc.returncode
+
 class EnvoyError(Exception):
     """Envoy could not be started, did not become ready, or its admin API failed."""
 
@@ -153,21 +176,9 @@ class Envoy:
         proc = self._proc
         if proc is None:
             return None
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(grace):
-                    await proc.wait()
-            except TimeoutError:
-                pass
-            finally:  # also when cancelled: never leave it running or unreaped
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await asyncio.shield(proc.wait())
+        code = await stop_process(proc, grace=grace)
         self._admin = None
-        return proc.returncode
+        return code
 
     async def __aenter__(self) -> Envoy:
         await self.start()

@@ -33,7 +33,7 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot
-from legation.xds.protocol import Outgoing, ProtocolBase, eds_names, pushed_types
+from legation.xds.protocol import Outgoing, ProtocolBase, TypeStateBase, eds_names, pushed_types
 from legation.xds.subscription import Subscription
 
 # Responses awaiting an ACK that we remember per type (to name the version a
@@ -45,21 +45,10 @@ _REMOVED_LAST = (ENDPOINT, CLUSTER)
 
 
 @dataclass(slots=True)
-class _TypeState:
-    sub: Subscription
+class _TypeState(TypeStateBase):
     has: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
     # nonce -> (system version, names of the resources it carried)
     in_flight: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
-    answer: bool = True  # a request (first one, new names) awaits an answer
-    diffed: str = ""  # snapshot version of the type at the last diff
-
-    def fresh(self, snapshot: Snapshot) -> bool:
-        """Whether a diff can find anything (see sotw._TypeState.fresh)."""
-        version = snapshot.version(self.sub.type_url)
-        if not self.answer and version == self.diffed:
-            return False
-        self.diffed = version
-        return True
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from legation.cache import CLUSTER, PUSH_ORDER, Resource, Snapshot, short_name
 from legation.metrics import Metrics
 from legation.status import Nack, ProxyStatus
+from legation.xds.subscription import Subscription
 
 
 class StreamRejected(Exception):
@@ -76,6 +77,29 @@ class StreamProtocol(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class TypeStateBase:
+    """Per-type stream state both variants keep: the subscription and the diff gate."""
+
+    sub: Subscription
+    answer: bool = True  # a request (first one, new names) awaits an answer
+    diffed: str = ""  # snapshot version of the type at the last diff (see `fresh`)
+
+    def fresh(self, snapshot: Snapshot) -> bool:
+        """Whether a diff can find anything: a new version or a pending answer.
+
+        The diff depends only on the type's resources (named by its content
+        version), the subscription and what the client holds; whatever changes
+        the latter two outside a diff sets `answer` or clears `diffed`. So a push
+        touching one type costs the other types of every stream a string comparison.
+        """
+        version = snapshot.version(self.sub.type_url)
+        if not self.answer and version == self.diffed:
+            return False
+        self.diffed = version
+        return True
 
 
 @dataclass(slots=True)

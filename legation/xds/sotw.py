@@ -39,6 +39,7 @@ from legation.cache import CLUSTER, ENDPOINT, WILDCARD_TYPES, Resource, Snapshot
 from legation.xds.protocol import (
     Outgoing,
     ProtocolBase,
+    TypeStateBase,
     changed,
     eds_names,
     pushed_types,
@@ -48,29 +49,12 @@ from legation.xds.subscription import Subscription
 
 
 @dataclass(slots=True)
-class _TypeState:
-    sub: Subscription
+class _TypeState(TypeStateBase):
     nonce: str = ""  # latest nonce sent: any other nonce is stale
     version: str = ""  # version_info sent with `nonce`
     sent: dict[str, Resource] = field(default_factory=dict)  # what the client was given
-    answer: bool = True  # a request (first one, new names) awaits an answer
     client_version: str = ""  # version_info of the first request: a reconnecting client
     started: bool = False  # anything sent for this type on this stream
-    diffed: str = ""  # snapshot version of the type at the last diff (see `fresh`)
-
-    def fresh(self, snapshot: Snapshot) -> bool:
-        """Whether a diff can find anything: a new version or a pending answer.
-
-        The diff depends only on the type's resources (named by its content
-        version), the subscription and `sent`; whatever changes the latter two
-        outside a diff sets `answer` or clears `diffed`. So a push touching
-        one type costs the other types of every stream a string comparison.
-        """
-        version = snapshot.version(self.sub.type_url)
-        if not self.answer and version == self.diffed:
-            return False
-        self.diffed = version
-        return True
 
 
 @dataclass(slots=True)

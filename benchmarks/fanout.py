@@ -134,14 +134,28 @@ class FanoutConfig:
     profile_dir: str = ""
 
     @classmethod
-    def make(cls, *, quick: bool, client_procs: int = 2, profile_dir: str = "") -> FanoutConfig:
+    def make(
+        cls,
+        *,
+        quick: bool,
+        client_procs: int = 2,
+        profile_dir: str = "",
+        services: int = 0,
+        endpoints: int = 0,
+        proxies: tuple[int, ...] = (),
+        modes: tuple[str, ...] = (),
+        repeats: int = 0,
+    ) -> FanoutConfig:
+        """The size users run (1,000 services x 2 endpoints, 1,000 proxies) unless told."""
         if quick:
             mesh = meshgen.MeshSpec(services=10, namespaces=2, min_endpoints=3, max_endpoints=3)
             return cls(proxies=(10, 20), modes=("sotw", "delta"), mesh=mesh, client_procs=1,
                        repeats=1, profile_dir=profile_dir)
-        mesh = meshgen.MeshSpec(services=100, namespaces=10, min_endpoints=10, max_endpoints=10)
-        return cls(proxies=(100, 1000), modes=("sotw", "delta"), mesh=mesh,
-                   client_procs=client_procs, repeats=5, profile_dir=profile_dir)
+        n, eps = services or 1000, endpoints or 2
+        mesh = meshgen.MeshSpec(services=n, namespaces=max(1, n // 100),
+                                min_endpoints=eps, max_endpoints=eps)
+        return cls(proxies=proxies or (1000,), modes=modes or ("sotw", "delta"), mesh=mesh,
+                   client_procs=client_procs, repeats=repeats or 5, profile_dir=profile_dir)
 
     def specs(self) -> list[RunSpec]:
         def profile(mode: str, n: int) -> str:

@@ -44,6 +44,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="client processes for the fan-out scenario (default 2)")
     parser.add_argument("--profile-dir", default="",
                         help="write cProfile stats of each fan-out server process here")
+    parser.add_argument("--services", type=int, default=0,
+                        help="fan-out mesh size (default: 1,000 services, 2 endpoints each)")
+    parser.add_argument("--endpoints", type=int, default=0,
+                        help="endpoints per service in the fan-out mesh (default 2)")
+    parser.add_argument("--proxies", type=int, action="append",
+                        help="connected proxies per fan-out run (repeatable; default 1000)")
+    parser.add_argument("--modes", choices=("sotw", "delta"), action="append",
+                        help="fan-out protocol variants (repeatable; default both)")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="changes of each kind per fan-out run (default 5)")
     return parser.parse_args(argv)
 
 
@@ -82,8 +92,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["scenarios"]["translation"] = translation.run(
             translation.TranslationConfig.make(quick=args.quick))
     if "fanout" in chosen:
-        config = fanout.FanoutConfig.make(quick=args.quick, client_procs=args.client_procs,
-                                          profile_dir=args.profile_dir)
+        config = fanout.FanoutConfig.make(
+            quick=args.quick, client_procs=args.client_procs, profile_dir=args.profile_dir,
+            services=args.services, endpoints=args.endpoints,
+            proxies=tuple(args.proxies or ()), modes=tuple(args.modes or ()),
+            repeats=args.repeats)
         out["scenarios"]["fanout"] = fanout.run(config, _progress)
     if "envoy" in chosen:
         _progress("envoy")

@@ -61,11 +61,13 @@ from legation.translators import (
     assignments_for,
     client_of,
     locality_targets,
+    outbound_services,
     proxy_view,
     resolve_proxy,
     route_key,
     route_view,
-    translate_mesh,
+    service_inputs,
+    service_outbound,
     translate_namespace,
     translate_workload,
 )
@@ -94,6 +96,37 @@ class _Own:
     view: MeshSnapshot  # proxy_view of its namespace
     proxy: Proxy
     resources: list[Resource]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServicePart:
+    """One service's outbound clusters and assignments, and what they were translated from."""
+
+    inputs: tuple[object, ...]  # translators.service_inputs
+    resources: list[Resource]
+    diagnostics: list[Diagnostic]
+
+
+def translate_outbound(
+    mesh: MeshSnapshot, prior: dict[tuple[str, str], _ServicePart]
+) -> tuple[list[Resource], list[Diagnostic], dict[tuple[str, str], _ServicePart]]:
+    """`translate_mesh`, serialized, translating only the services whose inputs changed:
+    the others keep their `Resource` objects from `prior`. Equal to
+    `to_resources(translate_mesh(mesh))` (tests/unit/test_pipeline_reuse.py)."""
+    owned, diagnostics = outbound_services(mesh)
+    parts: dict[tuple[str, str], _ServicePart] = {}
+    resources: list[Resource] = []
+    for svc, ports in owned:
+        key = (svc.namespace, svc.name)
+        inputs = service_inputs(mesh, svc, ports)
+        part = prior.get(key)
+        if part is None or part.inputs != inputs:
+            t = service_outbound(mesh, svc, ports)
+            part = _ServicePart(inputs, to_resources(t), t.diagnostics)
+        parts[key] = part
+        resources.extend(part.resources)
+        diagnostics.extend(part.diagnostics)
+    return resources, list(dict.fromkeys(diagnostics)), parts
 
 
 @dataclass(slots=True)
@@ -127,13 +160,14 @@ class _Memo:
     interned: dict[tuple[str, str, str], Resource] = field(default_factory=dict)
     prior_views: dict[str, MeshSnapshot] = field(default_factory=dict)
     prior_own: dict[str, _Own] = field(default_factory=dict)
+    services: dict[tuple[str, str], _ServicePart] = field(default_factory=dict)
 
     @classmethod
     def of(cls, mesh: MeshSnapshot, prior: _Memo | None = None) -> _Memo:
-        t = translate_mesh(mesh)
-        shared = to_resources(t)
-        memo = cls(mesh, shared, SnapshotBase.of(shared), list(t.diagnostics),
-                   route_view(mesh), locality_targets(mesh))
+        shared, found, parts = translate_outbound(mesh, prior.services if prior else {})
+        base = SnapshotBase.of(shared, parent=prior.base if prior else None)
+        memo = cls(mesh, shared, base, found, route_view(mesh), locality_targets(mesh))
+        memo.services = parts
         if prior is not None:
             if prior.routes_view == memo.routes_view:
                 for key, (resources, found) in list(prior.namespaces.items()):

@@ -4,6 +4,7 @@ Between the pipeline (which writes) and the xDS streams (which read). Knows
 protobuf only as opaque messages to serialize; knows nothing of gRPC.
 """
 
+from legation.cache import wire
 from legation.cache.cache import SnapshotCache, Watch
 from legation.cache.resources import (
     CLUSTER,
@@ -37,4 +38,5 @@ __all__ = [
     "short_name",
     "version_entry",
     "version_of",
+    "wire",
 ]

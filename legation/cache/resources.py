@@ -15,6 +15,8 @@ from typing import Any
 
 from google.protobuf import any_pb2
 
+from legation.cache import wire
+
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -48,19 +50,38 @@ class Resource:
     name: str
     version: str  # content hash of `body`
     body: bytes
-    _any: Any = field(default=None, repr=False, compare=False)
+    # encodings, built on first use and kept (see wire.py)
+    _sotw: bytes | None = field(default=None, repr=False, compare=False)
+    _delta: bytes | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, type_url: str, name: str, message: Any) -> Resource:
         body = message.SerializeToString(deterministic=True)
         version = hashlib.sha256(body).hexdigest()[:16]
-        packed = any_pb2.Any(type_url=type_url, value=body)
-        return cls(type_url, name, version, body, packed)
+        return cls(type_url, name, version, body)
 
     @property
     def any(self) -> Any:
-        """The packed `google.protobuf.Any`, built once."""
-        return self._any
+        """The resource packed in a `google.protobuf.Any` (a new message each time)."""
+        return any_pb2.Any(type_url=self.type_url, value=self.body)
+
+    @property
+    def sotw_entry(self) -> bytes:
+        """This resource as an element of DiscoveryResponse.resources, encoded once."""
+        entry = self._sotw
+        if entry is None:
+            entry = wire.sotw_entry(self.type_url, self.body)
+            object.__setattr__(self, "_sotw", entry)
+        return entry
+
+    @property
+    def delta_entry(self) -> bytes:
+        """This resource as an element of DeltaDiscoveryResponse.resources, encoded once."""
+        entry = self._delta
+        if entry is None:
+            entry = wire.delta_entry(self.name, self.version, self.type_url, self.body)
+            object.__setattr__(self, "_delta", entry)
+        return entry
 
 
 def version_entry(name: str, version: str) -> bytes:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from legation.cache.resources import PUSH_ORDER, Resource, version_entry, version_of
 
@@ -88,17 +88,73 @@ class _TypeIndex:
         return merged, h.hexdigest()[:16]
 
 
+# (serial, type_url -> names of that type that changed from the base before it)
+_Change = tuple[int, Mapping[str, frozenset[str]]]
+
+
 @dataclass(frozen=True, slots=True)
 class SnapshotBase:
-    """Resources common to many snapshots, indexed once (see the module docstring)."""
+    """Resources common to many snapshots, indexed once (see the module docstring).
+
+    A base built from another (`of(..., parent=)`) belongs to its lineage and
+    remembers, for its last `HISTORY_KEPT` ancestors, which names changed
+    between each and the next, so a stream can find what changed between the
+    base it last diffed and this one without comparing every resource
+    (`changed_since`). Immutable: streams read it on the event loop while
+    the pipeline builds the next one in its worker thread.
+    """
 
     types: Mapping[str, _TypeIndex]  # PUSH_ORDER first, then others as first seen
+    lineage: object = None  # a token shared by a base and every base built from it
+    serial: int = 0
+    history: tuple[_Change, ...] = ()  # oldest first; the last is this base's own change
 
     @classmethod
-    def of(cls, resources: Iterable[Resource]) -> SnapshotBase:
+    def of(cls, resources: Iterable[Resource], *, parent: SnapshotBase | None = None
+           ) -> SnapshotBase:
         """The last resource of a (type, name) wins, as in `Snapshot.build`."""
         by_type = _by_type(resources, {t: {} for t in PUSH_ORDER})
-        return cls({t: _TypeIndex.of(rs) for t, rs in by_type.items()})
+        types = {t: _TypeIndex.of(rs) for t, rs in by_type.items()}
+        if parent is None:
+            return cls(types, object(), 0, ())
+        changes = {t: names for t in types.keys() | parent.types.keys()
+                   if (names := _changed(parent.types.get(t), types.get(t)))}
+        serial = parent.serial + 1
+        history = (*parent.history[-(HISTORY_KEPT - 1):], (serial, changes))
+        return cls(types, parent.lineage, serial, history)
+
+    def changed_since(self, older: SnapshotBase, type_url: str) -> set[str] | None:
+        """Names of `type_url` that may differ between `older` and this base; None when
+        unknown (another lineage, or too long ago): then compare everything."""
+        if older is self:
+            return set()
+        if older.lineage is not self.lineage or older.serial > self.serial:
+            return None
+        history = self.history
+        if not history or history[0][0] > older.serial + 1:
+            return None
+        names: set[str] = set()
+        for serial, changes in history:
+            if serial > older.serial:
+                names.update(changes.get(type_url, ()))
+        return names
+
+
+# Changes a base remembers; a stream further behind compares everything once.
+HISTORY_KEPT = 64
+
+
+def _changed(old: _TypeIndex | None, new: _TypeIndex | None) -> frozenset[str]:
+    if old is None or new is None:
+        index = old or new
+        return frozenset(index.resources) if index is not None else frozenset()
+    if old.version == new.version:
+        return frozenset()
+    a, b = old.resources, new.resources
+    out = {n for n, r in b.items() if (o := a.get(n)) is not r
+           and (o is None or o.version != r.version)}
+    out.update(n for n in a if n not in b)
+    return frozenset(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +162,10 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, Resource]]  # type_url -> name -> Resource
     versions: Mapping[str, str]  # type_url -> version of the whole set
     changed_at: float = 0.0  # time.monotonic() when the change behind it was seen
+    base: SnapshotBase | None = field(default=None, compare=False, repr=False)
+    # type_url -> what this snapshot adds to (or replaces in) its base
+    extra: Mapping[str, Mapping[str, Resource]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -117,8 +177,9 @@ class Snapshot:
     ) -> Snapshot:
         """The snapshot of `base`'s resources followed by `resources`: the last
         resource of a (type, name) wins. Equal to building from the concatenation."""
-        types = base.types if base is not None else SnapshotBase.of(()).types
-        extra = _by_type(resources, {})
+        types = base.types if base is not None else _EMPTY.types
+        own = _by_type(resources, {})
+        extra = dict(own)
         by_type: dict[str, Mapping[str, Resource]] = {}
         versions: dict[str, str] = {}
         for t, index in types.items():
@@ -129,10 +190,39 @@ class Snapshot:
                 by_type[t], versions[t] = index.resources, index.version
         for t, mine in extra.items():  # types the base has none of
             by_type[t], versions[t] = mine, version_of(mine)
-        return cls(by_type, versions, changed_at)
+        return cls(by_type, versions, changed_at, base, own)
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
+
+    def changed_since(self, older: Snapshot, type_url: str) -> set[str] | None:
+        """Names of `type_url` whose resource may differ between `older` and this
+        snapshot (a superset), found from their bases' history and their own few
+        resources; None when that is unknown: then compare everything."""
+        mine, theirs = self.of_type(type_url), older.of_type(type_url)
+        if mine is theirs:
+            return set()
+        if self.base is None or older.base is None:
+            return None
+        names = self.base.changed_since(older.base, type_url)
+        if names is None:
+            return None
+        for extra in (self.extra.get(type_url, {}), older.extra.get(type_url, {})):
+            names.update(n for n in extra if mine.get(n) is not theirs.get(n))
+        return names
+
+    def without(self, type_url: str, names: Iterable[str]) -> Snapshot:
+        """This snapshot less some resources of one type (all from `extra`); the rest,
+        base and history included, is shared."""
+        gone = set(names)
+        base = self.base
+        if base is not None and not gone.isdisjoint(base.types.get(type_url, _EMPTY_INDEX).names):
+            kept = [r for t, rs in self.resources.items() for n, r in rs.items()
+                    if t != type_url or n not in gone]
+            return Snapshot.build(kept, changed_at=self.changed_at)
+        kept = [r for t, rs in self.extra.items() for n, r in rs.items()
+                if t != type_url or n not in gone]
+        return Snapshot.build(kept, changed_at=self.changed_at, base=base)
 
     def version(self, type_url: str) -> str:
         return self.versions.get(type_url, version_of({}))
@@ -152,3 +242,7 @@ class ProxyError:
 
     code: str  # a grpc.StatusCode name, e.g. "NOT_FOUND"
     message: str
+
+
+_EMPTY = SnapshotBase.of(())
+_EMPTY_INDEX = _TypeIndex.of({})

@@ -37,6 +37,14 @@ from legation.model.security import (
 from legation.model.traffic import VirtualService
 
 
+@dataclass(slots=True)
+class _RuleIndex:
+    """DestinationRules by qualified host: exact FQDNs in a dict, wildcards in a list."""
+
+    exact: dict[str, list[tuple[str, DestinationRule]]] = field(default_factory=dict)
+    wildcard: list[tuple[str, DestinationRule]] = field(default_factory=list)
+
+
 def _by_ns_name(obj: Service | Workload | EndpointSlice | PolicyObject) -> tuple[str, str]:
     return (obj.namespace, obj.name)
 
@@ -71,12 +79,15 @@ class MeshSnapshot:
     _rules: dict[str, tuple[DestinationRule | None, list[MergeNote]]] = field(
         init=False, repr=False, compare=False
     )
-    _qualified: list[tuple[str, DestinationRule]] | None = field(
-        init=False, repr=False, compare=False
-    )
-    _ns_workloads: dict[str, tuple[Workload, ...]] = field(init=False, repr=False, compare=False)
+    # rules without a workload selector by the FQDN of their host; wildcard hosts apart
+    _qualified: _RuleIndex | None = field(init=False, repr=False, compare=False)
+    _ns_services: dict[str, tuple[Service, ...]] = field(init=False, repr=False, compare=False)
     # endpoints() by what it reads: (namespace, service name, selector, port)
     _endpoints: dict[tuple[str, str, Labels, ServicePort], tuple[Endpoint, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    # (namespace, label key, value) -> workloads with that label, in mesh order
+    _label_index: dict[tuple[str, str, str], tuple[Workload, ...]] | None = field(
         init=False, repr=False, compare=False
     )
 
@@ -96,11 +107,12 @@ class MeshSnapshot:
         object.__setattr__(self, "_by_fqdn", by_fqdn)
         object.__setattr__(self, "_rules", {})
         object.__setattr__(self, "_qualified", None)
-        ns_workloads: dict[str, list[Workload]] = defaultdict(list)
-        for w in self.workloads:
-            ns_workloads[w.namespace].append(w)
-        object.__setattr__(self, "_ns_workloads", {k: tuple(v) for k, v in ns_workloads.items()})
+        ns_services: dict[str, list[Service]] = defaultdict(list)
+        for svc in self.services:
+            ns_services[svc.namespace].append(svc)
+        object.__setattr__(self, "_ns_services", {k: tuple(v) for k, v in ns_services.items()})
         object.__setattr__(self, "_endpoints", {})
+        object.__setattr__(self, "_label_index", None)
 
     # -- lookups ---------------------------------------------------------
 
@@ -134,20 +146,27 @@ class MeshSnapshot:
         found = self._rules.get(fqdn)
         if found is None:
             svc = self._by_fqdn.get(fqdn)
-            found = select_rule(
-                fqdn, svc.namespace if svc else "", self.root_namespace, self._qualified_rules()
-            )
+            index = self._qualified_rules()
+            # select_rule keeps only the rules whose host covers `fqdn`: exactly these.
+            candidates = [*index.exact.get(fqdn, ()), *index.wildcard]
+            found = select_rule(fqdn, svc.namespace if svc else "", self.root_namespace,
+                                candidates)
             self._rules[fqdn] = found
         return found
 
-    def _qualified_rules(self) -> list[tuple[str, DestinationRule]]:
+    def _qualified_rules(self) -> _RuleIndex:
         """Every rule without a workload selector, with the FQDN of its host; once."""
         if self._qualified is None:
-            object.__setattr__(self, "_qualified", [
-                (self.qualify_host(r.host, r.namespace).fqdn, r)
-                for r in self.destination_rules
-                if not r.workload_selector
-            ])
+            index = _RuleIndex()
+            for r in self.destination_rules:
+                if r.workload_selector:
+                    continue
+                host = self.qualify_host(r.host, r.namespace).fqdn
+                if host.startswith("*"):
+                    index.wildcard.append((host, r))
+                else:
+                    index.exact.setdefault(host, []).append((host, r))
+            object.__setattr__(self, "_qualified", index)
         assert self._qualified is not None
         return self._qualified
 
@@ -162,8 +181,8 @@ class MeshSnapshot:
         """Services of the workload's namespace whose selector matches its labels."""
         return tuple(
             s
-            for s in self.services
-            if s.namespace == workload.namespace and selector_matches(s.selector, workload.labels)
+            for s in self._ns_services.get(workload.namespace, ())
+            if selector_matches(s.selector, workload.labels)
         )
 
     # -- endpoints -------------------------------------------------------
@@ -188,7 +207,7 @@ class MeshSnapshot:
         slices = self._slices.get((service.namespace, service.name), ())
         for es in slices:
             self._slice_endpoints(es, port, found)
-        for w in self._ns_workloads.get(service.namespace, ()):
+        for w in self._selectable(service.namespace, service.selector):
             if not selector_matches(service.selector, w.labels):
                 continue
             if w.kind is WorkloadKind.POD and slices:
@@ -198,6 +217,21 @@ class MeshSnapshot:
                 continue
             found.setdefault((w.address, target), self._endpoint(w, w.address, target, w.health))
         return tuple(found[k] for k in sorted(found))
+
+    def _selectable(self, namespace: str, selector: Labels) -> tuple[Workload, ...]:
+        """Workloads of `namespace` that may match `selector` (a superset, in mesh order):
+        those carrying its rarest pair, from a label index built once per snapshot."""
+        if not selector:
+            return ()
+        index = self._label_index
+        if index is None:
+            built: dict[tuple[str, str, str], list[Workload]] = defaultdict(list)
+            for w in self.workloads:
+                for k, v in w.labels:
+                    built[(w.namespace, k, v)].append(w)
+            index = {key: tuple(ws) for key, ws in built.items()}
+            object.__setattr__(self, "_label_index", index)
+        return min((index.get((namespace, k, v), ()) for k, v in selector), key=len)
 
     def _slice_endpoints(
         self, es: EndpointSlice, port: ServicePort, found: dict[tuple[str, int], Endpoint]

@@ -33,6 +33,9 @@ from legation.translators.subsets import (
     assignments_for,
     client_of,
     locality_targets,
+    outbound_services,
+    service_inputs,
+    service_outbound,
 )
 from legation.translators.translate import (
     proxy_view,
@@ -52,10 +55,13 @@ __all__ = [
     "assignments_for",
     "client_of",
     "locality_targets",
+    "outbound_services",
     "proxy_view",
     "resolve_proxy",
     "route_key",
     "route_view",
+    "service_inputs",
+    "service_outbound",
     "translate_mesh",
     "translate_namespace",
     "translate_proxy",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
 
 from legation.model import (
+    Diagnostic,
     Labels,
     Locality,
     MeshSnapshot,
@@ -35,23 +36,62 @@ from legation.model import (
 )
 from legation.model.destination import PortPolicy
 from legation.translators import clusters, endpoints
+from legation.translators.common import is_ip
 from legation.translators.locality import locality_aware, placement, reads_labels
 from legation.translators.result import Translated
 
 
 def outbound_clusters(mesh: MeshSnapshot) -> Translated:
     out = Translated()
+    owned, diagnostics = outbound_services(mesh)
+    for svc, ports in owned:
+        out.extend(service_outbound(mesh, svc, ports))
+    out.diagnostics[:0] = diagnostics
+    return out
+
+
+def outbound_services(
+    mesh: MeshSnapshot,
+) -> tuple[list[tuple[Service, tuple[ServicePort, ...]]], list[Diagnostic]]:
+    """`clusters.outbound_cluster_ports` grouped by service, in mesh order."""
     ports, diagnostics = clusters.outbound_cluster_ports(mesh)
+    grouped: dict[int, tuple[Service, list[ServicePort]]] = {}
     for svc, sp in ports:
-        rule = mesh.destination_rule_for(svc.fqdn(mesh.domain))
-        variants = [("", ())] + [(s.name, s.labels) for s in (rule.subsets if rule else ())]
+        grouped.setdefault(id(svc), (svc, []))[1].append(sp)
+    return [(svc, tuple(sps)) for svc, sps in grouped.values()], diagnostics
+
+
+def service_outbound(
+    mesh: MeshSnapshot, svc: Service, ports: tuple[ServicePort, ...]
+) -> Translated:
+    """One service's part of `outbound_clusters`: its clusters and assignments (subsets
+    too). Reads of `mesh` only what `service_inputs` returns, so equal inputs give
+    byte-identical output (tests/unit/translators/test_views.py)."""
+    out = Translated()
+    rule = mesh.destination_rule_for(svc.fqdn(mesh.domain))
+    variants = [("", ())] + [(s.name, s.labels) for s in (rule.subsets if rule else ())]
+    for sp in ports:
         for subset, selector in variants:
             out.clusters.append(clusters.outbound_cluster(mesh, svc, sp, subset))
             cla, found = endpoints.load_assignment(mesh, svc, sp, subset, selector)
             out.endpoints.append(cla)
-            diagnostics.extend(found)
-    out.diagnostics.extend(diagnostics)
+            out.diagnostics.extend(found)
     return out
+
+
+def service_inputs(
+    mesh: MeshSnapshot, svc: Service, ports: tuple[ServicePort, ...]
+) -> tuple[object, ...]:
+    """Everything `service_outbound` reads of `mesh` for `svc`: the pipeline keeps a
+    service's translation while these compare equal (an endpoint change elsewhere, a
+    new service, leave it alone). Cheap: lookups in the snapshot's indexes."""
+    eps = tuple(mesh.endpoints(svc, sp) for sp in ports)
+    named = tuple(  # blamed by name in diagnostics on non-IP endpoints
+        mesh.workload(*e.workload.split("/", 1))
+        for group in eps for e in group if e.workload and not is_ip(e.address)
+    )
+    return (svc, ports, mesh.domain, mesh.destination_rule_for(svc.fqdn(mesh.domain)), eps,
+            named, mesh.security, mesh.root_namespace, mesh.peer_authentications)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,9 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
-from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot
+from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot, wire
 from legation.xds.protocol import Outgoing, ProtocolBase, TypeStateBase, eds_names, pushed_types
 from legation.xds.subscription import Subscription
 
@@ -72,11 +70,14 @@ class DeltaProtocol(ProtocolBase):
         )
         if change:
             st.diffed = ""
+        if change.wildcard_changed:
+            st.last = None  # what the subscription covers moved: compare everything
         for name in change.removed:
             st.has.pop(name, None)
-        if not first:
-            for name in change.added:
+        for name in change.added:
+            if not first:
                 st.has.pop(name, None)  # newly requested names must be sent again
+            st.reconsider(name)
         if first or change.added or (change.wildcard_changed and st.sub.wildcard):
             st.answer = True
         return st.answer
@@ -93,7 +94,10 @@ class DeltaProtocol(ProtocolBase):
                     break
         if request.HasField("error_detail"):
             for name in sent[1] if sent is not None else ():
-                st.has.pop(name, None)  # rejected: the client still has an older version
+                # Rejected: the client still has an older version; it travels again
+                # with the next push of the type (not now: no NACK loop).
+                st.has.pop(name, None)
+                st.reconsider(name)
             self.record_nack(
                 st.sub.type_url,
                 version=version or "",
@@ -104,37 +108,46 @@ class DeltaProtocol(ProtocolBase):
             self.record_ack(st.sub.type_url, version)
 
     def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
-        deferred: list[_TypeState] = []
+        deferred: list[tuple[_TypeState, list[str]]] = []
         for type_url in pushed_types(self.env, self.states):
             st = self.states[type_url]
             if not st.fresh(snapshot):
                 continue
-            defer = self.env.aggregated and type_url in _REMOVED_LAST
-            if defer:
-                deferred.append(st)
-            out = self._build(st, snapshot, removals=not defer)
-            if out is not None:
-                yield out
+            updates, gone = self._diff(st, snapshot)
+            if self.env.aggregated and type_url in _REMOVED_LAST:
+                if gone:
+                    deferred.append((st, gone))
+                gone = []
+            if updates or gone or st.answer:
+                yield self._emit(st, snapshot, updates, gone)
         # Make before break: clusters (and their endpoints) leave only once
         # listeners and routes no longer lead to them.
-        for st in sorted(deferred, key=lambda s: _REMOVED_LAST.index(s.sub.type_url)):
-            gone = self._gone(st, st.sub.select(snapshot.of_type(st.sub.type_url)))
-            if gone:
-                yield self._emit(st, snapshot, [], gone)
+        for st, gone in sorted(deferred, key=lambda d: _REMOVED_LAST.index(d[0].sub.type_url)):
+            yield self._emit(st, snapshot, [], gone)
 
-    def _build(self, st: _TypeState, snapshot: Snapshot, *, removals: bool) -> Outgoing | None:
-        selected = st.sub.select(snapshot.of_type(st.sub.type_url))
-        for name in [n for n in st.has if not st.sub.covers(n)]:
-            del st.has[name]  # not subscribed (any more): not ours to track
-        updates = [r for n, r in sorted(selected.items()) if st.has.get(n) != r.version]
-        gone = self._gone(st, selected) if removals else []
-        if not updates and not gone and not st.answer:
-            return None
-        return self._emit(st, snapshot, updates, gone)
-
-    @staticmethod
-    def _gone(st: _TypeState, selected: dict[str, Resource]) -> list[str]:
-        return sorted(n for n in st.has if n not in selected)
+    def _diff(self, st: _TypeState, snapshot: Snapshot) -> tuple[list[Resource], list[str]]:
+        """(resources the client lacks or holds at another version, names it holds that
+        are gone), looking only at the names that changed when that is known."""
+        resources = snapshot.of_type(st.sub.type_url)
+        names = st.candidates(snapshot)
+        if names is None:
+            for name in [n for n in st.has if not st.sub.covers(n)]:
+                del st.has[name]  # not subscribed (any more): not ours to track
+            selected = st.sub.select(resources)
+            updates = [r for n, r in sorted(selected.items()) if st.has.get(n) != r.version]
+            return updates, sorted(n for n in st.has if n not in selected)
+        updates, gone = [], []
+        for n in sorted(names):
+            if not st.sub.covers(n):
+                st.has.pop(n, None)
+                continue
+            r = resources.get(n)
+            if r is None:
+                if n in st.has:
+                    gone.append(n)
+            elif st.has.get(n) != r.version:
+                updates.append(r)
+        return updates, gone
 
     def _emit(
         self, st: _TypeState, snapshot: Snapshot, updates: list[Resource], gone: list[str]
@@ -145,22 +158,15 @@ class DeltaProtocol(ProtocolBase):
         for r in updates:
             st.has[r.name] = r.version
         for name in gone:
-            del st.has[name]
+            st.has.pop(name, None)
         version = snapshot.version(type_url)
         nonce = self.next_nonce()
         st.in_flight[nonce] = (version, tuple(r.name for r in updates))
         if len(st.in_flight) > _MAX_IN_FLIGHT:
             del st.in_flight[next(iter(st.in_flight))]
         st.answer = False
-        message = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=[
-                discovery_pb2.Resource(name=r.name, version=r.version, resource=r.any)
-                for r in updates
-            ],
-            removed_resources=gone,
+        message = wire.delta_response(
+            version, type_url, nonce, (r.delta_entry for r in updates), gone
         )
         return Outgoing(type_url, version, nonce, message, snapshot)
 
@@ -171,4 +177,5 @@ class DeltaProtocol(ProtocolBase):
             return
         for name in eds_names(updated_clusters):
             if eds.has.pop(name, None) is not None:
+                eds.reconsider(name)
                 eds.diffed = ""

@@ -71,14 +71,7 @@ class WithoutPrivateKeys(SnapshotCache):
                 self._views.pop(node_id, None)
 
     def _filter(self, node_id: str, snapshot: Snapshot) -> Snapshot:
-        kept: list[Resource] = []
-        withheld: list[str] = []
-        for resources in snapshot.resources.values():
-            for r in resources.values():
-                if self._keyed(r):
-                    withheld.append(r.name)
-                else:
-                    kept.append(r)
+        withheld = [r.name for r in snapshot.of_type(SECRET).values() if self._keyed(r)]
         if not withheld:
             return snapshot
         if node_id not in self._views:
@@ -89,7 +82,7 @@ class WithoutPrivateKeys(SnapshotCache):
                 reason="plaintext xDS listener; use the TLS listener with a credential, "
                 "or --insecure-plaintext-secrets on a trusted network",
             )
-        return Snapshot.build(kept, changed_at=snapshot.changed_at)
+        return snapshot.without(SECRET, withheld)
 
     def _keyed(self, r: Resource) -> bool:
         if r.type_url != SECRET:

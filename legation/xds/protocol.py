@@ -44,7 +44,7 @@ class Outgoing:
     type_url: str
     version: str
     nonce: str
-    message: Any  # DiscoveryResponse | DeltaDiscoveryResponse
+    message: bytes  # an encoded DiscoveryResponse | DeltaDiscoveryResponse (cache/wire.py)
     snapshot: Snapshot
 
 
@@ -86,6 +86,24 @@ class TypeStateBase:
     sub: Subscription
     answer: bool = True  # a request (first one, new names) awaits an answer
     diffed: str = ""  # snapshot version of the type at the last diff (see `fresh`)
+    # The snapshot of the last diff: the next one looks only at the names that changed
+    # since (`Snapshot.changed_since`) and at `resend`; None compares everything.
+    last: Snapshot | None = None
+    resend: set[str] = field(default_factory=set)  # names to look at again in the next diff
+
+    def candidates(self, snapshot: Snapshot) -> set[str] | None:
+        """Names the diff against `snapshot` must look at; None: every subscribed one."""
+        last, self.last = self.last, snapshot
+        names = snapshot.changed_since(last, self.sub.type_url) if last is not None else None
+        if names is not None:
+            names |= self.resend
+        self.resend.clear()
+        return names
+
+    def reconsider(self, name: str) -> None:
+        """Look at `name` again in the next diff (newly subscribed, re-warmed, NACKed);
+        when that diff runs is the caller's business (`answer`, `diffed`)."""
+        self.resend.add(name)
 
     def fresh(self, snapshot: Snapshot) -> bool:
         """Whether a diff can find anything: a new version or a pending answer.

@@ -190,8 +190,20 @@ class XdsServer:
         return grpc.stream_stream_rpc_method_handler(
             handle,
             request_deserializer=request.FromString,
-            response_serializer=response.SerializeToString,
+            response_serializer=_passthrough(response),
         )
+
+
+def _passthrough(message_type: Any) -> Callable[[Any], bytes]:
+    """Responses arrive encoded (cache/wire.py); a message is still serialized."""
+
+    def serialize(message: Any) -> bytes:
+        if isinstance(message, bytes):
+            return message
+        data: bytes = message_type.SerializeToString(message)
+        return data
+
+    return serialize
 
 
 def _unimplemented_fetch(service: _Service) -> grpc.RpcMethodHandler:

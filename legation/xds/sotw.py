@@ -33,9 +33,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.service.discovery.v3 import discovery_pb2
-
-from legation.cache import CLUSTER, ENDPOINT, WILDCARD_TYPES, Resource, Snapshot, version_of
+from legation.cache import CLUSTER, ENDPOINT, WILDCARD_TYPES, Resource, Snapshot, version_of, wire
 from legation.xds.protocol import (
     Outgoing,
     ProtocolBase,
@@ -52,9 +50,17 @@ from legation.xds.subscription import Subscription
 class _TypeState(TypeStateBase):
     nonce: str = ""  # latest nonce sent: any other nonce is stale
     version: str = ""  # version_info sent with `nonce`
-    sent: dict[str, Resource] = field(default_factory=dict)  # what the client was given
+    # what the client was given; CDS/LDS: the mapping last sent, possibly the
+    # snapshot's own (`shared`): copied before any change (`writable`)
+    sent: Mapping[str, Resource] = field(default_factory=dict)
+    shared: bool = False
     client_version: str = ""  # version_info of the first request: a reconnecting client
     started: bool = False  # anything sent for this type on this stream
+
+    def writable(self) -> dict[str, Resource]:
+        if self.shared or not isinstance(self.sent, dict):
+            self.sent, self.shared = dict(self.sent), False
+        return self.sent
 
 
 @dataclass(slots=True)
@@ -87,7 +93,11 @@ class SotwProtocol(ProtocolBase):
             self._restart(st, request.version_info)
         change = st.sub.update_sotw(request.resource_names)
         for name in change.added | change.removed:
-            st.sent.pop(name, None)  # newly requested names must be sent again
+            if name in st.sent:
+                st.writable().pop(name)  # newly requested names must be sent again
+            st.reconsider(name)
+        if change.wildcard_changed:
+            st.last = None  # what the subscription covers moved: compare everything
         if change:
             st.answer = True
         return st.answer
@@ -96,57 +106,80 @@ class SotwProtocol(ProtocolBase):
         """A request without a nonce starts (or restarts) the type on this stream."""
         st.answer = True
         if st.started:
-            st.sent.clear()
+            st.sent, st.shared, st.last = {}, False, None
         elif version_info:
             st.client_version = version_info
             self.record_ack(st.sub.type_url, version_info)
 
     def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
-        final_clusters: dict[str, Resource] | None = None
+        final_clusters: Mapping[str, Resource] | None = None
         for type_url in pushed_types(self.env, self.states):
             st = self.states[type_url]
             if not st.fresh(snapshot):
                 continue
-            if type_url == CLUSTER and self.env.aggregated:
-                out, final_clusters = self._clusters(st, snapshot)
+            if type_url in WILDCARD_TYPES:
+                out, final = self._whole(st, snapshot)
+                if type_url == CLUSTER and self.env.aggregated:
+                    final_clusters = final
             else:
-                out = self._build(st, snapshot)
+                out = self._changes(st, snapshot)
             if out is not None:
                 yield out
         if final_clusters is not None:
             # Make before break: only now drop the clusters that were removed.
             st = self.states[CLUSTER]
-            yield self._emit(st, snapshot, final_clusters, snapshot.version(CLUSTER))
+            yield self._emit(st, snapshot, final_clusters, snapshot.version(CLUSTER), None)
 
-    def _build(self, st: _TypeState, snapshot: Snapshot) -> Outgoing | None:
+    def _changes(self, st: _TypeState, snapshot: Snapshot) -> Outgoing | None:
+        """EDS, RDS, SDS: only what changed or was newly requested (SotW allows it)."""
         type_url = st.sub.type_url
-        selected = st.sub.select(snapshot.of_type(type_url))
-        if self._up_to_date(st, snapshot, selected):
-            return None
-        if type_url in WILDCARD_TYPES:
-            if not st.answer and same_content(st.sent, selected):
-                return None
-            return self._emit(st, snapshot, selected, snapshot.version(type_url))
-        news = changed(st.sent, selected)  # only what changed: SotW allows it for EDS/RDS/SDS
+        resources = snapshot.of_type(type_url)
+        names = st.candidates(snapshot)
+        if names is None:
+            news = changed(st.sent, st.sub.select(resources))
+        else:
+            news = []
+            for n in sorted(names):
+                r = resources.get(n)
+                if r is not None and st.sub.covers(n):
+                    old = st.sent.get(n)
+                    if old is None or old.version != r.version:
+                        news.append(r)
         if not news and not st.answer:
             return None
-        return self._emit(st, snapshot, {r.name: r for r in news}, snapshot.version(type_url))
+        return self._emit(st, snapshot, {r.name: r for r in news}, snapshot.version(type_url),
+                          None)
 
-    def _clusters(
+    def _whole(
         self, st: _TypeState, snapshot: Snapshot
-    ) -> tuple[Outgoing | None, dict[str, Resource] | None]:
-        """CDS on ADS: (response now, exact set to send after the other types)."""
-        selected = st.sub.select(snapshot.of_type(CLUSTER))
+    ) -> tuple[Outgoing | None, Mapping[str, Resource] | None]:
+        """CDS, LDS: the complete subscribed set. On ADS, clusters that disappear stay in
+        a first response and go in a second one after the other types (make before
+        break): (response now, exact set to send after the other types)."""
+        type_url = st.sub.type_url
+        resources = snapshot.of_type(type_url)
+        whole = st.sub.wildcard and not st.sub.names  # selected is all of `resources`
+        selected = resources if whole else st.sub.select(resources)
         if self._up_to_date(st, snapshot, selected):
             return None, None
-        # Clusters gone from the snapshot; the client's own unsubscriptions are not ours to delay.
-        removed = {n: r for n, r in st.sent.items() if n not in selected and st.sub.covers(n)}
-        if not removed:
-            return self._build(st, snapshot), None
-        union = {**removed, **selected}
-        if not st.answer and same_content(st.sent, union):
-            return None, selected
-        return self._emit(st, snapshot, union, version_of(union)), selected
+        names = st.candidates(snapshot)
+        version = snapshot.version(type_url)
+        removed: dict[str, Resource] = {}
+        if type_url == CLUSTER and self.env.aggregated:
+            # Clusters gone from the snapshot; the client's own unsubscriptions are not
+            # ours to delay.
+            maybe = st.sent if names is None else names
+            removed = {n: st.sent[n] for n in maybe
+                       if n in st.sent and n not in selected and st.sub.covers(n)}
+        if removed:
+            union = {**removed, **selected}
+            if not st.answer and same_content(st.sent, union):
+                return None, selected
+            return self._emit(st, snapshot, union, version_of(union), names), selected
+        if not st.answer and (st.version == version if whole
+                              else same_content(st.sent, selected)):
+            return None, None
+        return self._emit(st, snapshot, selected, version, names), None
 
     def _up_to_date(
         self, st: _TypeState, snapshot: Snapshot, selected: Mapping[str, Resource]
@@ -161,35 +194,45 @@ class SotwProtocol(ProtocolBase):
             return False
         if not st.sub.wildcard or st.sub.names:
             return False
-        st.sent, st.version, st.answer = dict(selected), client_version, False
+        st.sent, st.shared = selected, True
+        st.version, st.answer, st.last = client_version, False, snapshot
         return True
 
     def _emit(
-        self, st: _TypeState, snapshot: Snapshot, resources: Mapping[str, Resource], version: str
+        self,
+        st: _TypeState,
+        snapshot: Snapshot,
+        resources: Mapping[str, Resource],
+        version: str,
+        candidates: set[str] | None,
     ) -> Outgoing:
         type_url = st.sub.type_url
         if type_url == CLUSTER and self.env.aggregated:
-            self._rewarm_endpoints(st, resources)
+            self._rewarm_endpoints(st, resources, candidates)
         if type_url in WILDCARD_TYPES:
-            st.sent = dict(resources)
+            st.sent, st.shared = resources, True
         else:
-            st.sent.update(resources)
+            st.writable().update(resources)
         nonce = self.next_nonce()
         st.nonce, st.version, st.answer, st.started = nonce, version, False, True
-        message = discovery_pb2.DiscoveryResponse(
-            version_info=version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=[resources[n].any for n in sorted(resources)],
+        message = wire.sotw_response(
+            version, type_url, nonce, (resources[n].sotw_entry for n in sorted(resources))
         )
         return Outgoing(type_url, version, nonce, message, snapshot)
 
-    def _rewarm_endpoints(self, st: _TypeState, clusters: Mapping[str, Resource]) -> None:
+    def _rewarm_endpoints(
+        self, st: _TypeState, clusters: Mapping[str, Resource], candidates: set[str] | None
+    ) -> None:
         """Re-send the CLAs of updated EDS clusters (see protocol.eds_names)."""
         eds = self.states.get(ENDPOINT)
         if eds is None:
             return
-        updated = [r for r in changed(st.sent, clusters) if r.name in st.sent]
+        sent = st.sent
+        maybe = clusters if candidates is None else candidates
+        updated = [r for n in maybe if (r := clusters.get(n)) is not None
+                   and (old := sent.get(n)) is not None and old.version != r.version]
         for name in eds_names(updated):
-            if eds.sent.pop(name, None) is not None:
+            if name in eds.sent:
+                eds.writable().pop(name)
+                eds.reconsider(name)
                 eds.diffed = ""

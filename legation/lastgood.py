@@ -71,9 +71,7 @@ class LastGood:
         self._in_force = frozenset(chosen)
         errors = [_note(d, outcome[k]) for k, ds in sorted(first_errors.items()) for d in ds]
         final = _with(base, chosen)
-        return dataclasses.replace(
-            final, diagnostics=(*base.diagnostics, *errors, *extra, *check.warnings)
-        )
+        return final.with_diagnostics((*base.diagnostics, *errors, *extra, *check.warnings))
 
     def _culprit(self, mesh: MeshSnapshot, missing: list[MissingSubset], key: ObjectKey,
                  chosen: Mapping[ObjectKey, Policy], current: Mapping[ObjectKey, Policy]
@@ -111,10 +109,9 @@ class LastGood:
 
 def _with(base: MeshSnapshot, chosen: Mapping[ObjectKey, Policy]) -> MeshSnapshot:
     ordered = [chosen[k] for k in sorted(chosen, key=lambda k: (k[1], k[2], k[0]))]
-    return dataclasses.replace(
-        base,
-        virtual_services=tuple(o for o in ordered if isinstance(o, VirtualService)),
-        destination_rules=tuple(o for o in ordered if isinstance(o, DestinationRule)),
+    return base.with_traffic(
+        tuple(o for o in ordered if isinstance(o, VirtualService)),
+        tuple(o for o in ordered if isinstance(o, DestinationRule)),
     )
 
 

@@ -52,7 +52,7 @@ from legation.cache import (
     SnapshotCache,
 )
 from legation.metrics import Metrics
-from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy, Workload
+from legation.model import Diagnostic, InterceptionMode, Labels, MeshSnapshot, Proxy, Workload
 from legation.store import MeshStore
 from legation.translators import (
     Client,
@@ -161,6 +161,11 @@ class _Memo:
     prior_views: dict[str, MeshSnapshot] = field(default_factory=dict)
     prior_own: dict[str, _Own] = field(default_factory=dict)
     services: dict[tuple[str, str], _ServicePart] = field(default_factory=dict)
+    # (namespace, labels) -> route_key: what sourceLabels matches a client satisfies
+    route_keys: dict[tuple[str, Labels], frozenset[tuple[str, str, int, int]]] = field(
+        default_factory=dict)
+    built: dict[str, Snapshot] = field(default_factory=dict)  # node id -> its snapshot
+    prior_built: dict[str, Snapshot] = field(default_factory=dict)
 
     @classmethod
     def of(cls, mesh: MeshSnapshot, prior: _Memo | None = None) -> _Memo:
@@ -172,8 +177,18 @@ class _Memo:
             if prior.routes_view == memo.routes_view:
                 for key, (resources, found) in list(prior.namespaces.items()):
                     memo._keep_namespace(key, resources, found)
+                memo.route_keys = dict(prior.route_keys)
             memo.prior_views, memo.prior_own = prior.views, prior.own
+            memo.prior_built = prior.built
         return memo
+
+    def route_key(self, proxy: Proxy) -> frozenset[tuple[str, str, int, int]]:
+        """`translators.route_key`, once per (namespace, labels) while routes are unchanged."""
+        key = (proxy.namespace, proxy.workload.labels)
+        found = self.route_keys.get(key)
+        if found is None:
+            found = self.route_keys[key] = route_key(self.mesh, proxy)
+        return found
 
     def namespace(
         self,
@@ -272,11 +287,14 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
-    routes = memo.namespace(proxy.namespace, route_key(memo.mesh, proxy), proxy.mode)
+    routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode)
     own = [*routes, *memo.own_resources(node_id, proxy), *memo.client_resources(proxy)]
     if secrets is not None:
         own += secrets.resources_for(node_id, proxy.workload)
-    return Snapshot.build(own, changed_at=changed_at, base=memo.base)
+    snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base,
+                              prior=memo.prior_built.get(node_id))
+    memo.built[node_id] = snapshot
+    return snapshot
 
 
 class Pipeline:

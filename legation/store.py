@@ -60,6 +60,10 @@ class MeshStore:
         self._snapshot: MeshSnapshot | None = None
         self._changed = asyncio.Event()
         self._last_good = LastGood()
+        # The objects of the last snapshot built, and the keys written since: so a new
+        # snapshot can keep what the change did not touch (MeshSnapshot.carry_endpoints).
+        self._merged: dict[ObjectKey, MeshObject] = {}
+        self._touched: set[ObjectKey] = set()
 
     # -- writers (sources) ----------------------------------------------
 
@@ -76,8 +80,10 @@ class MeshStore:
         new = {object_key(o): o for o in objects}
         diags = tuple(diagnostics)
         self._pending_sources.discard(source)
-        if new == self._objects.get(source) and diags == self._diagnostics.get(source, ()):
+        old = self._objects.get(source, {})
+        if new == old and diags == self._diagnostics.get(source, ()):
             return
+        self._touched.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         self._objects[source] = new
         self._diagnostics[source] = diags
         self._bump()
@@ -88,10 +94,12 @@ class MeshStore:
         if objs.get(key) == obj:
             return
         objs[key] = obj
+        self._touched.add(key)
         self._bump()
 
     def delete(self, source: str, key: ObjectKey) -> None:
         if self._objects.get(source, {}).pop(key, None) is not None:
+            self._touched.add(key)
             self._bump()
 
     def set_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:
@@ -176,6 +184,13 @@ class MeshStore:
             security=self._security,
             diagnostics=tuple(diagnostics),
         )
+        if self._snapshot is not None:
+            before = self._merged
+            base.carry_endpoints(self._snapshot, [
+                (before.get(k), merged.get(k)) for k in self._touched
+                if before.get(k) is not merged.get(k)
+            ])
+        self._merged, self._touched = merged, set()
         return self._last_good.settle(base, traffic)
 
 

@@ -114,11 +114,22 @@ class SnapshotBase:
            ) -> SnapshotBase:
         """The last resource of a (type, name) wins, as in `Snapshot.build`."""
         by_type = _by_type(resources, {t: {} for t in PUSH_ORDER})
-        types = {t: _TypeIndex.of(rs) for t, rs in by_type.items()}
         if parent is None:
-            return cls(types, object(), 0, ())
-        changes = {t: names for t in types.keys() | parent.types.keys()
-                   if (names := _changed(parent.types.get(t), types.get(t)))}
+            return cls({t: _TypeIndex.of(rs) for t, rs in by_type.items()}, object(), 0, ())
+        types: dict[str, _TypeIndex] = {}
+        changes: dict[str, frozenset[str]] = {}
+        for t, rs in by_type.items():
+            before = parent.types.get(t)
+            names = _changed_names(before.resources if before else {}, rs)
+            if names:
+                types[t], changes[t] = _TypeIndex.of(rs), names
+            else:
+                # Unchanged: the parent's index, and what it remembers, serve on.
+                assert before is not None or not rs
+                types[t] = before if before is not None else _TypeIndex.of(rs)
+        for t, before in parent.types.items():
+            if t not in types and before.resources:
+                changes[t] = frozenset(before.resources)
         serial = parent.serial + 1
         history = (*parent.history[-(HISTORY_KEPT - 1):], (serial, changes))
         return cls(types, parent.lineage, serial, history)
@@ -144,13 +155,7 @@ class SnapshotBase:
 HISTORY_KEPT = 64
 
 
-def _changed(old: _TypeIndex | None, new: _TypeIndex | None) -> frozenset[str]:
-    if old is None or new is None:
-        index = old or new
-        return frozenset(index.resources) if index is not None else frozenset()
-    if old.version == new.version:
-        return frozenset()
-    a, b = old.resources, new.resources
+def _changed_names(a: Mapping[str, Resource], b: Mapping[str, Resource]) -> frozenset[str]:
     out = {n for n, r in b.items() if (o := a.get(n)) is not r
            and (o is None or o.version != r.version)}
     out.update(n for n in a if n not in b)
@@ -166,6 +171,7 @@ class Snapshot:
     # type_url -> what this snapshot adds to (or replaces in) its base
     extra: Mapping[str, Mapping[str, Resource]] = field(
         default_factory=dict, compare=False, repr=False)
+    given: tuple[Resource, ...] = field(default=(), compare=False, repr=False)  # `build` input
 
     @classmethod
     def build(
@@ -174,23 +180,34 @@ class Snapshot:
         *,
         changed_at: float = 0.0,
         base: SnapshotBase | None = None,
+        prior: Snapshot | None = None,
     ) -> Snapshot:
         """The snapshot of `base`'s resources followed by `resources`: the last
-        resource of a (type, name) wins. Equal to building from the concatenation."""
+        resource of a (type, name) wins. Equal to building from the concatenation.
+
+        `prior`: this proxy's previous snapshot; a type whose base index and own
+        resources are the very same objects keeps its mapping and version."""
         types = base.types if base is not None else _EMPTY.types
-        own = _by_type(resources, {})
+        given = tuple(resources)
+        own = _by_type(given, {})
         extra = dict(own)
         by_type: dict[str, Mapping[str, Resource]] = {}
         versions: dict[str, str] = {}
+        before: Mapping[str, _TypeIndex] = {}
+        if prior is not None and prior.base is not None and _same_objects(given, prior.given):
+            before = prior.base.types
         for t, index in types.items():
             mine = extra.pop(t, None)
-            if mine:
+            if before.get(t) is index:
+                assert prior is not None
+                by_type[t], versions[t] = prior.resources[t], prior.versions[t]
+            elif mine:
                 by_type[t], versions[t] = index.with_extra(mine)
             else:
                 by_type[t], versions[t] = index.resources, index.version
         for t, mine in extra.items():  # types the base has none of
             by_type[t], versions[t] = mine, version_of(mine)
-        return cls(by_type, versions, changed_at, base, own)
+        return cls(by_type, versions, changed_at, base, own, given)
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
@@ -226,6 +243,10 @@ class Snapshot:
 
     def version(self, type_url: str) -> str:
         return self.versions.get(type_url, version_of({}))
+
+
+def _same_objects(a: tuple[Resource, ...], b: tuple[Resource, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _by_type(

@@ -8,6 +8,7 @@ deterministic order. Indexes are computed once per snapshot.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from legation.model.destination import DestinationRule
@@ -19,6 +20,7 @@ from legation.model.mesh import (
     EndpointSlice,
     HealthStatus,
     Labels,
+    MeshObject,
     Locality,
     Namespace,
     Node,
@@ -86,6 +88,7 @@ class MeshSnapshot:
     _endpoints: dict[tuple[str, str, Labels, ServicePort], tuple[Endpoint, ...]] = field(
         init=False, repr=False, compare=False
     )
+    _vs_for: dict[str, tuple[VirtualService, ...]] = field(init=False, repr=False, compare=False)
     # (namespace, label key, value) -> workloads with that label, in mesh order
     _label_index: dict[tuple[str, str, str], tuple[Workload, ...]] | None = field(
         init=False, repr=False, compare=False
@@ -113,6 +116,63 @@ class MeshSnapshot:
         object.__setattr__(self, "_ns_services", {k: tuple(v) for k, v in ns_services.items()})
         object.__setattr__(self, "_endpoints", {})
         object.__setattr__(self, "_label_index", None)
+        object.__setattr__(self, "_vs_for", {})
+
+    # -- derived snapshots -------------------------------------------------
+
+    def with_traffic(
+        self,
+        virtual_services: tuple[VirtualService, ...],
+        destination_rules: tuple[DestinationRule, ...],
+    ) -> MeshSnapshot:
+        """This snapshot with other traffic rules in force; the indexes that do not read
+        them (services, workloads, endpoints) are shared, not rebuilt."""
+        if (virtual_services, destination_rules) == (self.virtual_services,
+                                                     self.destination_rules):
+            return self
+        return self._derive(virtual_services=virtual_services,
+                            destination_rules=destination_rules)
+
+    def with_diagnostics(self, diagnostics: tuple[Diagnostic, ...]) -> MeshSnapshot:
+        return self._derive(diagnostics=diagnostics)
+
+    def _derive(self, **changes: object) -> MeshSnapshot:
+        new = object.__new__(MeshSnapshot)
+        for name in _SLOTS:
+            object.__setattr__(new, name, changes.get(name, getattr(self, name)))
+        if "virtual_services" in changes or "destination_rules" in changes:
+            object.__setattr__(new, "_rules", {})
+            object.__setattr__(new, "_qualified", None)
+            object.__setattr__(new, "_vs_for", {})
+        return new
+
+    def carry_endpoints(
+        self, prior: MeshSnapshot, changed: Iterable[tuple[MeshObject | None, MeshObject | None]]
+    ) -> None:
+        """Reuse `prior`'s endpoint lists for the services that none of the `changed`
+        (old, new) objects can affect: a workload touches the services selecting it
+        (before or after), a slice its service, a Pod every sliced service of its
+        namespace (slices name their Pods), a Node everything. Call before any read."""
+        if prior.nodes != self.nodes or prior.domain != self.domain:
+            return
+        stale: set[tuple[str, str]] = set()
+        for pair in changed:
+            for obj in pair:
+                if obj is None:
+                    continue
+                if isinstance(obj, Node):
+                    return
+                if isinstance(obj, Workload):
+                    for mesh in (prior, self):
+                        stale.update((s.namespace, s.name) for s in mesh.services_selecting(obj))
+                    if obj.kind is WorkloadKind.POD:
+                        stale.update(k for mesh in (prior, self) for k in mesh._slices
+                                     if k[0] == obj.namespace)
+                elif isinstance(obj, EndpointSlice):
+                    stale.add((obj.namespace, obj.service_name))
+        object.__setattr__(self, "_endpoints", {
+            k: v for k, v in prior._endpoints.items() if (k[0], k[1]) not in stale
+        })
 
     # -- lookups ---------------------------------------------------------
 
@@ -172,10 +232,13 @@ class MeshSnapshot:
 
     def virtual_services_for(self, namespace: str) -> tuple[VirtualService, ...]:
         """VirtualServices that sidecars in `namespace` apply (exportTo, gateways)."""
-        return tuple(
-            vs for vs in self.virtual_services
-            if vs.applies_to_sidecars and vs.visible_in(namespace)
-        )
+        found = self._vs_for.get(namespace)
+        if found is None:
+            found = self._vs_for[namespace] = tuple(
+                vs for vs in self.virtual_services
+                if vs.applies_to_sidecars and vs.visible_in(namespace)
+            )
+        return found
 
     def services_selecting(self, workload: Workload) -> tuple[Service, ...]:
         """Services of the workload's namespace whose selector matches its labels."""
@@ -286,3 +349,6 @@ class MeshSnapshot:
         if zone and not node.locality.zone:
             return Locality(region=node.locality.region, zone=zone)
         return node.locality
+
+
+_SLOTS: tuple[str, ...] = MeshSnapshot.__slots__  # every field, public and index

@@ -177,7 +177,11 @@ def _check_rule(mesh: MeshSnapshot, dr: DestinationRule, out: TrafficCheck) -> N
     q = mesh.qualify_host(dr.host, dr.namespace)
     if q.expanded:
         out.warnings.append(_not_fqdn(dr, "spec.host", dr.host, q.fqdn))
-    services = [s for s in mesh.services if host_matches(q.fqdn, s.fqdn(mesh.domain))]
+    if q.fqdn.startswith("*"):
+        services = [s for s in mesh.services if host_matches(q.fqdn, s.fqdn(mesh.domain))]
+    else:
+        exact = mesh.service_by_fqdn(q.fqdn)
+        services = [exact] if exact is not None else []
     if not services:
         out.warnings.append(_diag(
             dr, "spec.host", "destinationrule.host-unknown",

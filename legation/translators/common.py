@@ -7,6 +7,7 @@ HTTP protocol options, socket addresses and `Any` packing.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -60,6 +61,7 @@ def socket_address(host: str, port: int) -> address_pb2.Address:
     )
 
 
+@functools.lru_cache(maxsize=65536)  # pure; every change asks again about the same addresses
 def is_ip(host: str) -> bool:
     """Envoy binds and load-balances only IP literals (names need DNS clusters)."""
     try:

@@ -205,7 +205,10 @@ def _virtual_services(
     for vs in mesh.virtual_services_for(namespace):
         for host in vs.hosts:
             pattern = mesh.qualify_host(host, vs.namespace).fqdn
-            matched = [s for s in services if host_matches(pattern, s)]
+            if pattern.startswith("*"):
+                matched = [s for s in services if host_matches(pattern, s)]
+            else:
+                matched = [pattern] if pattern in services else []
             if not matched:
                 external.setdefault(pattern, vs)
             for fqdn in matched:

@@ -53,6 +53,7 @@ class RunSpec:
     quiet_s: float = 0.01
     max_delay_s: float = 1.0
     repeats: int = 3
+    kinds: tuple[str, ...] = ("endpoint", "cluster")  # the changes measured, in order
     connect_timeout_s: float = 240.0
     change_timeout_s: float = 60.0
     settle_s: float = 0.3
@@ -132,6 +133,7 @@ class FanoutConfig:
     repeats: int
     quiet_s: float = 0.01
     profile_dir: str = ""
+    kinds: tuple[str, ...] = ("endpoint", "cluster")
 
     @classmethod
     def make(
@@ -145,6 +147,7 @@ class FanoutConfig:
         proxies: tuple[int, ...] = (),
         modes: tuple[str, ...] = (),
         repeats: int = 0,
+        kinds: tuple[str, ...] = (),
     ) -> FanoutConfig:
         """The size users run (1,000 services x 2 endpoints, 1,000 proxies) unless told."""
         if quick:
@@ -155,7 +158,8 @@ class FanoutConfig:
         mesh = meshgen.MeshSpec(services=n, namespaces=max(1, n // 100),
                                 min_endpoints=eps, max_endpoints=eps)
         return cls(proxies=proxies or (1000,), modes=modes or ("sotw", "delta"), mesh=mesh,
-                   client_procs=client_procs, repeats=repeats or 5, profile_dir=profile_dir)
+                   client_procs=client_procs, repeats=repeats or 5, profile_dir=profile_dir,
+                   kinds=kinds or ("endpoint", "cluster"))
 
     def specs(self) -> list[RunSpec]:
         def profile(mode: str, n: int) -> str:
@@ -165,6 +169,7 @@ class FanoutConfig:
             RunSpec(
                 proxies=n, delta=mode == "delta", mesh=self.mesh, client_procs=self.client_procs,
                 repeats=self.repeats, quiet_s=self.quiet_s, profile_path=profile(mode, n),
+                kinds=self.kinds,
             )
             for n in self.proxies
             for mode in self.modes
@@ -324,7 +329,7 @@ class _Changer:
     async def all_changes(self) -> list[dict[str, Any]]:
         """Every change of the run, in order; stops at the first that never got published."""
         out: list[dict[str, Any]] = []
-        for kind in ("endpoint", "cluster"):
+        for kind in self.spec.kinds:
             for i in range(self.spec.repeats):
                 try:
                     out.append(await self.change(kind, i))

@@ -52,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="connected proxies per fan-out run (repeatable; default 1000)")
     parser.add_argument("--modes", choices=("sotw", "delta"), action="append",
                         help="fan-out protocol variants (repeatable; default both)")
+    parser.add_argument("--changes", choices=("endpoint", "cluster"), action="append",
+                        help="fan-out change kinds to measure (repeatable; default both)")
     parser.add_argument("--repeats", type=int, default=0,
                         help="changes of each kind per fan-out run (default 5)")
     return parser.parse_args(argv)
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             quick=args.quick, client_procs=args.client_procs, profile_dir=args.profile_dir,
             services=args.services, endpoints=args.endpoints,
             proxies=tuple(args.proxies or ()), modes=tuple(args.modes or ()),
-            repeats=args.repeats)
+            repeats=args.repeats, kinds=tuple(args.changes or ()))
         out["scenarios"]["fanout"] = fanout.run(config, _progress)
     if "envoy" in chosen:
         _progress("envoy")

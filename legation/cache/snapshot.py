@@ -242,7 +242,7 @@ class Snapshot:
         return Snapshot.build(kept, changed_at=self.changed_at, base=base)
 
     def version(self, type_url: str) -> str:
-        return self.versions.get(type_url, version_of({}))
+        return self.versions.get(type_url, _EMPTY_VERSION)
 
 
 def _same_objects(a: tuple[Resource, ...], b: tuple[Resource, ...]) -> bool:
@@ -267,3 +267,4 @@ class ProxyError:
 
 _EMPTY = SnapshotBase.of(())
 _EMPTY_INDEX = _TypeIndex.of({})
+_EMPTY_VERSION = version_of({})

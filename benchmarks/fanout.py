@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import gc
 import multiprocessing
 import time
 import traceback
@@ -31,6 +32,7 @@ from typing import Any
 
 from benchmarks import adsclient, fanout_report, meshgen
 from benchmarks.stats import cpu_seconds, load_average, machine_busy_seconds, rss_bytes
+from legation.app import GC_THRESHOLDS, compact_heap
 from legation.cache import ProxyError, Snapshot, SnapshotCache, short_name
 from legation.logs import configure
 from legation.metrics import Metrics
@@ -233,10 +235,14 @@ async def _run(spec: RunSpec) -> dict[str, Any]:
                                   "load_average_at_start": load_average()}
         nodes = _choose(spec.mesh.node_ids(), spec.proxies)
         result["rss_before_bytes"] = rss_bytes()
+        gc.set_threshold(*GC_THRESHOLDS)  # as `legation serve` (app.tune_gc)
         result["connect"] = await _connect(spec, server.port, nodes, clients)
-        result["rss_connected_bytes"] = rss_bytes()
+        result["rss_connected_bytes"] = rss_bytes()  # with the connect burst's buffers
+        await asyncio.sleep(2.0)  # writes complete: what stays is what a stream costs
+        compact_heap()  # as `legation serve` does once loaded (app.tune_gc)
+        result["rss_settled_bytes"] = rss_bytes()
         result["rss_per_proxy_bytes"] = (
-            result["rss_connected_bytes"] - result["rss_before_bytes"]
+            result["rss_settled_bytes"] - result["rss_before_bytes"]
         ) / max(1, len(nodes))
         if result["connect"]["ready"] < len(nodes):
             result["error"] = "not every stream became ready"

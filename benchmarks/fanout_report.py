@@ -214,9 +214,9 @@ def _connect_table(runs: list[dict[str, Any]]) -> str:
             f"{c['server_cpu_s']:.2f}", f"{c['clients_cpu_s']:.2f}", f"{c['others_cpu_s']:.2f}",
             f"{run['rss_before_bytes'] / 2**20:.0f} MiB",
             f"{run['rss_connected_bytes'] / 2**20:.0f} MiB",
+            f"{run.get('rss_settled_bytes', run['rss_connected_bytes']) / 2**20:.0f} MiB",
             f"{run['rss_per_proxy_bytes'] / 1024:.0f} KiB",
         ])  # fmt: skip
     return table("Fan-out: connecting the fleet (every stream ACKed CDS, EDS, LDS, RDS)",
                  ["mode", "proxies", "ready", "wall", "srv cpu s", "cli cpu s", "other cpu s",
-                  "server RSS",
-                  "with streams", "per proxy"], rows)
+                  "server RSS", "just connected", "settled (2 s)", "per proxy"], rows)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +36,34 @@ from legation.xds.server import XdsServer
 from legation.xds.stream import Authenticator
 
 _log = structlog.get_logger("legation.app")
+
+# A control plane keeps a large heap that barely changes (the mesh, serialized
+# resources, a thousand streams) and allocates many short-lived objects per push.
+# With CPython's default thresholds (700, 10, 10) the oldest generation is
+# scanned every few seconds: 86-190 ms pauses at 1,000 streams (benchmarks/README.md).
+GC_THRESHOLDS = (50_000, 20, 50)
+
+
+async def tune_gc(store: MeshStore, *, settle_s: float = 2.0) -> None:
+    """Process-wide GC policy for `legation serve` (not for in-process tests): fewer
+    collections, and once the first full picture has been translated, `gc.freeze()`
+    what exists, so later collections never scan it again (Python docs, gc.freeze)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    while not store.ready:
+        await store.wait_changed(store.version)
+    await asyncio.sleep(settle_s)  # the first translation and the first connects
+    compact_heap()
+    _log.debug("gc.frozen", objects=gc.get_freeze_count())
+
+
+def compact_heap() -> None:
+    """Collect, freeze what survives (later collections skip it), and hand the memory a
+    cold start's burst of responses used back to the system (glibc's malloc_trim; a
+    no-op elsewhere)."""
+    gc.collect()
+    gc.freeze()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 class App:

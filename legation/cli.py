@@ -241,7 +241,11 @@ def _days(text: str) -> str:
 
 
 async def _run_until_signal(app: App) -> None:
+    from legation.app import tune_gc
+
+    tuning = asyncio.create_task(tune_gc(app.store))
     task = asyncio.create_task(app.run())
+    task.add_done_callback(lambda _: tuning.cancel())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)

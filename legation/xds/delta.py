@@ -60,7 +60,7 @@ class DeltaProtocol(ProtocolBase):
         st = self.states.get(type_url)
         first = st is None
         if st is None:
-            st = self.states[type_url] = _TypeState(Subscription(type_url))
+            st = self.states[type_url] = _TypeState(Subscription(type_url, table=self.env.names))
             st.has = dict(request.initial_resource_versions)
             self.subscribed(type_url)
         if request.response_nonce:

@@ -25,7 +25,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from legation.cache import CLUSTER, PUSH_ORDER, Resource, Snapshot, short_name
 from legation.metrics import Metrics
 from legation.status import Nack, ProxyStatus
-from legation.xds.subscription import Subscription
+from legation.xds.subscription import NameTable, Subscription
 
 
 class StreamRejected(Exception):
@@ -58,6 +58,7 @@ class StreamEnv:
     status: ProxyStatus
     metrics: Metrics
     log: Any  # structlog bound logger (node, stream, peer)
+    names: NameTable | None = None  # shares equal subscriptions between streams
     # per type, the changed_at whose push latency was observed (not the snapshot:
     # a stream must not keep superseded snapshots alive)
     observed: dict[str, float] = field(default_factory=dict)

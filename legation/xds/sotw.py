@@ -38,7 +38,6 @@ from legation.xds.protocol import (
     Outgoing,
     ProtocolBase,
     TypeStateBase,
-    changed,
     eds_names,
     pushed_types,
     same_content,
@@ -50,8 +49,9 @@ from legation.xds.subscription import Subscription
 class _TypeState(TypeStateBase):
     nonce: str = ""  # latest nonce sent: any other nonce is stale
     version: str = ""  # version_info sent with `nonce`
-    # what the client was given; CDS/LDS: the mapping last sent, possibly the
-    # snapshot's own (`shared`): copied before any change (`writable`)
+    # CDS/LDS: what the client was given, the mapping last sent, possibly the
+    # snapshot's own (`shared`): copied before any change (`writable`). Other types
+    # need none: see `_changes`.
     sent: Mapping[str, Resource] = field(default_factory=dict)
     shared: bool = False
     client_version: str = ""  # version_info of the first request: a reconnecting client
@@ -73,7 +73,7 @@ class SotwProtocol(ProtocolBase):
             return False
         st = self.states.get(type_url)
         if st is None:
-            st = self.states[type_url] = _TypeState(Subscription(type_url))
+            st = self.states[type_url] = _TypeState(Subscription(type_url, table=self.env.names))
             self.subscribed(type_url)
         nonce = request.response_nonce
         if nonce and st.nonce and nonce != st.nonce:
@@ -92,10 +92,11 @@ class SotwProtocol(ProtocolBase):
         else:
             self._restart(st, request.version_info)
         change = st.sub.update_sotw(request.resource_names)
-        for name in change.added | change.removed:
+        for name in change.added:
+            st.reconsider(name)  # newly requested names must be sent again
+        for name in change.removed:
             if name in st.sent:
-                st.writable().pop(name)  # newly requested names must be sent again
-            st.reconsider(name)
+                st.writable().pop(name)
         if change.wildcard_changed:
             st.last = None  # what the subscription covers moved: compare everything
         if change:
@@ -131,20 +132,23 @@ class SotwProtocol(ProtocolBase):
             yield self._emit(st, snapshot, final_clusters, snapshot.version(CLUSTER), None)
 
     def _changes(self, st: _TypeState, snapshot: Snapshot) -> Outgoing | None:
-        """EDS, RDS, SDS: only what changed or was newly requested (SotW allows it)."""
+        """EDS, RDS, SDS: only what changed or was newly requested (SotW allows it).
+
+        After each diff the client holds what the diffed snapshot has of its names
+        (what was not sent had not changed), so the previous snapshot, shared
+        with every other stream, stands for what it holds: no per-stream copy."""
         type_url = st.sub.type_url
         resources = snapshot.of_type(type_url)
+        before = st.last.of_type(type_url) if st.last is not None else {}
+        forced = set(st.resend)
         names = st.candidates(snapshot)
-        if names is None:
-            news = changed(st.sent, st.sub.select(resources))
-        else:
-            news = []
-            for n in sorted(names):
-                r = resources.get(n)
-                if r is not None and st.sub.covers(n):
-                    old = st.sent.get(n)
-                    if old is None or old.version != r.version:
-                        news.append(r)
+        if names is None:  # compare every subscribed name
+            names = set(st.sub.select(resources))
+        news = [
+            r for n in sorted(names)
+            if (r := resources.get(n)) is not None and st.sub.covers(n)
+            and (n in forced or (old := before.get(n)) is None or old.version != r.version)
+        ]
         if not news and not st.answer:
             return None
         return self._emit(st, snapshot, {r.name: r for r in news}, snapshot.version(type_url),
@@ -211,8 +215,6 @@ class SotwProtocol(ProtocolBase):
             self._rewarm_endpoints(st, resources, candidates)
         if type_url in WILDCARD_TYPES:
             st.sent, st.shared = resources, True
-        else:
-            st.writable().update(resources)
         nonce = self.next_nonce()
         st.nonce, st.version, st.answer, st.started = nonce, version, False, True
         message = wire.sotw_response(
@@ -232,7 +234,6 @@ class SotwProtocol(ProtocolBase):
         updated = [r for n in maybe if (r := clusters.get(n)) is not None
                    and (old := sent.get(n)) is not None and old.version != r.version]
         for name in eds_names(updated):
-            if name in eds.sent:
-                eds.writable().pop(name)
+            if eds.started and eds.sub.covers(name):
                 eds.reconsider(name)
                 eds.diffed = ""

@@ -32,6 +32,7 @@ from legation.status import StatusBoard
 from legation.xds.delta import DeltaProtocol
 from legation.xds.protocol import Outgoing, StreamEnv, StreamProtocol, StreamRejected, logger
 from legation.xds.sotw import SotwProtocol
+from legation.xds.subscription import NameTable
 
 # Called with the call context and the first request's envoy.config.core.v3.Node
 # before anything is served; raise StreamRejected (or abort the context) to refuse.
@@ -64,6 +65,7 @@ class StreamDeps:
         self.metrics = metrics
         self.authenticate = authenticate
         self._logged: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self.names = NameTable()
 
     def first_rejection(self, node_id: str, rejected: StreamRejected) -> bool:
         """True the first time a node is refused for a reason: log once, not per retry."""
@@ -124,6 +126,7 @@ async def _serve(
         status=status,
         metrics=deps.metrics,
         log=log,
+        names=deps.names,
     )
     protocol: StreamProtocol = DeltaProtocol(env) if spec.delta else SotwProtocol(env)
     deps.metrics.xds_streams.labels(stream=spec.kind).inc()

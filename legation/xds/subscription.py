@@ -15,12 +15,46 @@ Owns the xDS subscription rules, shared by the SotW and delta streams
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from legation.cache import WILDCARD_TYPES, Resource
 
 WILDCARD = "*"
+
+
+class Names(frozenset[str]):
+    """A subscription's names; weakly referenceable (a subclass without __slots__),
+    so a `NameTable` can share it."""
+
+
+_NO_NAMES = Names()
+
+
+class NameTable:
+    """Equal subscriptions share one `Names` object (and its strings).
+
+    A thousand proxies subscribe to the same thousand ClusterLoadAssignments;
+    each stream holding its own set of its own strings cost ~100 KB per
+    proxy. Entries vanish with the last subscription that holds them.
+    """
+
+    def __init__(self) -> None:
+        self._known: weakref.WeakValueDictionary[tuple[int, int], Names] = (
+            weakref.WeakValueDictionary())
+
+    def intern(self, names: Iterable[str]) -> Names:
+        fresh = names if isinstance(names, Names) else Names(names)
+        if not fresh:
+            return _NO_NAMES
+        key = (len(fresh), hash(fresh))
+        known = self._known.get(key)
+        if known is not None and known == fresh:
+            return known
+        if known is None:
+            self._known[key] = fresh
+        return fresh  # a hash collision keeps its own copy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,25 +73,30 @@ class Change:
 class Subscription:
     type_url: str
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    names: frozenset[str] = _NO_NAMES  # shared with equal subscriptions: never mutated
     explicit: bool = False  # a name (possibly "*") was ever given: no more legacy wildcard
+    table: NameTable | None = None
+
+    def _keep(self, names: frozenset[str]) -> None:
+        self.names = self.table.intern(names) if self.table is not None else names
 
     def update_sotw(self, resource_names: Iterable[str]) -> Change:
         """Apply a SotW request: its ``resource_names`` are the complete new set."""
-        requested = set(resource_names)
+        requested = frozenset(resource_names)
         if requested:
             self.explicit = True
         if not self.explicit and self.type_url in WILDCARD_TYPES:
             wildcard = True  # legacy wildcard: never named anything
         else:
             wildcard = WILDCARD in requested and self.type_url in WILDCARD_TYPES
-        requested.discard(WILDCARD)
-        change = Change(
-            added=frozenset(requested - self.names),
-            removed=frozenset(self.names - requested),
-            wildcard_changed=wildcard != self.wildcard,
-        )
-        self.wildcard, self.names = wildcard, requested
+        requested = requested - {WILDCARD} if WILDCARD in requested else requested
+        if requested == self.names:  # the common case: an ACK restating the same names
+            added = removed = frozenset[str]()
+        else:
+            added, removed = requested - self.names, self.names - requested
+            self._keep(requested)
+        change = Change(added=added, removed=removed, wildcard_changed=wildcard != self.wildcard)
+        self.wildcard = wildcard
         return change
 
     def update_delta(
@@ -78,7 +117,8 @@ class Subscription:
             self.explicit = True
         added = frozenset(sub - self.names)
         removed = frozenset((unsub - sub) & self.names)
-        self.names = (self.names | sub) - removed
+        if added or removed:
+            self._keep((self.names | added) - removed)
         change = Change(added=added, removed=removed, wildcard_changed=wildcard != self.wildcard)
         self.wildcard = wildcard
         return change

@@ -113,13 +113,25 @@ class AdsClient:
         self.held: dict[str, dict[str, tuple[str, ...]]] = {CLUSTER: {}, LISTENER: {}}
         self.acked: set[str] = set()
         self._node_sent = False
+        # delta: name -> version of every resource held, per type (initial_resource_versions)
+        self.have: dict[str, dict[str, str]] = {t: {} for t in TYPES}
+        self.resumed = False
+
+    def resume(self) -> AdsClient:
+        """The same node reconnecting, as Envoy does: it states what it holds (SotW
+        version_info, delta initial_resource_versions) and its subscriptions."""
+        new = AdsClient(self.index, self.node_id, self.board, delta=self.delta)
+        new.versions, new.subscribed, new.held = self.versions, self.subscribed, self.held
+        new.have, new.resumed = self.have, True
+        return new
 
     async def run(self, stub: Any) -> None:
         method = stub.DeltaAggregatedResources if self.delta else stub.StreamAggregatedResources
         call = method()
         try:
-            for type_url in (CLUSTER, LISTENER):
-                await call.write(self._request(type_url))
+            for type_url in TYPES if self.resumed else (CLUSTER, LISTENER):
+                await call.write(self._request(type_url, version=self.versions.get(type_url, ""),
+                                              first=True))
             while (resp := await call.read()) is not aio.EOF:
                 received = time.monotonic()
                 ack, more = self._digest(resp)
@@ -140,6 +152,12 @@ class AdsClient:
         self.nonces[type_url] = resp.nonce
         self.versions[type_url] = resp.system_version_info if self.delta else resp.version_info
         more: list[Any] = []
+        if self.delta and type_url not in (CLUSTER, LISTENER):
+            have = self.have[type_url]
+            for r in resp.resources:
+                have[r.name] = r.version
+            for name in resp.removed_resources:
+                have.pop(name, None)
         if type_url in (CLUSTER, LISTENER):
             derive = self.board.names.eds if type_url == CLUSTER else self.board.names.routes
             target = ENDPOINT if type_url == CLUSTER else ROUTE
@@ -155,6 +173,11 @@ class AdsClient:
     ) -> set[str]:
         if not self.delta:  # SotW CDS/LDS responses carry the complete set
             return {n for packed in resp.resources for n in derive(packed.value)}
+        have = self.have[type_url]
+        for r in resp.resources:
+            have[r.name] = r.version
+        for name in resp.removed_resources:
+            have.pop(name, None)
         held = self.held[type_url]
         for r in resp.resources:
             held[r.name] = derive(r.resource.value)
@@ -170,6 +193,8 @@ class AdsClient:
         if not self.delta:
             return [self._request(type_url, version=self.versions.get(type_url, ""),
                                   nonce=self.nonces.get(type_url, ""))]
+        for name in before - wanted:
+            self.have[type_url].pop(name, None)
         req = discovery_pb2.DeltaDiscoveryRequest(
             type_url=type_url,
             resource_names_subscribe=sorted(wanted - before),
@@ -178,11 +203,15 @@ class AdsClient:
         self._node(req)
         return [req]
 
-    def _request(self, type_url: str, *, version: str = "", nonce: str = "") -> Any:
+    def _request(self, type_url: str, *, version: str = "", nonce: str = "",
+                 first: bool = False) -> Any:
         """A first request (wildcard for CDS/LDS), or a SotW ACK / subscription update."""
         req: Any
         if self.delta:
             req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
+            if first and self.resumed:
+                req.initial_resource_versions.update(self.have[type_url])
+                req.resource_names_subscribe.extend(self.subscribed.get(type_url, ()))
         else:
             req = discovery_pb2.DiscoveryRequest(
                 type_url=type_url,
@@ -230,29 +259,53 @@ def main(conn: Connection, plan: ClientPlan) -> None:
     asyncio.run(_main(conn, plan))
 
 
+@dataclass(slots=True)
+class Fleet:
+    """A client process's streams and their connections; `reconnect` drops them all and
+    dials again at once (a control-plane restart, a network blip)."""
+
+    plan: ClientPlan
+    clients: list[AdsClient]
+    channels: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        per = max(1, self.plan.streams_per_channel)
+        self.channels = [
+            aio.insecure_channel(self.plan.target, options=_CHANNEL_OPTIONS)
+            for _ in range(math.ceil(len(self.clients) / per))
+        ]
+        stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch) for ch in self.channels]
+        self.tasks = [asyncio.create_task(c.run(stubs[k // per]))
+                      for k, c in enumerate(self.clients)]
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for ch in self.channels:
+            await ch.close()
+
+    async def reconnect(self) -> None:
+        await self.stop()
+        self.clients = [c.resume() for c in self.clients]
+        self.start()
+
+
 async def _main(conn: Connection, plan: ClientPlan) -> None:
     board = Board(Names())
-    per = max(1, plan.streams_per_channel)
-    channels = [
-        aio.insecure_channel(plan.target, options=_CHANNEL_OPTIONS)
-        for _ in range(math.ceil(len(plan.nodes) / per))
-    ]
-    stubs = [ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch) for ch in channels]
-    clients = [AdsClient(i, node, board, delta=plan.delta) for i, node in plan.nodes]
-    tasks = [asyncio.create_task(c.run(stubs[k // per])) for k, c in enumerate(clients)]
+    fleet = Fleet(plan, [AdsClient(i, node, board, delta=plan.delta) for i, node in plan.nodes])
+    fleet.start()
     try:
-        await _obey(conn, board, len(clients))
+        await _obey(conn, board, fleet)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for ch in channels:
-            await ch.close()
+        await fleet.stop()
         conn.send({"stopped": True, "cpu_s": cpu_seconds()})
 
 
-async def _obey(conn: Connection, board: Board, streams: int) -> None:
+async def _obey(conn: Connection, board: Board, fleet: Fleet) -> None:
     """Answer the orchestrator's commands until told to stop."""
+    streams = len(fleet.clients)
     while True:
         command, arg = await asyncio.to_thread(conn.recv)
         if command == "ready":
@@ -263,6 +316,9 @@ async def _obey(conn: Connection, board: Board, streams: int) -> None:
                        "error_examples": board.errors[:5], "cpu_s": cpu_seconds()})
         elif command == "record":
             board.records, board.recording = [], True
+            conn.send({"cpu_s": cpu_seconds()})
+        elif command == "reconnect":
+            await fleet.reconnect()
             conn.send({"cpu_s": cpu_seconds()})
         elif command == "collect":
             records, board.records, board.recording = board.records, [], False

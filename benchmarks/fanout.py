@@ -20,12 +20,13 @@ records is in fanout_report.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import gc
 import multiprocessing
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -236,7 +237,8 @@ async def _run(spec: RunSpec) -> dict[str, Any]:
         nodes = _choose(spec.mesh.node_ids(), spec.proxies)
         result["rss_before_bytes"] = rss_bytes()
         gc.set_threshold(*GC_THRESHOLDS)  # as `legation serve` (app.tune_gc)
-        result["connect"] = await _connect(spec, server.port, nodes, clients)
+        with _profiled(spec, "connect"):
+            result["connect"] = await _connect(spec, server.port, nodes, clients)
         result["rss_connected_bytes"] = rss_bytes()  # with the connect burst's buffers
         await asyncio.sleep(2.0)  # writes complete: what stays is what a stream costs
         compact_heap()  # as `legation serve` does once loaded (app.tune_gc)
@@ -248,19 +250,64 @@ async def _run(spec: RunSpec) -> dict[str, Any]:
             result["error"] = "not every stream became ready"
             return result
         run = _Changer(spec, store, cache, status, metrics, clients, nodes)
-        profiler = cProfile.Profile() if spec.profile_path else None
-        if profiler is not None:
-            profiler.enable()
-        result["changes"] = await run.all_changes()
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(spec.profile_path)
+        with _profiled(spec, "changes"):
+            result["changes"] = await run.all_changes()
+        with _profiled(spec, "storm"):
+            result["storm"] = await _storm(spec, status, cache, clients, nodes)
         return result
     finally:
         await clients.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await server.stop(grace=0.5)
+
+
+@contextlib.contextmanager
+def _profiled(spec: RunSpec, phase: str) -> Iterator[None]:
+    """cProfile the server's main thread during one phase, when asked to."""
+    if not spec.profile_path:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(spec.profile_path.replace(".prof", f"-{phase}.prof"))
+
+
+async def _storm(
+    spec: RunSpec, status: StatusBoard, cache: SnapshotCache, clients: _Clients,
+    nodes: list[str],
+) -> dict[str, Any]:
+    """Every proxy drops its connection and dials again at once, stating what it holds
+    (as Envoy does after a network blip or a control-plane restart): how long until
+    every node has a new stream that ACKed the current version of every type."""
+    await asyncio.sleep(spec.settle_s)
+    want = {}
+    for n in nodes:
+        entry = cache.get(n)
+        assert isinstance(entry, Snapshot), n
+        want[n] = {short_name(t): entry.version(t) for t in adsclient.TYPES}
+    server_cpu, busy = cpu_seconds(), machine_busy_seconds()
+    t0, wall0 = time.monotonic(), time.time()
+    await clients.ask("reconnect")
+    pending = set(nodes)
+    deadline = t0 + spec.connect_timeout_s
+    while pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        fresh = {s.node_id: s for s in status.all() if s.connected_at >= wall0}
+        pending = {n for n in pending
+                   if (s := fresh.get(n)) is None
+                   or any(s.type(t).acked_version != v for t, v in want[n].items())}
+    server_cpu = cpu_seconds() - server_cpu
+    return {
+        "wall_s": time.monotonic() - t0,
+        "resynced": len(nodes) - len(pending),
+        "server_cpu_s": server_cpu,
+        "others_cpu_s": machine_busy_seconds() - busy - server_cpu,
+    }
 
 
 def _choose(node_ids: list[str], count: int) -> list[str]:

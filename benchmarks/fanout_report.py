@@ -46,6 +46,7 @@ def analyse(
     resources: collections.Counter[str] = collections.Counter()
     changed: collections.Counter[str] = collections.Counter()
     by_type: dict[str, list[float]] = collections.defaultdict(list)
+    incomplete: list[dict[str, Any]] = []
     for i, node in enumerate(nodes):
         want = {short_name(t): v for t, v in expected[node].items()}
         changed.update(want.keys())
@@ -61,6 +62,9 @@ def analyse(
         if want and all(h is not None for h in hits):
             received.append(max(h[3] for h in hits if h is not None) - t0)
             acked.append(max(h[4] for h in hits if h is not None) - t0)
+        elif want and len(incomplete) < 3:
+            incomplete.append({"node": node, "want": want,
+                               "got": [(r[1], r[2], round(r[3] - t0, 3)) for r in recs]})
     n = max(1, len(nodes))
     wall = server_done_at - t0
     return {
@@ -68,6 +72,7 @@ def analyse(
         "index": index,
         "proxies": len(nodes),
         "complete": len(acked),  # proxies that received and ACKed every changed type
+        "incomplete_examples": incomplete,
         "changed_types_per_proxy": {t: c / n for t, c in sorted(changed.items())},
         "debounce_quiet_s": debounce_quiet_s,
         "published_s": published_at - t0,  # debounce + translation + publication
@@ -188,6 +193,7 @@ def summary_table(result: dict[str, Any]) -> str:
         ["mode", "proxies", "change", "all", "published", "ack p50", "ack p90", "LAST ack",
          "bytes/proxy", "srv cpu/wall", "cpu s srv/cli/other"], rows)]
     parts.append(_connect_table(result["runs"]))
+    parts.append(_storm_table(result["runs"]))
     ratios = summary["ratios"]
     if ratios["delta_vs_sotw"]:
         parts.append(table("Ratios, delta / SotW (same invocation)",
@@ -220,3 +226,13 @@ def _connect_table(runs: list[dict[str, Any]]) -> str:
     return table("Fan-out: connecting the fleet (every stream ACKed CDS, EDS, LDS, RDS)",
                  ["mode", "proxies", "ready", "wall", "srv cpu s", "cli cpu s", "other cpu s",
                   "server RSS", "just connected", "settled (2 s)", "per proxy"], rows)
+
+
+def _storm_table(runs: list[dict[str, Any]]) -> str:
+    rows = [
+        [run["spec"]["mode"], run["spec"]["proxies"], f"{s['resynced']}", ms(s["wall_s"]),
+         f"{s['server_cpu_s']:.2f}", f"{s['others_cpu_s']:.2f}"]
+        for run in runs if (s := run.get("storm"))
+    ]
+    return table("Fan-out: reconnect storm (every proxy re-dials at once, stating what it holds)",
+                 ["mode", "proxies", "resynced", "wall", "srv cpu s", "other cpu s"], rows)

@@ -38,6 +38,10 @@ from legation.xds.subscription import Subscription
 # NACK rejected); a client that never answers cannot grow this further.
 _MAX_IN_FLIGHT = 64
 
+def _by_name(r: Resource) -> str:
+    return r.name
+
+
 # On ADS, removals of these types travel after every other update, in this order.
 _REMOVED_LAST = (ENDPOINT, CLUSTER)
 
@@ -134,8 +138,10 @@ class DeltaProtocol(ProtocolBase):
             for name in [n for n in st.has if not st.sub.covers(n)]:
                 del st.has[name]  # not subscribed (any more): not ours to track
             selected = st.sub.select(resources)
-            updates = [r for n, r in sorted(selected.items()) if st.has.get(n) != r.version]
-            return updates, sorted(n for n in st.has if n not in selected)
+            has = st.has
+            updates = [r for n, r in selected.items() if has.get(n) != r.version]
+            updates.sort(key=_by_name)  # usually few: sort what goes, not what is
+            return updates, sorted(n for n in has if n not in selected)
         updates, gone = [], []
         for n in sorted(names):
             if not st.sub.covers(n):

@@ -103,8 +103,10 @@ class TypeStateBase:
 
     def reconsider(self, name: str) -> None:
         """Look at `name` again in the next diff (newly subscribed, re-warmed, NACKed);
-        when that diff runs is the caller's business (`answer`, `diffed`)."""
-        self.resend.add(name)
+        when that diff runs is the caller's business (`answer`, `diffed`). Before the
+        first diff there is nothing to do: it looks at every name."""
+        if self.last is not None:
+            self.resend.add(name)
 
     def fresh(self, snapshot: Snapshot) -> bool:
         """Whether a diff can find anything: a new version or a pending answer.

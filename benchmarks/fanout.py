@@ -36,12 +36,12 @@ from benchmarks.stats import cpu_seconds, load_average, machine_busy_seconds, rs
 from legation.app import GC_THRESHOLDS, compact_heap
 from legation.cache import ProxyError, Snapshot, SnapshotCache, short_name
 from legation.logs import configure
+from legation.mesh.pipeline import Pipeline
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshObject
-from legation.pipeline import Pipeline
-from legation.status import StatusBoard
-from legation.store import MeshStore
 from legation.xds import XdsServer
+from legation.xds.status import StatusBoard
 
 CHANGE_SOURCE = "bench:changes"
 

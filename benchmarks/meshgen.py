@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, MeshObject, object_key
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 
 PORT = 9080
 

@@ -23,10 +23,10 @@ from typing import Any
 from benchmarks import meshgen
 from benchmarks.stats import ms, table, timed
 from legation.cache import Resource, Snapshot, SnapshotBase, SnapshotCache, short_name
+from legation.mesh.pipeline import Pipeline, to_resources
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshSnapshot, Proxy
-from legation.pipeline import Pipeline, to_resources
-from legation.store import MeshStore
 from legation.translators import (
     Translated,
     assignments_for,

@@ -256,7 +256,7 @@ async def _run_until_signal(app: App) -> None:
 def cmd_serve(a: argparse.Namespace) -> int:
     from legation import logs
     from legation.app import App
-    from legation.sds import CAError
+    from legation.security import CAError
 
     settings = _serve_settings(a)
     logs.configure(fmt=settings.log_format, level=settings.log_level)
@@ -335,7 +335,7 @@ def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[
 
     from legation import logs
     from legation.model import SpiffeIdError
-    from legation.sds import CAError, CertificateAuthority, TokenAuthority
+    from legation.security import CAError, CertificateAuthority, TokenAuthority
 
     if account is None:
         raise SettingsError(
@@ -368,9 +368,9 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
 def analyze_dirs(dirs: Sequence[Path]) -> list[Diagnostic]:
     """Every diagnostic of a config: the converters' and the translators'."""
-    from legation.pipeline import analyze
+    from legation.mesh.pipeline import analyze
+    from legation.mesh.store import MeshStore
     from legation.sources.files import load_dirs
-    from legation.store import MeshStore
 
     result = load_dirs(list(dirs))
     store = MeshStore()

@@ -57,7 +57,7 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}: expected a number of seconds, got {raw!r}") from None
 
 
-ROOT_LIFETIME_S = 3650 * 86400.0  # of a root Legation creates (legation/sds/roots.py)
+ROOT_LIFETIME_S = 3650 * 86400.0  # of a root Legation creates (legation/security/roots.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +89,7 @@ class Settings:
     require_xds_credentials: bool = False  # refuse plaintext streams without a valid token
     # Kubernetes (issue 5): the control plane's own namespace, where the CA Secret lives
     namespace: str = ""  # "": none (the CA stays in --ca-dir alone)
-    # root CA rotation (legation/rootrotation.py)
+    # root CA rotation (legation/security/rotation.py)
     root_rotate_before_s: float | None = 365 * 86400.0  # None: no automatic rotation
     root_rotation_grace_s: float = 120.0  # longest wait for the proxies' ACKs of the bundle
     ca_secret_poll_s: float = 15.0  # replicas re-read the CA Secret this often
@@ -102,7 +102,7 @@ class Settings:
     @property
     def ca_secret(self) -> bool:
         """The CA lives in the Secret legation-ca (or Istio's cacerts) of `namespace`,
-        copied into `ca_dir` at start-up (legation/sds/secretstore.py)."""
+        copied into `ca_dir` at start-up (legation/kube/secretstore.py)."""
         return self.kubernetes and self.ca_dir is not None and bool(self.namespace)
 
     @property

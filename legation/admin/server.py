@@ -6,7 +6,7 @@ connection): the admin port is for probes, Prometheus and operators, not for
 traffic. GET handlers are plain functions returning `(status, content_type,
 body)`; they read state through `AdminView`.
 
-POST /ca/rotate-root starts a root CA rotation (legation/rootrotation.py;
+POST /ca/rotate-root starts a root CA rotation (legation/security/rotation.py;
 `legation ca rotate-root` calls it): 202 with the new root's fingerprint once
 it is staged, 409 while a rotation is in progress, on a replica that is not
 the Lease holder, or for an operator-provided (Istio plug-in) CA, 404 without
@@ -37,8 +37,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from legation.cache import PUSH_ORDER, SECRET, ProxyError, Snapshot, short_name
 from legation.metrics import Metrics
 from legation.model import Diagnostic
-from legation.rootrotation_state import Outcome, Refusal
-from legation.status import StatusBoard
+from legation.security.rotation_state import Outcome, Refusal
+from legation.xds.status import StatusBoard
 
 _log = structlog.get_logger("legation.admin")
 
@@ -69,7 +69,7 @@ class AdminView(Protocol):
 
 
 class CAControl(Protocol):
-    """The CA's root rotation (legation/rootrotation.py), for /debug/ca and the POST."""
+    """The CA's root rotation (legation/security/rotation.py), for /debug/ca and the POST."""
 
     def debug(self) -> dict[str, Any]: ...
     async def request(self) -> Outcome: ...

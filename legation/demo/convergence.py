@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from legation.cache import PUSH_ORDER, ProxyError, Snapshot, SnapshotCache, short_name
-from legation.status import StatusBoard
+from legation.xds.status import StatusBoard
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

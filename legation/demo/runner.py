@@ -50,9 +50,9 @@ from legation.demo.probe import probe_calls, run_probe
 from legation.demo.probe import title as probe_title
 from legation.demo.traffic import Load
 from legation.demo.view import ChangeEvent, Frame, ProxyRow, render, status_line, summary_line
+from legation.mesh.store import MeshStore
 from legation.settings import HostPort, Settings
 from legation.sources.files import SourceError, load_dirs
-from legation.store import MeshStore
 
 XDS = HostPort(host="127.0.0.1", port=15010)
 ADMIN = HostPort(host="127.0.0.1", port=15014)

@@ -1,6 +1,6 @@
 """Workload identity: SPIFFE IDs, workload certificates and the trust bundle.
 
-Plain values. `legation.sds` produces them (the CA issues, the issuer caches
+Plain values. `legation.security` produces them (the CA issues, the issuer caches
 and rotates); translators turn them into the Envoy Secrets `default` (the
 workload's chain and key) and `ROOTCA` (the trust bundle). Nothing here does
 cryptography: PEM text is carried as text.

@@ -17,7 +17,7 @@ pure pass checks them against each other and against the services:
 - `name.ns` host forms that Istio would not expand (warnings).
 
 The MeshStore decides what to do with an invalid object (keep its last good
-version, or leave it out) and re-checks; see `legation/store.py`.
+version, or leave it out) and re-checks; see `legation/mesh/store.py`.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ from pathlib import Path
 import structlog
 import watchfiles
 
+from legation.mesh.store import MeshStore, ObjectKey
 from legation.model import Diagnostic, MeshObject, Severity, SourceRef, object_key
 from legation.sources.convert import ConvertResult, convert_text
-from legation.store import MeshStore, ObjectKey
 
 _log = structlog.get_logger("legation.sources.files")
 

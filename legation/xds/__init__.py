@@ -2,7 +2,7 @@
 
 The only package that knows gRPC streams. Reads per-proxy snapshots from
 `legation.cache.SnapshotCache`, writes what each proxy was sent, ACKed and
-rejected to `legation.status.StatusBoard`. Layout (after go-control-plane):
+rejected to `legation.xds.status.StatusBoard`. Layout (after go-control-plane):
 
 - server.py        XdsServer: services, options, health, reflection, lifecycle
 - stream.py        one stream's life: first request, auth hook, reader/writer tasks

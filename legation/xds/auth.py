@@ -3,7 +3,7 @@
 `NodeAuthenticator` is the `Authenticator` of `XdsServer` (stream.py calls it
 with the first request's node, before anything is served). A stream carries
 `authorization: Bearer <token>` gRPC metadata (`legation bootstrap` embeds
-it); the token (`legation.sds.tokens`) is bound to a namespace, workload and
+it); the token (`legation.security.tokens`) is bound to a namespace, workload and
 service account. The stream is served only when the token is genuine and
 current, its namespace and workload are the ones the node id names, and its
 service account is the one the mesh gives that workload; so a proxy only
@@ -37,8 +37,13 @@ import grpc
 import structlog
 from grpc import aio
 
-from legation.sds import AUTHORIZATION_METADATA_KEY, CredentialError, TokenAuthority, bearer_token
-from legation.sds.tokens import CredentialCode
+from legation.security import (
+    AUTHORIZATION_METADATA_KEY,
+    CredentialError,
+    TokenAuthority,
+    bearer_token,
+)
+from legation.security.tokens import CredentialCode
 from legation.xds.protocol import StreamRejected
 
 _log = structlog.get_logger("legation.xds")

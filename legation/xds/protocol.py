@@ -24,7 +24,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 
 from legation.cache import CLUSTER, PUSH_ORDER, Resource, Snapshot, short_name
 from legation.metrics import Metrics
-from legation.status import Nack, ProxyStatus
+from legation.xds.status import Nack, ProxyStatus
 from legation.xds.subscription import NameTable, Subscription
 
 

@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, SnapshotCache
 from legation.metrics import Metrics
-from legation.status import StatusBoard
+from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator, StreamDeps, StreamSpec, run_stream
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"

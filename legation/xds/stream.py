@@ -28,10 +28,10 @@ from grpc import aio
 
 from legation.cache import ProxyError, Snapshot, SnapshotCache, Watch, short_name
 from legation.metrics import Metrics
-from legation.status import StatusBoard
 from legation.xds.delta import DeltaProtocol
 from legation.xds.protocol import Outgoing, StreamEnv, StreamProtocol, StreamRejected, logger
 from legation.xds.sotw import SotwProtocol
+from legation.xds.status import StatusBoard
 from legation.xds.subscription import NameTable
 
 # Called with the call context and the first request's envoy.config.core.v3.Node

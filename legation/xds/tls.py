@@ -19,7 +19,7 @@ import grpc
 import structlog
 
 from legation.model import WorkloadCertificate
-from legation.sds.clock import Clock
+from legation.security.clock import Clock
 
 _log = structlog.get_logger("legation.xds")
 

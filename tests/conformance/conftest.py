@@ -12,8 +12,8 @@ from grpc import aio
 
 from legation.cache import SnapshotCache
 from legation.metrics import Metrics
-from legation.status import ProxyStatus, StatusBoard
 from legation.xds import XdsServer
+from legation.xds.status import ProxyStatus, StatusBoard
 
 from .xds_harness import DeltaClient, Mesh, SotwClient, open_stream
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource
 from legation.metrics import Metrics
-from legation.status import ProxyStatus
+from legation.xds.status import ProxyStatus
 
 from .xds_harness import Mesh, cla, cluster, eventually, listener, names_of, route
 

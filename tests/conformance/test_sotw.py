@@ -10,7 +10,7 @@ import structlog
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource, version_of
 from legation.metrics import Metrics
-from legation.status import ProxyStatus
+from legation.xds.status import ProxyStatus
 
 from .xds_harness import Mesh, cla, cluster, eventually, listener, names_of, route
 

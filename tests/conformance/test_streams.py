@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, SECRET, SnapshotCache
 from legation.metrics import Metrics
-from legation.status import ProxyStatus, StatusBoard
 from legation.xds import StreamRejected, XdsServer
+from legation.xds.status import ProxyStatus, StatusBoard
 
 from .xds_harness import (
     HANG_GUARD_S,

@@ -21,7 +21,7 @@ from legation.demo.app import DemoApp
 from legation.demo.controlplane import ControlPlane, metric_sum
 from legation.demo.envoy import Envoy, WaitFor
 from legation.demo.http import HttpError, HttpResponse, request
-from legation.sds import CertificateAuthority, TokenAuthority
+from legation.security import CertificateAuthority, TokenAuthority
 
 from .harness import AppFleet, EnvoyFleet, Loopback, eventually, service_yaml, workload_entry_yaml
 

@@ -18,7 +18,7 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from legation.app import App
 from legation.cache import SECRET, ProxyError, Snapshot
 from legation.demo.http import request
-from legation.sds.certs import fingerprint
+from legation.security.certs import fingerprint
 
 from .harness import Loopback, eventually
 from .kube_lab import ApiServer, control_plane, kubeconfig, shop

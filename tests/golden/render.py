@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from google.protobuf import json_format
 
+from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, InterceptionMode, MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 from legation.translators import (
     resolve_proxy,
     route_key,

@@ -11,10 +11,10 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from legation.mesh.store import MeshStore, ObjectKey
 from legation.model import Diagnostic, MeshObject, object_key
 from legation.sources.convert import convert_object
 from legation.sources.kubernetes import KubernetesSource
-from legation.store import MeshStore, ObjectKey
 
 
 def api_client(url: str) -> Any:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from legation.cache import CLUSTER, ENDPOINT, ProxyError, Snapshot, SnapshotCache
+from legation.mesh.pipeline import Pipeline, analyze
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
-from legation.pipeline import Pipeline, analyze
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 
 SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
 

@@ -5,11 +5,11 @@ proxies of the same mode share them."""
 from __future__ import annotations
 
 from legation.cache import CLUSTER, LISTENER, ROUTE, Snapshot, SnapshotCache
+from legation.mesh.pipeline import Pipeline, analyze
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Severity
-from legation.pipeline import Pipeline, analyze
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 
 MESH = """\
 apiVersion: v1

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyError, Snapshot, SnapshotCache
+from legation.mesh.pipeline import Pipeline, to_resources
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshObject, MeshSecurity, MeshSnapshot
-from legation.pipeline import Pipeline, to_resources
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 from legation.translators import (
     resolve_proxy,
     route_key,

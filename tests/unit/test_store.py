@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from legation.mesh.store import MeshStore
 from legation.model import Namespace, Service, SourceRef
-from legation.store import MeshStore
 
 
 def _svc(name: str, file: str = "a.yaml") -> Service:

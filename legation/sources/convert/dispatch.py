@@ -26,7 +26,7 @@ from legation.sources.convert.service import convert_service
 from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
 
-ObjectKey = tuple[str, str, str]  # (kind, namespace, name); same as legation.store.ObjectKey
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name); same as legation.mesh.store.ObjectKey
 Converter = Callable[[Ctx, Meta, Mapping[str, Any]], MeshObject | None]
 
 ISTIO_NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")

@@ -16,8 +16,8 @@ from legation.cli import main
 from legation.demo.http import request
 from legation.metrics import Metrics
 from legation.model import Diagnostic
-from legation.rootrotation import Outcome, Refusal
-from legation.status import StatusBoard
+from legation.security.rotation import Outcome, Refusal
+from legation.xds.status import StatusBoard
 
 
 class View:

@@ -14,7 +14,7 @@ from legation.admin import Admin, AdminServer
 from legation.cache import CLUSTER, SECRET, ProxyError, Resource, Snapshot
 from legation.metrics import Metrics
 from legation.model import Diagnostic, SourceRef
-from legation.status import StatusBoard
+from legation.xds.status import StatusBoard
 
 
 class FakeView:

@@ -11,9 +11,9 @@ import yaml
 
 from legation.demo.plan import Plan, PlanError, make_plan
 from legation.demo.ports import PortError, check_free, needed_ports
+from legation.mesh.store import MeshStore
 from legation.model import MeshSnapshot
 from legation.sources.files import load_dirs
-from legation.store import MeshStore
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
 PLAIN_SHOP = ("namespace.yaml", "services.yaml", "workloads.yaml")

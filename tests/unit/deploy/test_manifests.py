@@ -28,10 +28,10 @@ import yaml
 from kubernetes import client
 
 from legation.cli import _parser, _serve_settings
-from legation.sds.secretstore import CA_SECRET, ISTIO_CA_SECRET
+from legation.kube.lease import LEADER_LEASE
+from legation.kube.secretstore import CA_SECRET, ISTIO_CA_SECRET
 from legation.settings import pod_namespace
 from legation.sources.kube.kinds import WATCHED_KINDS
-from legation.sources.kube.lease import LEADER_LEASE
 
 ROOT = Path(__file__).resolve().parents[3]
 DEPLOY = ROOT / "deploy" / "kubernetes"

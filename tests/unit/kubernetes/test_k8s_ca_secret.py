@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from k8s import ApiServer
 
-from legation.sds import CAError, CertificateAuthority, TokenAuthority
-from legation.sds.secretstore import CASecretStore, Materialized, SecretConflict
+from legation.kube.secretstore import CASecretStore, Materialized, SecretConflict
+from legation.security import CAError, CertificateAuthority, TokenAuthority
 
 NS = "legation-system"
 TD = "cluster.local"

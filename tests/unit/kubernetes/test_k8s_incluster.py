@@ -11,12 +11,12 @@ import jwt
 import pytest
 from k8s import ApiServer, objects
 
-from legation.incluster import TokenReviewAuthenticator, is_legation_token
+from legation.app.incluster import TokenReviewAuthenticator, is_legation_token
+from legation.kube.tokenreview import TokenReviewer
+from legation.mesh.store import MeshStore
 from legation.model import MeshSnapshot
-from legation.sds import TokenAuthority
+from legation.security import TokenAuthority
 from legation.sources.convert import convert_object
-from legation.sources.kube.tokenreview import TokenReviewer
-from legation.store import MeshStore
 from legation.translators.names import istio_node_id
 from legation.xds.protocol import StreamRejected
 

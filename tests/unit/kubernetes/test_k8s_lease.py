@@ -11,7 +11,7 @@ import pytest
 from k8s import ApiServer
 from k8s.harness import until
 
-from legation.sources.kube.lease import LeaderElector, LeaseLock, LeaseRecord
+from legation.kube.lease import LeaderElector, LeaseLock, LeaseRecord
 
 NS = "legation-system"
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from k8s import ApiServer
 
-from legation.casecret import SharedCA
+from legation.kube.casecret import SharedCA
+from legation.kube.secretstore import CASecretStore, SecretConflict
 from legation.model import SpiffeId
-from legation.sds import CAError, CertificateAuthority, RootState
-from legation.sds.secretstore import CASecretStore, SecretConflict
+from legation.security import CAError, CertificateAuthority, RootState
 
 NS = "legation-system"
 TD = "cluster.local"

@@ -9,8 +9,8 @@ import jwt
 import pytest
 from k8s import ApiServer, objects
 
-from legation.sds import CredentialCode, CredentialError
-from legation.sources.kube.tokenreview import ReviewedToken, TokenReviewer, TokenReviewUnavailable
+from legation.kube.tokenreview import ReviewedToken, TokenReviewer, TokenReviewUnavailable
+from legation.security import CredentialCode, CredentialError
 
 NS = "shop"
 

@@ -17,14 +17,14 @@ from cryptography import x509
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from prometheus_client import CollectorRegistry
 
-from legation.bundleacks import BundleAcks
 from legation.cache import SECRET, Snapshot, SnapshotCache
 from legation.model import SourceRef, Workload, WorkloadKind
-from legation.rootrotation import RootRotation, RotationPolicy, Share
-from legation.sds import CertificateAuthority, CertificateIssuer, RootState
-from legation.sds.certs import fingerprint
-from legation.status import ProxyStatus, StatusBoard
-from legation.workload_secrets import WorkloadSecrets
+from legation.security import CertificateAuthority, CertificateIssuer, RootState
+from legation.security.certs import fingerprint
+from legation.security.rotation import RootRotation, RotationPolicy, Share
+from legation.security.workload_secrets import WorkloadSecrets
+from legation.xds.bundleacks import BundleAcks
+from legation.xds.status import ProxyStatus, StatusBoard
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 TD = "cluster.local"

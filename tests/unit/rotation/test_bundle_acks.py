@@ -7,12 +7,12 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-from legation.bundleacks import BundleAcks
 from legation.cache import SECRET, Snapshot, SnapshotCache
-from legation.sds import CertificateAuthority, CertificateIssuer
-from legation.status import StatusBoard
-from legation.workload_secrets import WorkloadSecrets
+from legation.security import CertificateAuthority, CertificateIssuer
+from legation.security.workload_secrets import WorkloadSecrets
+from legation.xds.bundleacks import BundleAcks
 from legation.xds.keys import WithoutPrivateKeys
+from legation.xds.status import StatusBoard
 
 from .helpers import TD, workload
 

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import generate_latest
 from sds.helpers import write_plugin_layout
 
-from legation.rootrotation import Phase, Refusal, RotationPolicy, Trigger
-from legation.sds import RootState
+from legation.security import RootState
+from legation.security.rotation import Phase, Refusal, RotationPolicy, Trigger
 
 from .helpers import T0, ManualTime, World, settle
 

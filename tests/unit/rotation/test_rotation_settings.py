@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from legation.caduties import FOLLOWER_SYNC_POLLS, rotation_policy
+from legation.app.duties import FOLLOWER_SYNC_POLLS, rotation_policy
 from legation.cli import _parser, _serve_settings
 from legation.settings import Settings, SettingsError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from legation.model import SpiffeId
-from legation.sds import CertificateAuthority, KeyType
+from legation.security import CertificateAuthority, KeyType
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from legation.sds import CAError, CertificateAuthority, KeyType
+from legation.security import CAError, CertificateAuthority, KeyType
 
 from .helpers import (
     T0,

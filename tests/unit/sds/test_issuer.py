@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from legation.model import SpiffeId
-from legation.sds import CAError, CertificateAuthority, CertificateIssuer
+from legation.security import CAError, CertificateAuthority, CertificateIssuer
 
 from .helpers import TD, FakeTime, ident, verify_client
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from legation.sds import CAError, CertificateAuthority
+from legation.security import CAError, CertificateAuthority
 
 from .helpers import (
     T0,

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import VerificationError
 
-from legation.sds import CAError, CertificateAuthority, RootState
+from legation.security import CAError, CertificateAuthority, RootState
 
 from .helpers import TD, FakeTime, certs_of, ident, leaf_of, openssl_verify, verify_client
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from legation.metrics import Metrics
-from legation.sds import CertificateAuthority, CertificateIssuer, SdsMetrics
+from legation.security import CertificateAuthority, CertificateIssuer, SdsMetrics
 
 from .helpers import TD, FakeTime, ident, write_plugin_layout
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from legation.sds import CredentialCode, CredentialError, TokenAuthority, bearer_token
+from legation.security import CredentialCode, CredentialError, TokenAuthority, bearer_token
 
 from .helpers import TD, FakeTime
 

@@ -25,10 +25,10 @@ from grpc import aio
 
 from legation.cache import SECRET, Resource, Snapshot, SnapshotCache
 from legation.metrics import Metrics
-from legation.sds import CertificateAuthority, TokenAuthority
-from legation.status import StatusBoard
+from legation.security import CertificateAuthority, TokenAuthority
 from legation.xds import XdsServer
 from legation.xds.auth import MeshNotReady, NodeAuthenticator, NodeClaim
+from legation.xds.status import StatusBoard
 from legation.xds.tls import ServerCertificate
 
 TD = "cluster.local"

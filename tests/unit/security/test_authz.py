@@ -15,9 +15,9 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from google.protobuf import json_format
 
+from legation.mesh.store import MeshStore
 from legation.model import MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 from legation.translators.authz import matcher
 from legation.translators.authz.builder import MATCH_NEVER
 from legation.translators.rbac import RbacFilters, rbac_filters

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from legation.demo.plan import make_plan
 from legation.demo.probe import probe_calls, title
+from legation.mesh.store import MeshStore
 from legation.sources.files import load_dirs
-from legation.store import MeshStore
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
 

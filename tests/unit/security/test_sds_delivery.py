@@ -24,16 +24,16 @@ from envoy.service.secret.v3 import sds_pb2_grpc
 from grpc import aio
 
 from legation.cache import SECRET, Snapshot, SnapshotCache
+from legation.mesh.pipeline import Pipeline
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshSecurity
-from legation.pipeline import Pipeline
-from legation.sds import CertificateAuthority, CertificateIssuer, SdsMetrics
+from legation.security import CertificateAuthority, CertificateIssuer, SdsMetrics
+from legation.security.workload_secrets import WorkloadSecrets
 from legation.sources.convert import convert_text
-from legation.status import StatusBoard
-from legation.store import MeshStore
-from legation.workload_secrets import WorkloadSecrets
 from legation.xds import XdsServer
 from legation.xds.keys import WithoutPrivateKeys
+from legation.xds.status import StatusBoard
 
 MESH = "\n---\n".join(
     f"apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
@@ -213,7 +213,7 @@ def _identity() -> Any:
 
 def test_a_ca_failure_costs_the_proxy_its_certificate_not_the_pipeline(tmp_path: Path) -> None:
     from legation.model import SourceRef, Workload, WorkloadKind
-    from legation.sds import CAError
+    from legation.security import CAError
 
     ca = CertificateAuthority.load_or_create(tmp_path, trust_domain="cluster.local")
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from legation.cli import _serve_settings, main
-from legation.sds import CertificateAuthority, TokenAuthority
+from legation.security import CertificateAuthority, TokenAuthority
 from legation.settings import HostPort, Settings, SettingsError
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"

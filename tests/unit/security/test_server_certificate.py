@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from legation.sds import CertificateAuthority
-from legation.security import server_names
+from legation.app.security import server_names
+from legation.security import CertificateAuthority
 from legation.settings import HostPort
 from legation.xds.tls import ServerCertificate
 

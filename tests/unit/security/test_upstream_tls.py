@@ -8,9 +8,9 @@ from typing import Any
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
+from legation.mesh.store import MeshStore
 from legation.model import MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 from legation.translators import translate_mesh
 
 MESH = """\

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import watchfiles
 
+from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, MeshSnapshot, Service, ServicePort, Severity, SourceRef
 from legation.sources.convert import ConvertResult
 from legation.sources.files import FileSource, SourceError, keep_last_good, load_dirs
-from legation.store import MeshStore
 
 HANG_GUARD_S = 5.0  # a hang guard for awaiting the store, not a performance assertion
 

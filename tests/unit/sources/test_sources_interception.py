@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sources_builders import convert, marked_line, only
 
+from legation.mesh.store import MeshStore
 from legation.model import InterceptionMode, Severity, Workload
-from legation.store import MeshStore
 from legation.translators import resolve_proxy
 
 T, E = InterceptionMode.TRANSPARENT, InterceptionMode.EXPLICIT

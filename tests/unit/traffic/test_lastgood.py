@@ -1,4 +1,4 @@
-"""An invalid VirtualService or DestinationRule is never applied (legation/lastgood.py).
+"""An invalid VirtualService or DestinationRule is never applied (legation/mesh/lastgood.py).
 
 Its last good version stays in force, or it is left out when it never had
 one; a DestinationRule edit that would break an unchanged VirtualService is

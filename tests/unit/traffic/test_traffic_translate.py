@@ -8,9 +8,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from legation.cache import ROUTE, Snapshot
+from legation.mesh.pipeline import _Memo, analyze, build_snapshot
 from legation.model import Proxy, Severity
 from legation.model.traffic import HttpMatch, KeyMatch, MatchKind, Retry, StringMatch
-from legation.pipeline import _Memo, analyze, build_snapshot
 from legation.translators import route_key, translate_namespace, translate_proxy
 from legation.translators.retry import default_retry_policy, retry_policy
 from legation.translators.routeparts import is_catch_all, route_match

@@ -9,9 +9,9 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 
+from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, MeshSnapshot, Severity
 from legation.sources.convert import ConvertResult, convert_text
-from legation.store import MeshStore
 
 MARK = "# <-"
 FILE = "mesh/traffic.yaml"

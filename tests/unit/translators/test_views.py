@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from legation.mesh.store import MeshStore
 from legation.model import MeshSecurity, MeshSnapshot, Proxy, Service
 from legation.sources.convert import convert_text
-from legation.store import MeshStore
 from legation.translators import (
     Translated,
     proxy_view,

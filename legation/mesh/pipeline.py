@@ -24,7 +24,7 @@ Translation runs in a worker thread, off the event loop; snapshots are
 published on the loop.
 
 With a CA (`--ca-dir`), each proxy's snapshot also holds its SDS secrets from
-a `SecretSource` (legation/workload_secrets.py): the certificate of its
+a `SecretSource` (legation/security/workload_secrets.py): the certificate of its
 workload's identity, shared by every proxy of that identity, and the trust
 bundle. A rotated certificate republishes only its proxies (`refresh`).
 """
@@ -51,9 +51,9 @@ from legation.cache import (
     SnapshotBase,
     SnapshotCache,
 )
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Diagnostic, InterceptionMode, Labels, MeshSnapshot, Proxy, Workload
-from legation.store import MeshStore
 from legation.translators import (
     Client,
     LocalityTarget,
@@ -72,7 +72,7 @@ from legation.translators import (
     translate_workload,
 )
 
-_log = structlog.get_logger("legation.pipeline")
+_log = structlog.get_logger("legation.mesh.pipeline")
 
 
 def to_resources(t: Translated) -> list[Resource]:
@@ -269,7 +269,7 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
 
 
 class SecretSource(Protocol):
-    """Where a proxy's SDS resources come from (legation.workload_secrets)."""
+    """Where a proxy's SDS resources come from (legation.security.workload_secrets)."""
 
     def resources_for(self, node_id: str, workload: Workload) -> list[Resource]: ...
 

@@ -25,7 +25,7 @@ own. `publish(ca_dir, resource_version=...)` writes the directory back after
 a change (root rotation, by the lease holder only) with the resourceVersion it
 read as precondition: a concurrent writer gets 409 (`SecretConflict`). The
 other replicas poll `fetch()` and, when a resourceVersion moved, re-materialize
-the directory with `write_ca_dir` and reload the CA (legation/casecret.py).
+the directory with `write_ca_dir` and reload the CA (legation/kube/casecret.py).
 
 Uses the official client (blocking; call it before serving or in a thread).
 Imports nothing of `legation.xds` or `legation.sources`.
@@ -47,13 +47,13 @@ import structlog
 import urllib3
 from kubernetes import client as k8s
 
-from legation.sds import files
-from legation.sds.certs import KeyType, generate_key, key_to_pem
-from legation.sds.clock import Clock, utc_now
-from legation.sds.errors import CAError
-from legation.sds.plugin import PLUGIN_FILES
-from legation.sds.roots import ROOT_CERT, ROOT_KEY, STATE_FILE, RootStore
-from legation.sds.tokens import TOKEN_KEY_FILE
+from legation.security import files
+from legation.security.certs import KeyType, generate_key, key_to_pem
+from legation.security.clock import Clock, utc_now
+from legation.security.errors import CAError
+from legation.security.plugin import PLUGIN_FILES
+from legation.security.roots import ROOT_CERT, ROOT_KEY, STATE_FILE, RootStore
+from legation.security.tokens import TOKEN_KEY_FILE
 
 _log = structlog.get_logger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from legation.sds.errors import CAError
+from legation.security.errors import CAError
 
 _log = structlog.get_logger(__name__)
 

@@ -2,7 +2,9 @@
 
 `App` wires the components from `Settings` and owns their lifetimes; nothing
 else constructs long-lived objects. Used by `legation serve` and by tests that
-want a real control plane in-process.
+want a real control plane in-process. The wiring of security (`security.py`),
+of in-cluster credentials (`incluster.py`) and of the leader-only CA duties
+(`duties.py`) lives beside it.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ from typing import Any
 import structlog
 
 from legation.admin import Admin, AdminServer
+from legation.app.duties import CADuties
+from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
+from legation.app.security import Security, mesh_security
 from legation.cache import ProxyError, Snapshot, SnapshotCache
-from legation.caduties import CADuties
-from legation.incluster import TokenReviewAuthenticator, materialize_ca
+from legation.kube.tokenreview import TokenReviewer
+from legation.mesh.pipeline import Pipeline
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot
-from legation.pipeline import Pipeline
-from legation.security import Security, mesh_security
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource
-from legation.sources.kube.tokenreview import TokenReviewer
 from legation.sources.kubernetes import KubernetesSource, api_client
-from legation.status import StatusBoard
-from legation.store import MeshStore
 from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
+from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator
 
 _log = structlog.get_logger("legation.app")
@@ -93,7 +95,7 @@ class App:
                 materialized = materialize_ca(
                     self._kube_api, namespace=settings.namespace, ca_dir=settings.ca_dir
                 )
-            # --ca-dir: CA, certificates, tokens (legation/security.py)
+            # --ca-dir: CA, certificates, tokens (legation/app/security.py)
             self.security = Security(settings, self.metrics) if settings.security else None
         except BaseException:
             if self._kube_api is not None:

@@ -2,10 +2,10 @@
 Lease holder takes is published, and every other replica picks it up.
 
 At start-up every replica copies the Secret into its `--ca-dir` and loads the
-CA from there (legation/incluster.py, legation/sds/secretstore.py). After
+CA from there (legation/app/incluster.py, legation/kube/secretstore.py). After
 that, `SharedCA`:
 
-- `change(fn)` (the leader, legation/rootrotation.py): under one lock, re-read
+- `change(fn)` (the leader, legation/security/rotation.py): under one lock, re-read
   the Secret (reloading first if it moved), apply `fn` to the local CA, then
   publish the CA directory with the resourceVersion last seen as
   precondition. On a 409 (`SecretConflict`) the Secret wins: the directory is
@@ -34,10 +34,10 @@ from typing import Any, TypeVar
 
 import structlog
 
-from legation.sds import CAError, CertificateAuthority
-from legation.sds.secretstore import CASecretStore, Fetched, SecretConflict, write_ca_dir
+from legation.kube.secretstore import CASecretStore, Fetched, SecretConflict, write_ca_dir
+from legation.security import CAError, CertificateAuthority
 
-_log = structlog.get_logger("legation.casecret")
+_log = structlog.get_logger("legation.kube.casecret")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Coroutine[Any, Any, object]]

@@ -1,6 +1,6 @@
 """Root CA rotation as a running duty: make-before-break, observable, operable.
 
-The CA (legation/sds/ca.py) knows the two steps (`stage_new_root`,
+The CA (legation/security/ca.py) knows the two steps (`stage_new_root`,
 `activate_staged_root`) and drops a retired root from the trust bundle once
 the last leaf it signed expired. This module runs them in the server, in
 order, against the proxies actually connected:
@@ -8,7 +8,7 @@ order, against the proxies actually connected:
 1. distributing: a new root is staged: it joins the trust bundle (``ROOTCA``)
    and signs nothing. Every connected proxy is republished, and the duty waits
    until each proxy holding a ``ROOTCA`` has ACKed an SDS version that
-   contains the new root (legation/bundleacks.py), or `grace` has passed. A
+   contains the new root (legation/xds/bundleacks.py), or `grace` has passed. A
    proxy that connects later gets the new bundle with its first snapshot.
 2. reissuing: the staged root is activated and signs every new leaf; every
    workload certificate is re-issued (`CertificateIssuer.rotate_all`) and
@@ -24,7 +24,7 @@ Triggers (`lead`): automatic when the active root has less than
 both triggers leave it alone. A staged root found when leading starts (a
 crash, or another leader's unfinished rotation) is carried through.
 
-With replicas sharing the CA through a Secret (legation/casecret.py), `lead`
+With replicas sharing the CA through a Secret (legation/kube/casecret.py), `lead`
 runs only on the Lease holder, and every CA change goes through
 `share.change` (re-read the Secret, change, publish with a resourceVersion
 precondition). The leader sees only its own proxies' ACKs, so it also waits
@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -48,45 +47,40 @@ import structlog
 from cryptography import x509
 from prometheus_client import CollectorRegistry, Counter
 
-from legation.bundleacks import BundleAcks
 from legation.model import SpiffeId
-from legation.rootrotation_state import (
+from legation.security import CAError, CertificateAuthority, CertificateIssuer, RootInfo, RootState
+from legation.security.certs import cert_to_pem, fingerprint
+from legation.security.clock import Clock
+from legation.security.rotation_state import (
+    AckState,
     Outcome,
     Phase,
     PhaseCollector,
     Refusal,
+    RotationPolicy,
     RotationRecord,
     Trigger,
     bundle_certs,
     ca_debug,
 )
-from legation.sds import CAError, CertificateAuthority, CertificateIssuer, RootInfo, RootState
-from legation.sds.certs import cert_to_pem, fingerprint
-from legation.sds.clock import Clock
 
 __all__ = ["Outcome", "Phase", "Refusal", "RootRotation", "RotationPolicy", "Share", "Trigger"]
 
-_log = structlog.get_logger("legation.rootrotation")
+_log = structlog.get_logger("legation.security.rotation")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Coroutine[Any, Any, object]]
 REQUEST_TIMEOUT_S = 8.0  # an operator request waits this long (under the admin server's 10 s)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RotationPolicy:
-    rotate_before: timedelta | None = timedelta(days=365)  # None: no automatic rotation
-    grace: timedelta = timedelta(minutes=2)  # longest wait for the proxies' ACKs
-    check_every: timedelta = timedelta(hours=1)
-    follower_sync: timedelta = timedelta(0)  # replicas sharing the CA: their reload delay
-    workload_ttl: timedelta = timedelta(hours=24)
-    ack_poll_s: float = 0.2
-    retry_after_s: float = 10.0
-    max_sleep_s: float = 60.0  # wake at least this often (notices wall-clock jumps)
+class BundleAckTracker(Protocol):
+    """Which proxies still lack a trust bundle with a root (legation/xds/bundleacks.py)."""
+
+    def pending(self, root_pem: str) -> AckState: ...
 
 
 class Share(Protocol):
-    """The CA shared by replicas (legation/casecret.py)."""
+    """The CA shared by replicas (legation/kube/casecret.py)."""
 
     async def sync(self) -> None: ...
 
@@ -101,7 +95,7 @@ class RootRotation:
         ca: CertificateAuthority,
         issuer: CertificateIssuer,
         *,
-        acks: BundleAcks,
+        acks: BundleAckTracker,
         refresh_all: Callable[[], None],
         policy: RotationPolicy,
         clock: Clock,

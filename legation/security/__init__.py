@@ -9,20 +9,26 @@
 - `tokens.TokenAuthority`: the ES256 tokens `legation bootstrap` embeds and
   the xDS servers verify (UNAUTHENTICATED / PERMISSION_DENIED).
 - `metrics.SdsMetrics`: issuance counters and expiry gauges.
+- `rotation.RootRotation` and `rotation_state`: operable root rotation (phases,
+  the operator's requests, what /debug/ca shows).
+- `workload_secrets.WorkloadSecrets`: the SDS resources each proxy gets.
+
+Imports model, translators and cache (see legation/__init__.py): it never talks
+to the API server (legation.kube) nor knows xDS streams (legation.xds).
 
 Sits beside the pipeline: produces `legation.model` identity values that
 translators turn into Envoy Secrets. Imports `legation.model` only (never
 `legation.xds` or `legation.sources`); no global state; time is injected.
 """
 
-from legation.sds.ca import BACKDATE, CONTROL_PLANE_SERVICE_ACCOUNT, CertificateAuthority
-from legation.sds.certs import KeyType
-from legation.sds.clock import Clock, utc_now
-from legation.sds.errors import CAError
-from legation.sds.issuer import CertificateIssuer
-from legation.sds.metrics import IssuedKind, SdsMetrics
-from legation.sds.roots import RootInfo, RootState
-from legation.sds.tokens import (
+from legation.security.ca import BACKDATE, CONTROL_PLANE_SERVICE_ACCOUNT, CertificateAuthority
+from legation.security.certs import KeyType
+from legation.security.clock import Clock, utc_now
+from legation.security.errors import CAError
+from legation.security.issuer import CertificateIssuer
+from legation.security.metrics import IssuedKind, SdsMetrics
+from legation.security.roots import RootInfo, RootState
+from legation.security.tokens import (
     AUTHORIZATION_METADATA_KEY,
     BEARER_PREFIX,
     DEFAULT_TOKEN_TTL,

@@ -1,6 +1,6 @@
 """Which connected proxies hold a trust bundle that contains a given root.
 
-Root rotation (legation/rootrotation.py) must not let a new root sign anything
+Root rotation (legation/security/rotation.py) must not let a new root sign anything
 before every proxy trusts it. A proxy trusts it once it has ACKed an SDS
 response whose ``ROOTCA`` contains the root; the StatusBoard records, per
 stream, the SDS version a proxy ACKed (`TypeStatus.acked_version`), which is
@@ -20,24 +20,15 @@ not waited for. Runs on the event loop (the StatusBoard and the cache live there
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from legation.cache import SECRET, Resource, Snapshot, SnapshotCache, short_name, version_of
-from legation.status import StatusBoard
+from legation.security.rotation_state import AckState
 from legation.translators import names
 from legation.xds.keys import carries_private_key
+from legation.xds.status import StatusBoard
 
 _SDS = short_name(SECRET)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AckState:
-    """Streams asked for Secrets and still without the root, out of how many."""
-
-    pending: tuple[str, ...]  # node ids, sorted, once each
-    streams: int  # SDS streams of proxies that hold a ROOTCA
 
 
 class BundleAcks:

@@ -1,9 +1,9 @@
 """Composition of the CA's running duties for `App` (only with `--ca-dir`).
 
-Wiring only, like legation/security.py: the behaviour lives in
-legation/rootrotation.py (root rotation and the pruning timer),
-legation/casecret.py (the CA shared by replicas through a Secret) and
-legation/sources/kube/lease.py (leader election).
+Wiring only, like legation/app/security.py: the behaviour lives in
+legation/security/rotation.py (root rotation and the pruning timer),
+legation/kube/casecret.py (the CA shared by replicas through a Secret) and
+legation/kube/lease.py (leader election).
 
 - One replica (no CA Secret): `RootRotation.lead` and `watch_retirements`
   simply run.
@@ -24,18 +24,18 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
-from legation.bundleacks import BundleAcks
+from legation.app.security import Security
 from legation.cache import SnapshotCache
-from legation.casecret import SharedCA
-from legation.rootrotation import RootRotation, RotationPolicy
-from legation.sds.clock import Clock, utc_now
-from legation.sds.secretstore import CASecretStore, Materialized
-from legation.security import Security
+from legation.kube.casecret import SharedCA
+from legation.kube.lease import LeaderElector, LeaseLock
+from legation.kube.secretstore import CASecretStore, Materialized
+from legation.security.clock import Clock, utc_now
+from legation.security.rotation import RootRotation, RotationPolicy
 from legation.settings import Settings
-from legation.sources.kube.lease import LeaderElector, LeaseLock
-from legation.status import StatusBoard
+from legation.xds.bundleacks import BundleAcks
+from legation.xds.status import StatusBoard
 
-_log = structlog.get_logger("legation.caduties")
+_log = structlog.get_logger("legation.app.duties")
 
 # Replicas sharing the Secret serve a step within about one poll period (+-10%) and a
 # push; the leader waits this many poll periods before it builds on the step.

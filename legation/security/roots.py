@@ -32,8 +32,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from legation.sds import files
-from legation.sds.certs import (
+from legation.security import files
+from legation.security.certs import (
     KeyType,
     Signer,
     SigningKey,
@@ -47,7 +47,7 @@ from legation.sds.certs import (
     load_key,
     matches_key,
 )
-from legation.sds.errors import CAError
+from legation.security.errors import CAError
 
 _log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ the other gets a diagnostic.
 
 VirtualServices and DestinationRules also pass cross-object checks when a
 snapshot is built; one that fails keeps its last good version (or is left
-out) — that history lives in `LastGood` (legation/lastgood.py).
+out) — that history lives in `LastGood` (legation/mesh/lastgood.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from legation.lastgood import LastGood
+from legation.mesh.lastgood import LastGood
 from legation.model import (
     DEFAULT_DOMAIN,
     AuthorizationPolicy,

@@ -40,9 +40,9 @@ import structlog
 import urllib3
 from kubernetes import client as k8s
 
-from legation.sds.tokens import CredentialCode, CredentialError
+from legation.security.tokens import CredentialCode, CredentialError
 
-_log = structlog.get_logger("legation.sources.kube.tokenreview")
+_log = structlog.get_logger("legation.kube.tokenreview")
 
 AUDIENCE = "legation"
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"

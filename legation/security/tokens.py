@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from legation.model import SpiffeId, SpiffeIdError, validate_trust_domain
-from legation.sds import files
-from legation.sds.certs import key_to_pem, load_key
-from legation.sds.clock import Clock, utc_now
-from legation.sds.errors import CAError
+from legation.security import files
+from legation.security.certs import key_to_pem, load_key
+from legation.security.clock import Clock, utc_now
+from legation.security.errors import CAError
 
 AUTHORIZATION_METADATA_KEY = "authorization"  # gRPC metadata key Envoy sends the token in
 BEARER_PREFIX = "Bearer "

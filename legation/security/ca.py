@@ -33,8 +33,8 @@ from legation.model import (
     WorkloadCertificate,
     validate_trust_domain,
 )
-from legation.sds import files
-from legation.sds.certs import (
+from legation.security import files
+from legation.security.certs import (
     KeyType,
     LeafSpec,
     Signer,
@@ -45,11 +45,11 @@ from legation.sds.certs import (
     key_to_pem,
     random_serial,
 )
-from legation.sds.clock import Clock, utc_now
-from legation.sds.errors import CAError
-from legation.sds.metrics import IssuedKind, SdsMetrics
-from legation.sds.plugin import PluginCA, has_plugin_layout, load_plugin
-from legation.sds.roots import RootInfo, RootState, RootStore
+from legation.security.clock import Clock, utc_now
+from legation.security.errors import CAError
+from legation.security.metrics import IssuedKind, SdsMetrics
+from legation.security.plugin import PluginCA, has_plugin_layout, load_plugin
+from legation.security.roots import RootInfo, RootState, RootStore
 
 _log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Injected time: every component of `legation.sds` takes a `Clock` so tests control it."""
+"""Injected time: every component of `legation.security` takes a `Clock` so tests control it."""
 
 from __future__ import annotations
 

@@ -31,11 +31,11 @@ from typing import Any
 import structlog
 
 from legation.model import SpiffeId, WorkloadCertificate
-from legation.sds.ca import CertificateAuthority
-from legation.sds.certs import KeyType
-from legation.sds.clock import Clock
-from legation.sds.errors import CAError
-from legation.sds.metrics import SdsMetrics
+from legation.security.ca import CertificateAuthority
+from legation.security.certs import KeyType
+from legation.security.clock import Clock
+from legation.security.errors import CAError
+from legation.security.metrics import SdsMetrics
 
 _log = structlog.get_logger(__name__)
 

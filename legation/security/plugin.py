@@ -18,9 +18,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from legation.sds.certs import Signer, cert_to_pem, is_ca, load_certs, load_key, matches_key
-from legation.sds.errors import CAError
-from legation.sds.files import read_bytes, read_key_bytes
+from legation.security.certs import Signer, cert_to_pem, is_ca, load_certs, load_key, matches_key
+from legation.security.errors import CAError
+from legation.security.files import read_bytes, read_key_bytes
 
 CA_CERT = "ca-cert.pem"
 CA_KEY = "ca-key.pem"

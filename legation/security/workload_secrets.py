@@ -1,6 +1,6 @@
 """The SDS resources of each proxy: its identity's ``default`` secret and ``ROOTCA``.
 
-Between the CA/issuer (`legation.sds`) and the pipeline: for a connecting
+Between the CA/issuer (`legation.security`) and the pipeline: for a connecting
 proxy, the SPIFFE identity of its workload (namespace + service account,
 never anything the proxy says about itself), that identity's current
 certificate from the issuer (issued on first use, shared by every proxy of
@@ -22,10 +22,10 @@ import structlog
 
 from legation.cache import SECRET, Resource
 from legation.model import SpiffeId, SpiffeIdError, Workload
-from legation.sds import CAError, CertificateAuthority, CertificateIssuer
+from legation.security import CAError, CertificateAuthority, CertificateIssuer
 from legation.translators.secrets import root_secret, workload_secret
 
-_log = structlog.get_logger("legation.sds")
+_log = structlog.get_logger("legation.security")
 
 
 class WorkloadSecrets:

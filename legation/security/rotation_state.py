@@ -1,8 +1,8 @@
-"""The vocabulary and the observable state of root rotation (legation/rootrotation.py).
+"""The vocabulary and the observable state of root rotation (legation/security/rotation.py).
 
 Phases, triggers, the answer to an operator's request, the record of a
 rotation, the body of ``GET /debug/ca`` and the phase metrics. Read-only
-views of the CA (legation/sds/ca.py) and of the duty.
+views of the CA (legation/security/ca.py) and of the duty.
 
 Each root in ``/debug/ca`` shows its fingerprint (SHA-256 of the DER
 certificate), serial (hex, as Envoy's ``/certs`` prints it), validity,
@@ -20,19 +20,36 @@ An Istio plug-in CA's roots are ``trusted`` (the operator rotates them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from legation.sds import CertificateAuthority, RootInfo, RootState
-from legation.sds.certs import fingerprint
+from legation.security import CertificateAuthority, RootInfo, RootState
+from legation.security.certs import fingerprint
 
-if TYPE_CHECKING:
-    from legation.rootrotation import RotationPolicy
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationPolicy:
+    rotate_before: timedelta | None = timedelta(days=365)  # None: no automatic rotation
+    grace: timedelta = timedelta(minutes=2)  # longest wait for the proxies' ACKs
+    check_every: timedelta = timedelta(hours=1)
+    follower_sync: timedelta = timedelta(0)  # replicas sharing the CA: their reload delay
+    workload_ttl: timedelta = timedelta(hours=24)
+    ack_poll_s: float = 0.2
+    retry_after_s: float = 10.0
+    max_sleep_s: float = 60.0  # wake at least this often (notices wall-clock jumps)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckState:
+    """Streams asked for Secrets and still without the root, out of how many."""
+
+    pending: tuple[str, ...]  # node ids, sorted, once each
+    streams: int  # SDS streams of proxies that hold a ROOTCA
 
 
 class Phase(StrEnum):

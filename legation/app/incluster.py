@@ -1,8 +1,8 @@
 """Composition for `--in-cluster`: the CA from the cluster's Secret, and xDS streams
 authenticated with the pods' own service-account tokens (TokenReview).
 
-Wiring only, like `security.py`; the behaviour lives in `legation.sds.secretstore`
-(the CA Secret), `legation.sources.kube.tokenreview` (TokenReview) and
+Wiring only, like `app/security.py`; the behaviour lives in `legation.kube.secretstore`
+(the CA Secret), `legation.kube.tokenreview` (TokenReview) and
 `legation.xds.auth` (Legation's own tokens).
 
 - `materialize_ca` runs before the CA is loaded: it settles the Secret
@@ -27,16 +27,16 @@ import jwt
 import structlog
 from grpc import aio
 
+from legation.kube.secretstore import CASecretStore, Materialized
+from legation.kube.tokenreview import TokenReviewer, TokenReviewUnavailable
 from legation.model import MeshSnapshot
-from legation.sds import AUTHORIZATION_METADATA_KEY, CredentialError, bearer_token
-from legation.sds.secretstore import CASecretStore, Materialized
-from legation.sds.tokens import TOKEN_ISSUER
-from legation.sources.kube.tokenreview import TokenReviewer, TokenReviewUnavailable
+from legation.security import AUTHORIZATION_METADATA_KEY, CredentialError, bearer_token
+from legation.security.tokens import TOKEN_ISSUER
 from legation.translators import names
 from legation.xds.protocol import StreamRejected
 from legation.xds.stream import Authenticator
 
-_log = structlog.get_logger("legation.incluster")
+_log = structlog.get_logger("legation.app.incluster")
 
 
 def materialize_ca(api: Any, *, namespace: str, ca_dir: Path) -> Materialized:

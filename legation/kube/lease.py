@@ -38,7 +38,7 @@ import structlog
 import urllib3
 from kubernetes import client as k8s
 
-_log = structlog.get_logger("legation.sources.kube.lease")
+_log = structlog.get_logger("legation.kube.lease")
 
 LEADER_LEASE = "legation-leader"
 

@@ -3,8 +3,8 @@
 Owns the CA, the certificate issuer and its rotation task, the xDS token
 authority, the per-proxy SDS resources (`WorkloadSecrets`) and the TLS xDS
 listener's certificate; builds the authenticator of each xDS listener.
-Wiring only: the behaviour lives in `legation.sds` (certificates, tokens),
-`legation.workload_secrets` (which secrets a proxy gets),
+Wiring only: the behaviour lives in `legation.security` (certificates, tokens),
+`legation.security.workload_secrets` (which secrets a proxy gets),
 `legation.xds.auth` / `keys` / `tls` (who is served what) and the
 translators (how listeners and clusters use the secrets).
 
@@ -22,18 +22,18 @@ from datetime import timedelta
 
 import structlog
 
+from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshSecurity, SpiffeId
-from legation.sds import CertificateAuthority, CertificateIssuer, SdsMetrics, TokenAuthority
-from legation.sds.clock import Clock, utc_now
+from legation.security import CertificateAuthority, CertificateIssuer, SdsMetrics, TokenAuthority
+from legation.security.clock import Clock, utc_now
+from legation.security.workload_secrets import WorkloadSecrets
 from legation.settings import HostPort, Settings
-from legation.store import MeshStore
 from legation.translators import names
-from legation.workload_secrets import WorkloadSecrets
 from legation.xds.auth import MeshNotReady, NodeAuthenticator, NodeClaim
 from legation.xds.tls import ServerCertificate
 
-_log = structlog.get_logger("legation.security")
+_log = structlog.get_logger("legation.app.security")
 
 SERVER_CERT_TTL = timedelta(days=30)  # renewed at half its lifetime (xds/tls.py)
 _UNSPECIFIED = ("0.0.0.0", "::", "")

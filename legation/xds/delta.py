@@ -16,9 +16,10 @@ vanished ones in `removed_resources` (xDS spec, "Incremental xDS").
   (xDS spec, "Unsubscribing From Resources").
 - ACK/NACK: response_nonce names the response; error_detail means NACK. A
   NACK is recorded and not answered (no resend, no NACK loop). The client
-  keeps its previous versions of what it rejected, so those names leave the
-  holdings: the next push of the type carries them again, as a SotW push of
-  the full set would (a listener whose port was taken binds once it is free).
+  keeps its previous versions of what it rejected (removals included), so those
+  names are held "at an unknown version": the next push of the type carries
+  them (or their removal) again, as a SotW push of the full set would (a
+  listener whose port was taken binds once it is free).
 - On ADS, types go out in `cache.PUSH_ORDER`, and the removals of
   ClusterLoadAssignments and clusters travel in separate responses after all
   the others (make before break: routes move away before clusters go).
@@ -49,8 +50,9 @@ _REMOVED_LAST = (ENDPOINT, CLUSTER)
 @dataclass(slots=True)
 class _TypeState(TypeStateBase):
     has: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
-    # nonce -> (system version, names of the resources it carried)
-    in_flight: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # nonce -> (system version, names of the resources it carried, names it removed)
+    in_flight: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -97,10 +99,12 @@ class DeltaProtocol(ProtocolBase):
                 if settled == nonce:
                     break
         if request.HasField("error_detail"):
-            for name in sent[1] if sent is not None else ():
-                # Rejected: the client still has an older version; it travels again
-                # with the next push of the type (not now: no NACK loop).
-                st.has.pop(name, None)
+            for name in (*sent[1], *sent[2]) if sent is not None else ():
+                # Rejected, removals included: the client keeps what it had, at a
+                # version we do not know (or nothing; a removal of a name it lacks is
+                # harmless). The next push of the type sends or removes it again (not
+                # now: no NACK loop).
+                st.has[name] = ""
                 st.reconsider(name)
             self.record_nack(
                 st.sub.type_url,
@@ -167,7 +171,7 @@ class DeltaProtocol(ProtocolBase):
             st.has.pop(name, None)
         version = snapshot.version(type_url)
         nonce = self.next_nonce()
-        st.in_flight[nonce] = (version, tuple(r.name for r in updates))
+        st.in_flight[nonce] = (version, tuple(r.name for r in updates), tuple(gone))
         if len(st.in_flight) > _MAX_IN_FLIGHT:
             del st.in_flight[next(iter(st.in_flight))]
         st.answer = False
@@ -182,6 +186,7 @@ class DeltaProtocol(ProtocolBase):
         if eds is None or not updated_clusters:
             return
         for name in eds_names(updated_clusters):
-            if eds.has.pop(name, None) is not None:
+            if name in eds.has:
+                eds.has[name] = ""  # held at a version we will not trust: send it again
                 eds.reconsider(name)
                 eds.diffed = ""

@@ -167,7 +167,8 @@ class Client:
                 resource_names_unsubscribe=sorted(before - eds))
         return discovery_pb2.DiscoveryRequest(
             type_url=ENDPOINT, resource_names=sorted(eds),
-            version_info=self.versions.get(ENDPOINT, ""), response_nonce=self.nonces.get(ENDPOINT, ""))
+            version_info=self.versions.get(ENDPOINT, ""),
+            response_nonce=self.nonces.get(ENDPOINT, ""))
 
 
 def expected(snapshot: Snapshot, eds: set[str], *, delta: bool, sotw_kept: dict[str, bytes]

@@ -29,6 +29,8 @@ from legation.model.validate import MissingSubset, ObjectKey, TrafficCheck, chec
 Policy = VirtualService | DestinationRule
 
 _KEPT = " The last good version of this object stays in force until this is fixed."
+_KEPT_503 = (" The rule stays in force: requests it routes to the missing subset fail "
+             "with 503 (as in Istio) instead of spreading over every version.")
 _LEFT_OUT = " This object is not applied until this is fixed (it has no earlier valid version)."
 
 
@@ -44,12 +46,13 @@ class LastGood:
         outcome: dict[ObjectKey, str] = {}
         extra: list[Diagnostic] = []
         check = TrafficCheck()
+        kept_routing: set[ObjectKey] = set()  # in force though a subset they name is gone
         for _ in range(2 * len(current) + 2):
             mesh = _with(base, chosen)
             check = check_traffic(mesh, incumbents=self._in_force)
-            if not check.errors:
+            if not set(check.errors) - kept_routing:
                 break
-            for key in sorted(check.errors):
+            for key in sorted(set(check.errors) - kept_routing):
                 if key not in chosen:
                     continue
                 culprit = self._culprit(mesh, check.missing_subsets.get(key, []), key,
@@ -59,6 +62,10 @@ class LastGood:
                     chosen[culprit] = self._good[culprit]
                     continue
                 first_errors.setdefault(key, check.errors[key])
+                if self._keeps_routing(key, check, chosen, current):
+                    kept_routing.add(key)
+                    outcome[key] = _KEPT_503
+                    continue
                 if chosen[key] is current.get(key) and self._good.get(key) not in (
                     None, current.get(key)
                 ):
@@ -72,6 +79,19 @@ class LastGood:
         errors = [_note(d, outcome[k]) for k, ds in sorted(first_errors.items()) for d in ds]
         final = _with(base, chosen)
         return final.with_diagnostics((*base.diagnostics, *errors, *extra, *check.warnings))
+
+    def _keeps_routing(self, key: ObjectKey, check: TrafficCheck,
+                       chosen: Mapping[ObjectKey, Policy], current: Mapping[ObjectKey, Policy]
+                       ) -> bool:
+        """An unchanged rule in force whose only fault is a subset that went away (its
+        DestinationRule was deleted): it stays, so its traffic never widens to versions
+        it did not name; the missing subset's cluster answers 503 (as Istio)."""
+        return (
+            key in self._in_force
+            and chosen.get(key) is current.get(key)
+            and self._good.get(key) == current.get(key)
+            and all(d.code == "virtualservice.subset-unknown" for d in check.errors[key])
+        )
 
     def _culprit(self, mesh: MeshSnapshot, missing: list[MissingSubset], key: ObjectKey,
                  chosen: Mapping[ObjectKey, Policy], current: Mapping[ObjectKey, Policy]

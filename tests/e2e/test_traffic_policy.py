@@ -182,10 +182,31 @@ async def test_canary_split_header_match_and_live_edits(mesh: MeshLab) -> None:
         still = await spread(mesh, frontend, CATALOG, 200)
         assert set(still) == {"catalog-v1", "catalog-v2"}, still
 
+    # Canary safety: deleting the DestinationRule while the route still names its
+    # subsets keeps the route (as Istio): the subset clusters are gone, so requests get
+    # 503 (never spread over every version), and a diagnostic says why.
+    mesh.write("traffic-catalog.yaml", canary(50, 50))
+    await eventually(lambda: _no_diagnostic(mesh, "virtualservice.subset-unknown"),
+                     what="the valid route back")
+    routed = await converged(mesh)
+    (mesh.config_dir / "traffic-subsets.yaml").unlink()
+    await eventually(lambda: _moved(mesh, routed), timeout=5.0, what="the rule's removal ACKed")
+    diag = await eventually(lambda: _diagnostic(mesh, "virtualservice.subset-unknown"),
+                            what="the subset finding")
+    assert "stays in force" in diag["message"] and "503" in diag["message"]
+    gone = await spread(mesh, frontend, CATALOG, 100, headers={"x-canary": "true"})
+    assert gone == Counter({"<503>": 100}), gone
+    split_gone = await spread(mesh, frontend, CATALOG, 100)
+    assert set(split_gone) == {"<503>"}, split_gone
+
 
 async def _moved(mesh: MeshLab, before: dict[str, dict[str, str]]) -> bool:
     now = await mesh.converged(list(before))
     return now is not None and now != before
+
+
+async def _no_diagnostic(mesh: MeshLab, code: str) -> bool:
+    return await _diagnostic(mesh, code) is None
 
 
 async def _diagnostic(mesh: MeshLab, code: str) -> dict[str, Any] | None:

@@ -116,3 +116,21 @@ def test_snapshots_are_stable_for_an_unchanged_store() -> None:
     first = mesh.snapshot()
     assert mesh.snapshot() is first
     assert all(isinstance(v, VirtualService) for v in first.virtual_services)
+
+
+def test_deleting_the_rule_of_a_routed_subset_keeps_the_route() -> None:
+    """Canary safety (issue 10): the VirtualService stays, so its split never widens to
+    every version; the missing subset's cluster answers 503, and a diagnostic says so.
+    (Before: the route was dropped, 'no earlier valid version', traffic went everywhere.)"""
+    mesh = Mesh(dr=CATALOG_DR, vs=split(90, 10))
+    mesh.snapshot()
+    mesh.remove("dr")
+    snap = mesh.snapshot()
+    assert snap.destination_rules == ()
+    assert weights(mesh) == [("v1", 90), ("v2", 10)]
+    found = mesh.findings("virtualservice.subset-unknown")
+    assert found and all(d.severity == "error" for d in found)
+    assert all("stays in force" in d.message and "503" in d.message for d in found)
+    mesh.load(dr=CATALOG_DR)  # the rule comes back: no finding left
+    assert mesh.findings("virtualservice.subset-unknown") == []
+    assert weights(mesh) == [("v1", 90), ("v2", 10)]

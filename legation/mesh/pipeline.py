@@ -265,7 +265,7 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
         memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
                        w.interception)
     found = {*mesh.diagnostics, *memo.diagnostics}
-    return sorted(found, key=lambda d: (d.ref.file, d.line or d.ref.line, d.code, d.message))
+    return sorted(found, key=lambda d: (d.ref.file, d.at_line, d.code, d.message))
 
 
 class SecretSource(Protocol):
@@ -422,7 +422,8 @@ class Pipeline:
         current = set(memo.mesh.diagnostics) | set(memo.diagnostics)
         for d in sorted(current - self._seen_diagnostics, key=lambda d: d.format()):
             log = _log.error if d.severity == "error" else _log.warning
-            log("config.diagnostic", code=d.code, where=str(d.ref), field=d.field, detail=d.message)
+            log("config.diagnostic", code=d.code, where=d.location, object=d.subject,
+                field=d.field, detail=d.message)
         self._seen_diagnostics = current
         counts: dict[tuple[str, str], int] = {}
         for d in current:

@@ -52,14 +52,26 @@ class Diagnostic:
     severity: Severity = Severity.ERROR
     line: int = 0  # line of the field itself when known, else the object's line
 
+    @property
+    def at_line(self) -> int:
+        """The line a user is pointed to: the field's when known, else the object's first
+        line. The one rule for `analyze`, the serve log and /debug/diagnostics."""
+        return self.line or self.ref.line
+
+    @property
+    def location(self) -> str:
+        """`file:line` (see `at_line`); the file alone when the line is unknown."""
+        ref, line = self.ref, self.at_line
+        return f"{ref.file}:{line}" if ref.file and line else ref.file
+
+    @property
+    def subject(self) -> str:
+        ref = self.ref
+        return f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind} {ref.name}"
+
     def format(self) -> str:
         """One line: `file:line: severity code: Kind ns/name: field: message`."""
-        ref = self.ref
-        line = self.line or ref.line
-        loc = f"{ref.file}:{line}" if ref.file and line else ref.file
-        obj = (
-            f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind} {ref.name}"
-        )
+        loc, obj = self.location, self.subject
         parts = [p for p in (loc, f"{self.severity} {self.code}", obj) if p]
         where = f" {self.field}:" if self.field else ""
         return ": ".join(parts) + ":" + where + " " + self.message
@@ -72,7 +84,7 @@ class Diagnostic:
             "namespace": self.ref.namespace,
             "name": self.ref.name,
             "file": self.ref.file,
-            "line": self.line or self.ref.line,
+            "line": self.at_line,
             "field": self.field,
             "message": self.message,
         }

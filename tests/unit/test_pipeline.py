@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from legation.cache import CLUSTER, ENDPOINT, ProxyError, Snapshot, SnapshotCache
-from legation.mesh.pipeline import Pipeline, analyze
+from legation.mesh.pipeline import Pipeline, _Memo, analyze
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.sources.convert import convert_text
@@ -116,3 +117,21 @@ def test_analyze_reports_converter_and_translator_findings(tmp_path: Path) -> No
     store.replace_source("x", result.objects, result.diagnostics)
     codes = {d.code for d in analyze(store.snapshot())}
     assert any(c.startswith("service.") for c in codes), codes
+
+
+def test_the_serve_log_and_analyze_point_to_the_same_line() -> None:
+    """One rule everywhere (issue 10): the field's line when known, else the object's.
+    (Before: the serve log named the object's first line, analyze the field's.)"""
+    store = MeshStore()
+    text = (SHOP / "services.yaml").read_text().replace("port: 9080", "port: abc", 1)
+    result = convert_text(text, file="services.yaml")
+    store.replace_source("x", result.objects, result.diagnostics)
+    pipeline = Pipeline(store, SnapshotCache(), Metrics())
+    found = [d for d in analyze(store.snapshot()) if d.code.startswith("service.")]
+    assert found and all(d.line > d.ref.line for d in found)  # a field inside the object
+    with structlog.testing.capture_logs() as logs:
+        pipeline._report(_Memo.of(store.snapshot()))
+    logged = {(e["code"], e["where"]) for e in logs if e["event"] == "config.diagnostic"}
+    for d in found:
+        assert (d.code, f"services.yaml:{d.as_dict()['line']}") in logged
+        assert d.format().startswith(f"services.yaml:{d.line}: ")

@@ -61,7 +61,7 @@ def convert_text(text: str, *, file: str) -> ConvertResult:
     return ConvertResult(
         objects=tuple(objects.values()),
         failed_keys=tuple(failed),
-        diagnostics=tuple(sorted(diagnostics, key=lambda d: d.line or d.ref.line)),
+        diagnostics=tuple(sorted(diagnostics, key=lambda d: d.at_line)),
     )
 
 

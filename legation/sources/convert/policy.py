@@ -1,10 +1,10 @@
-"""Istio policy kinds kept as validated plain data: `PolicyObject`.
+"""Istio kinds Legation reads but does not implement yet, kept as plain data.
 
-VirtualService, DestinationRule, ServiceEntry, Gateway, Sidecar,
-PeerAuthentication, AuthorizationPolicy and RequestAuthentication are read by
-their own translators; here they are only checked to be well-formed objects
-with a mapping `spec`, normalised to JSON-like data (string keys, no YAML
-timestamps or sets) and given a content hash so that equality is cheap.
+ServiceEntry, Gateway, Sidecar and RequestAuthentication are checked to be
+well-formed objects with a mapping `spec`, normalised to JSON-like data
+(string keys, no YAML timestamps or sets) and given a content hash so that
+equality is cheap. None of them changes what a proxy receives yet, so each
+one gets a warning that says so (never accepted in silence).
 """
 
 from __future__ import annotations
@@ -16,15 +16,32 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from legation.model import PolicyObject
+from legation.model import PolicyObject, Severity
 from legation.sources.convert.fields import Ctx
 from legation.sources.convert.meta import Meta
+
+# What a user relying on each kind would miss.
+NOT_IMPLEMENTED: dict[str, str] = {
+    "Gateway": "Legation configures sidecars only, so no gateway listener is built and "
+               "VirtualServices bound to this gateway (spec.gateways) do not apply there.",
+    "ServiceEntry": "hosts outside the mesh get no clusters or routes; requests to them "
+                    "follow the proxy's outbound path as for any unknown host.",
+    "Sidecar": "every proxy receives the configuration of the whole mesh; its egress, "
+               "ingress and outboundTrafficPolicy are not applied.",
+    "RequestAuthentication": "JWTs are not validated (no jwt_authn filter), so its "
+                             "jwtRules neither reject bad tokens nor set request principals.",
+}
 
 
 def convert_policy(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> PolicyObject | None:
     # A missing or null spec is an empty one, as in Kubernetes (an AuthorizationPolicy
     # with an empty spec is meaningful: it allows nothing).
     spec = ctx.mapping(data, "spec", "", problem="spec")
+    effect = NOT_IMPLEMENTED.get(ctx.ref.kind)
+    if effect is not None:
+        ctx.report("kind", "object.kind-not-implemented",
+                   f"{ctx.ref.kind} {meta.namespace}/{meta.name} is read but not implemented "
+                   f"yet: {effect} It has no effect.", Severity.WARNING)
     plain = jsonable(spec)
     return PolicyObject(
         ref=ctx.ref,

@@ -67,7 +67,8 @@ class Diagnostic:
     @property
     def subject(self) -> str:
         ref = self.ref
-        return f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else f"{ref.kind} {ref.name}"
+        return f"{ref.kind} {ref.namespace}/{ref.name}" if ref.namespace else \
+            f"{ref.kind} {ref.name}"
 
     def format(self) -> str:
         """One line: `file:line: severity code: Kind ns/name: field: message`."""

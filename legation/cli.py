@@ -39,19 +39,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Every option's help ends with its default (when it has one and does not say it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text or action.default in (None, False, [])
+                or action.default is argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="legation", description="Envoy xDS management server.")
     p.add_argument("--version", action="version", version=f"legation {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = sub.add_parser("serve", help="run the control plane")
+    serve = sub.add_parser("serve", help="run the control plane", formatter_class=_Defaults)
     _config_flags(serve)
     serve.add_argument("--xds-address", default="127.0.0.1:15010", help="plaintext xDS gRPC (H:P)")
     serve.add_argument("--admin-address", default="127.0.0.1:15014", help="admin HTTP (H:P)")
-    serve.add_argument("--log-format", choices=[f.value for f in LogFormat], default="console")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--debounce-quiet", default=None, help="quiet period before a push (100ms)")
-    serve.add_argument("--debounce-max", default=None, help="longest delay of a push (1s)")
+    serve.add_argument("--log-format", choices=[f.value for f in LogFormat], default="console",
+                       help="log lines for people or for machines")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="least severe event logged")
+    serve.add_argument("--debounce-quiet", default=None,
+                       help="quiet period before a push (default: 100ms)")
+    serve.add_argument("--debounce-max", default=None,
+                       help="longest delay of a push (default: 1s)")
     serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
     serve.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     serve.add_argument("--keepalive", default="30s", help="gRPC keepalive ping interval")
@@ -113,7 +128,8 @@ def _parser() -> argparse.ArgumentParser:
     boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     analyze = sub.add_parser("analyze", help="print every diagnostic of a config")
-    analyze.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    analyze.add_argument("dirs", nargs="+", type=Path, metavar="PATH",
+                         help="manifest files or directories of them (read recursively)")
     analyze.add_argument("--output", choices=["text", "json"], default="text")
 
     _ca_commands(sub)
@@ -356,26 +372,36 @@ def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[
 def cmd_analyze(a: argparse.Namespace) -> int:
     from legation.model import Severity
 
-    _check_dirs(a.dirs)
-    diags = analyze_dirs(a.dirs)
+    for path in a.dirs:
+        if not (path.is_dir() or path.is_file()):
+            raise SettingsError(f"{path}: no such file or directory")
+    diags, objects = analyze_paths(a.dirs)
     if a.output == "json":
         print(json.dumps([d.as_dict() for d in diags], indent=2))
-    else:
-        for d in diags:
-            print(d.format())
-    return 1 if any(d.severity == Severity.ERROR for d in diags) else 0
+        return 1 if any(d.severity == Severity.ERROR for d in diags) else 0
+    for d in diags:
+        print(d.format())
+    errors = sum(d.severity == Severity.ERROR for d in diags)
+    warnings = sum(d.severity == Severity.WARNING for d in diags)
+    verdict = "no problems found" if not diags else (
+        f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}")
+    print(f"legation analyze: {objects} object{'s' * (objects != 1)} read: {verdict}"
+          + (" (errors: those objects keep their last good version, or are left out)"
+             if errors else ""))
+    return 1 if errors else 0
 
 
-def analyze_dirs(dirs: Sequence[Path]) -> list[Diagnostic]:
-    """Every diagnostic of a config: the converters' and the translators'."""
+def analyze_paths(paths: Sequence[Path]) -> tuple[list[Diagnostic], int]:
+    """Every diagnostic of a config (the converters' and the translators'), and how many
+    objects were read."""
     from legation.mesh.pipeline import analyze
     from legation.mesh.store import MeshStore
     from legation.sources.files import load_dirs
 
-    result = load_dirs(list(dirs))
+    result = load_dirs(list(paths), files_too=True)
     store = MeshStore()
     store.replace_source("analyze", result.objects, result.diagnostics)
-    return analyze(store.snapshot())
+    return analyze(store.snapshot()), len(result.objects)
 
 
 def _ca_commands(sub: argparse._SubParsersAction[_Parser]) -> None:

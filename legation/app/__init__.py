@@ -236,6 +236,14 @@ class App:
                 config_dirs=[str(d) for d in self.settings.config_dirs],
                 ca_dir=str(self.settings.ca_dir) if self.settings.ca_dir else None,
             )
+            if self.security is None:
+                _log.warning(
+                    "security.mtls-off",
+                    reason="no --ca-dir: no workload certificates, so traffic between "
+                    "sidecars is plaintext and PeerAuthentication STRICT is not enforced "
+                    "(every port accepts plaintext)",
+                    fix="start with --ca-dir DIR (a directory for the CA; created if empty)",
+                )
             async with asyncio.TaskGroup() as tg:
                 for source in self.sources:
                     tg.create_task(source.run())

@@ -159,14 +159,18 @@ def _annotate(
 # -- one-shot -----------------------------------------------------------------
 
 
-def load_dirs(dirs: Sequence[Path]) -> ConvertResult:
-    """Read every manifest under `dirs` once. Raises SourceError for a bad directory.
+def load_dirs(dirs: Sequence[Path], *, files_too: bool = False) -> ConvertResult:
+    """Read every manifest under `dirs` once (and, with `files_too`, manifest files named
+    directly). Raises SourceError for a bad directory.
 
     An object defined in two files is taken from the first file by absolute
     path (as the MeshStore orders file sources) with an `object.duplicate` warning.
     """
     files: dict[Path, str] = {}
     for d in dirs:
+        if files_too and d.is_file():
+            files.setdefault(d.resolve(), str(d))
+            continue
         root = check_dir(d)
         for path in scan(root):
             files.setdefault(path, str(d / path.relative_to(root)))

@@ -14,6 +14,7 @@ this module only wires services, options and lifecycle.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,7 @@ class XdsServer:
         reflection.enable_server_reflection(names, server)
         try:
             try:
+                _check_bindable(self._address)  # before gRPC logs its own raw error line
                 if self._credentials is None:
                     self._port = server.add_insecure_port(self._address)
                 else:
@@ -192,6 +194,24 @@ class XdsServer:
             request_deserializer=request.FromString,
             response_serializer=_passthrough(response),
         )
+
+
+def _check_bindable(address: str) -> None:
+    """Raise RuntimeError when `address` (host:port, port 0 allowed) cannot be bound."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError):
+        raise RuntimeError(address) from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+        try:
+            probe.bind(sockaddr)
+        except OSError:
+            raise RuntimeError(address) from None
 
 
 def _passthrough(message_type: Any) -> Callable[[Any], bytes]:

@@ -86,6 +86,8 @@ def test_serve_on_a_busy_xds_port_is_one_line_and_exit_2(loopback: Loopback) -> 
 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
+    # No raw gRPC core line before ours (issue 10): what a newcomer sees is one sentence.
+    assert our_lines(done.stderr) == done.stderr.splitlines(), done.stderr
     [line] = [x for x in our_lines(done.stderr) if x.startswith("legation:")]
     assert line == (
         f"legation: error: cannot listen for xDS on {host}:15010: the address is in use "

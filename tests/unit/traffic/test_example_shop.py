@@ -4,16 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from legation.cli import analyze_dirs, main
+import pytest
+
+from legation.cli import analyze_paths, main
 from legation.model import VirtualService
 from legation.sources.files import load_dirs
 
 SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
 
 
-def test_analyze_finds_nothing_in_the_shop(capsys: object) -> None:
-    assert analyze_dirs([SHOP]) == []
+def test_analyze_finds_nothing_in_the_shop(capsys: pytest.CaptureFixture[str]) -> None:
+    assert analyze_paths([SHOP]) == ([], 14)
     assert main(["analyze", str(SHOP)]) == 0
+    # A newcomer sees that it ran (issue 10): one line, not silence.
+    assert capsys.readouterr().out == "legation analyze: 14 objects read: no problems found\n"
+
+
+def test_analyze_accepts_files_and_summarises_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "traffic.yaml"
+    broken.write_text((SHOP / "traffic.yaml").read_text().replace("weight: 90", "weight: 95"))
+    assert main(["analyze", str(SHOP / "services.yaml"), str(SHOP / "workloads.yaml"),
+                 str(broken)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{broken}:") and "virtualservice.weights-sum" in line
+               for line in out), out
+    assert out[-1].startswith("legation analyze: ") and "1 error, 0 warnings" in out[-1]
 
 
 def test_the_shop_has_the_canary_and_the_order_policy() -> None:

@@ -3,8 +3,9 @@
 
 A deliberately small HTTP/1.1 server on asyncio streams (one request per
 connection): the admin port is for probes, Prometheus and operators, not for
-traffic. GET handlers are plain functions returning `(status, content_type,
-body)`; they read state through `AdminView`.
+traffic. GET handlers are plain functions (or coroutines, when they must wait for a
+worker thread) returning `(status, content_type, body)`; they read state
+through `AdminView`.
 
 POST /ca/rotate-root starts a root CA rotation (legation/security/rotation.py;
 `legation ca rotate-root` calls it): 202 with the new root's fingerprint once
@@ -19,6 +20,7 @@ non-loopback `--admin-address` can; keep it on a trusted network.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,7 +67,7 @@ class AdminView(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
     def diagnostics(self) -> list[Diagnostic]: ...
-    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError: ...
+    async def snapshot_for(self, node_id: str) -> Snapshot | ProxyError: ...
 
 
 class CAControl(Protocol):
@@ -82,7 +84,9 @@ class Admin:
     metrics: Metrics
     ca: CAControl | None = None
 
-    def routes(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
+    def routes(
+        self,
+    ) -> dict[str, Callable[[dict[str, list[str]]], Response | Awaitable[Response]]]:
         return {
             "/healthz": lambda q: (200, "text/plain", b"ok\n"),
             "/readyz": self._readyz,
@@ -121,11 +125,11 @@ class Admin:
         ok, why = self.view.ready()
         return (200 if ok else 503), "text/plain", (why + "\n").encode()
 
-    def _config_dump(self, q: dict[str, list[str]]) -> Response:
+    async def _config_dump(self, q: dict[str, list[str]]) -> Response:
         node = (q.get("proxy") or [""])[0]
         if not node:
             return 400, "text/plain", b"missing ?proxy=<node id>\n"
-        entry = self.view.snapshot_for(node)
+        entry = await self.view.snapshot_for(node)
         if isinstance(entry, ProxyError):
             return 404, "text/plain", (entry.message + "\n").encode()
         return _json(config_dump(node, entry))
@@ -226,7 +230,8 @@ class AdminServer:
                 "text/plain",
                 ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode(),
             )
-        return handler(parse_qs(url.query))
+        response = handler(parse_qs(url.query))
+        return await response if inspect.isawaitable(response) else response
 
 
 async def _headers(reader: asyncio.StreamReader) -> dict[str, str] | None:

@@ -190,8 +190,14 @@ class App:
     def diagnostics(self) -> list[Diagnostic]:
         return self.pipeline.diagnostics
 
-    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
-        return self.cache.get(node_id) or self.pipeline.snapshot_for(node_id)
+    async def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
+        """What a proxy holds (connected) or would get: built in a thread, never on the
+        loop (the build state's lock may be held by a publication in progress)."""
+        held = self.cache.get(node_id)
+        if held is not None:
+            return held
+        return await asyncio.to_thread(self.pipeline.snapshot_of, self.store.snapshot(),
+                                       node_id)
 
     def _authenticator(self, *, required: bool, listener: str) -> Authenticator | None:
         """An xDS listener's credential check (security.py); with Kubernetes, a pod's

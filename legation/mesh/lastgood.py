@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from legation.model import Diagnostic, MeshSnapshot, Severity
 from legation.model.destination import DestinationRule
@@ -34,13 +35,25 @@ _KEPT_503 = (" The rule stays in force: requests it routes to the missing subset
 _LEFT_OUT = " This object is not applied until this is fixed (it has no earlier valid version)."
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a settled mesh holds in force, to become the last good state once served."""
+
+    good: Mapping[ObjectKey, Policy]
+    in_force: frozenset[ObjectKey]
+
+
 class LastGood:
     def __init__(self) -> None:
         self._good: dict[ObjectKey, Policy] = {}
         self._in_force: frozenset[ObjectKey] = frozenset()
 
-    def settle(self, base: MeshSnapshot, current: Mapping[ObjectKey, Policy]) -> MeshSnapshot:
-        """`base` with the traffic policy that passes the checks, and every finding."""
+    def settle(
+        self, base: MeshSnapshot, current: Mapping[ObjectKey, Policy]
+    ) -> tuple[MeshSnapshot, Verdict]:
+        """`base` with the traffic policy that passes the checks, and every finding; and
+        the verdict to `accept` once that mesh is in force (served). Changes nothing:
+        reading a snapshot, however often, never moves what counts as last good."""
         chosen: dict[ObjectKey, Policy] = dict(current)
         first_errors: dict[ObjectKey, list[Diagnostic]] = {}
         outcome: dict[ObjectKey, str] = {}
@@ -74,11 +87,18 @@ class LastGood:
                 else:
                     del chosen[key]
                     outcome[key] = _LEFT_OUT
-        self._good = {k: v for k, v in {**self._good, **chosen}.items() if k in current}
-        self._in_force = frozenset(chosen)
+        verdict = Verdict(
+            good={k: v for k, v in {**self._good, **chosen}.items() if k in current},
+            in_force=frozenset(chosen),
+        )
         errors = [_note(d, outcome[k]) for k, ds in sorted(first_errors.items()) for d in ds]
         final = _with(base, chosen)
-        return final.with_diagnostics((*base.diagnostics, *errors, *extra, *check.warnings))
+        mesh = final.with_diagnostics((*base.diagnostics, *errors, *extra, *check.warnings))
+        return mesh, verdict
+
+    def accept(self, verdict: Verdict) -> None:
+        """The mesh `verdict` came with is in force: its rules are now the last good ones."""
+        self._good, self._in_force = dict(verdict.good), verdict.in_force
 
     def _keeps_routing(self, key: ObjectKey, check: TrafficCheck,
                        chosen: Mapping[ObjectKey, Policy], current: Mapping[ObjectKey, Policy]

@@ -32,8 +32,9 @@ bundle. A rotated certificate republishes only its proxies (`refresh`).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -275,10 +276,10 @@ class SecretSource(Protocol):
 
 
 def build_snapshot(
-    memo: _Memo, node_id: str, *, changed_at: float, secrets: SecretSource | None = None
+    memo: _Memo, node_id: str, *, changed_at: float, secrets: Sequence[Resource] = ()
 ) -> Snapshot | ProxyError:
-    """One proxy's snapshot from a memo (pure apart from the memo's caches and `secrets`,
-    which issues the proxy's certificate on first use)."""
+    """One proxy's snapshot from a memo and its already issued `secrets`: no CA call, no
+    I/O (the memo's caches are the only state it touches)."""
     proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
     if proxy is None:
         return ProxyError(
@@ -288,9 +289,8 @@ def build_snapshot(
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
     routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode)
-    own = [*routes, *memo.own_resources(node_id, proxy), *memo.client_resources(proxy)]
-    if secrets is not None:
-        own += secrets.resources_for(node_id, proxy.workload)
+    own = [*routes, *memo.own_resources(node_id, proxy), *memo.client_resources(proxy),
+           *secrets]
     snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base,
                               prior=memo.prior_built.get(node_id))
     memo.built[node_id] = snapshot
@@ -321,6 +321,9 @@ class Pipeline:
         self._seen_diagnostics: set[Diagnostic] = set()
         # One publication at a time: an older build must never land after a newer one.
         self._publishing = asyncio.Lock()
+        # The memo (build state) is used by the worker thread that publishes and by
+        # `snapshot_of` callers: one at a time, whatever thread they run on.
+        self._building = threading.Lock()
         cache.on_connect = self._on_connect
 
     # -- public ------------------------------------------------------------
@@ -334,8 +337,19 @@ class Pipeline:
         return [*memo.mesh.diagnostics, *memo.diagnostics]
 
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
-        """Build (without publishing) what `node_id` would receive now."""
-        return build_snapshot(self._memo_for(self._store.snapshot()), node_id, changed_at=0.0)
+        """Build (without publishing) what `node_id` would receive now (no certificate:
+        nothing is issued for a proxy that is not connected). Call on the loop thread."""
+        return self.snapshot_of(self._store.snapshot(), node_id)
+
+    def snapshot_of(self, mesh: MeshSnapshot, node_id: str) -> Snapshot | ProxyError:
+        """`snapshot_for` a given mesh; any thread (build state is taken under its lock)."""
+        with self._building:
+            memo = self._memo
+            if memo is not None and memo.mesh is not mesh and mesh.version < memo.mesh.version:
+                memo = _Memo.of(mesh, prior=memo)  # an older mesh: the current memo stays
+            else:
+                memo = self._memo_for(mesh)
+            return build_snapshot(memo, node_id, changed_at=0.0)
 
     async def run(self) -> None:
         """Publish snapshots forever: on connect, and after each debounced change."""
@@ -390,7 +404,7 @@ class Pipeline:
 
     def _memo_for(self, mesh: MeshSnapshot) -> _Memo:
         memo = self._memo
-        if memo is None or memo.mesh.version != mesh.version:
+        if memo is None or memo.mesh is not mesh:
             memo = self._memo = _Memo.of(mesh, prior=memo)
         return memo
 
@@ -406,16 +420,34 @@ class Pipeline:
         self._metrics.translations.inc(len(built))
         for node_id, entry in built.items():
             self._cache.set(node_id, entry)
+        self._store.accept(mesh)  # in force now: the last good traffic rules move on
         self._report(memo)
 
     def _build_all(
         self, mesh: MeshSnapshot, nodes: list[str], changed_at: float
     ) -> tuple[_Memo, dict[str, Snapshot | ProxyError]]:
-        memo = self._memo_for(mesh)
-        return memo, {
-            n: build_snapshot(memo, n, changed_at=changed_at, secrets=self._secrets)
-            for n in nodes
-        }
+        """In the worker thread, the only place build state changes (under `_building`):
+        first the certificates the proxies need are issued, then their snapshots are
+        built from the mesh and those certificates alone."""
+        issued = self._issue(mesh, nodes)
+        with self._building:
+            memo = self._memo_for(mesh)
+            return memo, {
+                n: build_snapshot(memo, n, changed_at=changed_at, secrets=issued.get(n, ()))
+                for n in nodes
+            }
+
+    def _issue(self, mesh: MeshSnapshot, nodes: list[str]) -> dict[str, list[Resource]]:
+        """Each proxy's SDS resources (its certificate issued on first use): the inputs a
+        build takes, obtained before it."""
+        if self._secrets is None:
+            return {}
+        out = {}
+        for n in nodes:
+            proxy = resolve_proxy(mesh, n)
+            if proxy is not None:
+                out[n] = self._secrets.resources_for(n, proxy.workload)
+        return out
 
     def _report(self, memo: _Memo) -> None:
         """Log new findings once, and keep the diagnostics gauge current."""

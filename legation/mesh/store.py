@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
-from legation.mesh.lastgood import LastGood
+from legation.mesh.lastgood import LastGood, Verdict
 from legation.model import (
     DEFAULT_DOMAIN,
     AuthorizationPolicy,
@@ -40,6 +40,8 @@ from legation.model import (
 )
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
+
+_VERDICTS_KEPT = 16
 
 
 class MeshStore:
@@ -64,6 +66,7 @@ class MeshStore:
         # snapshot can keep what the change did not touch (MeshSnapshot.carry_endpoints).
         self._merged: dict[ObjectKey, MeshObject] = {}
         self._touched: set[ObjectKey] = set()
+        self._verdicts: dict[int, Verdict] = {}  # version -> its verdict, until accepted
 
     # -- writers (sources) ----------------------------------------------
 
@@ -123,9 +126,23 @@ class MeshStore:
         return not self._pending_sources
 
     def snapshot(self) -> MeshSnapshot:
+        """The current mesh (built once per version). A read: it never changes which
+        traffic rules count as last good; `accept` does."""
         if self._snapshot is None or self._snapshot.version != self._version:
             self._snapshot = self._build()
         return self._snapshot
+
+    def accept(self, mesh: MeshSnapshot) -> None:
+        """`mesh` (a snapshot of this store) is in force: the proxies were given it. Its
+        traffic rules become the last good ones, which a later invalid edit falls back to
+        (mesh/lastgood.py). A newer snapshot already built is settled again against them."""
+        verdict = self._verdicts.get(mesh.version)
+        if verdict is None:
+            return
+        self._last_good.accept(verdict)
+        self._verdicts = {v: k for v, k in self._verdicts.items() if v > mesh.version}
+        if self._snapshot is not None and self._snapshot.version > mesh.version:
+            self._snapshot = None
 
     async def wait_changed(self, after: int) -> int:
         """Return the current version once it differs from `after`."""
@@ -191,7 +208,11 @@ class MeshStore:
                 if before.get(k) is not merged.get(k)
             ])
         self._merged, self._touched = merged, set()
-        return self._last_good.settle(base, traffic)
+        mesh, verdict = self._last_good.settle(base, traffic)
+        self._verdicts[self._version] = verdict
+        if len(self._verdicts) > _VERDICTS_KEPT:  # never accepted: a reader without a pipeline
+            del self._verdicts[min(self._verdicts)]
+        return mesh
 
 
 _T = TypeVar("_T", Service, Workload, EndpointSlice)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,3 +137,61 @@ def test_the_serve_log_and_analyze_point_to_the_same_line() -> None:
     for d in found:
         assert (d.code, f"services.yaml:{d.as_dict()['line']}") in logged
         assert d.format().startswith(f"services.yaml:{d.line}: ")
+
+
+async def test_concurrent_connects_and_reads_during_rebuilds() -> None:
+    """Build state has one owner at a time (issue 10: `snapshot_for` read the memo on the
+    loop while the worker thread mutated it). Proxies connect and go while the mesh
+    keeps changing and another thread keeps asking what proxies would get; afterwards
+    every connected proxy holds, byte for byte, what a build from scratch gives, and
+    every answer the other thread got was right for the mesh it asked about."""
+    from test_pipeline_reuse import from_scratch, served
+
+    store, cache = MeshStore(), Recorder()
+    load_shop(store)
+    pipeline = Pipeline(store, cache, Metrics(), quiet=0.001, max_delay=0.01)
+    task = asyncio.create_task(pipeline.run())
+    nodes = ["frontend.shop", "order-v1.shop", "catalog-v1.shop", "catalog-v2.shop",
+             "payment-v1.shop", "ghost.shop"]
+    first = store.snapshot()
+    stop, answers = threading.Event(), []
+
+    def ask() -> None:
+        while not stop.is_set() and len(answers) < 30 * len(nodes):
+            for n in nodes:
+                answers.append((n, pipeline.snapshot_of(first, n)))
+            stop.wait(0.005)
+
+    reader = threading.Thread(target=ask)
+    reader.start()
+    source = f"file:{SHOP / 'workloads.yaml'}"
+    objs = list(store.objects(source).values())
+    try:
+        with contextlib.ExitStack() as held:
+            for i in range(40):
+                store.replace_source(source, objs[: 2 + i % len(objs)])  # endpoints move
+                if i % 3 == 0:
+                    held.enter_context(cache.watch(nodes[i % len(nodes)]))
+                if i % 7 == 6:
+                    held.close()  # they all go, and come back below
+                await asyncio.sleep(0.002)
+            store.replace_source(source, objs)
+            for n in nodes:
+                held.enter_context(cache.watch(n))
+            mesh = store.snapshot()
+            async with asyncio.timeout(10):
+                while not all(served(cache.get(n)) == served(from_scratch(mesh, n))
+                              for n in nodes if n != "ghost.shop"):
+                    await asyncio.sleep(0.02)
+            ghost = cache.get("ghost.shop")
+            assert isinstance(ghost, ProxyError) and ghost.code == "NOT_FOUND"
+    finally:
+        stop.set()
+        reader.join()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(answers) > len(nodes)
+    for n, got in answers:
+        want = from_scratch(first, n)
+        assert served(got) == served(want) if want is not None else isinstance(got, ProxyError)

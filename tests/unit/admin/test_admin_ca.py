@@ -27,7 +27,7 @@ class View:
     def diagnostics(self) -> list[Diagnostic]:
         return []
 
-    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
+    async def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         return ProxyError("NOT_FOUND", "none")
 
 

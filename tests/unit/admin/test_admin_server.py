@@ -45,7 +45,7 @@ class FakeView:
             )
         ]
 
-    def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
+    async def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         if node_id == "a.ns":
             return self.snap
         return ProxyError("NOT_FOUND", f"node id {node_id!r} names no workload")

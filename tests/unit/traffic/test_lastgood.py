@@ -134,3 +134,24 @@ def test_deleting_the_rule_of_a_routed_subset_keeps_the_route() -> None:
     mesh.load(dr=CATALOG_DR)  # the rule comes back: no finding left
     assert mesh.findings("virtualservice.subset-unknown") == []
     assert weights(mesh) == [("v1", 90), ("v2", 10)]
+
+
+def test_reading_a_snapshot_moves_nothing() -> None:
+    """Reads that wrote (issue 10): reading the store used to make what was read the
+    last good version, so the outcome of an edit depended on who had read in between.
+    Now only `accept` (the pipeline, once it served a mesh) moves it."""
+    def run(read_between: bool) -> list[tuple[str, int]]:
+        mesh = Mesh(dr=CATALOG_DR, vs=split(90, 10))
+        if read_between:
+            for _ in range(3):
+                mesh.store.snapshot()  # a debug endpoint, a test, analyze: reads only
+        mesh.load(vs=split(50, 50, subset="v3"))
+        snap = mesh.store.snapshot()
+        return [(v.name, len(v.http)) for v in snap.virtual_services]
+
+    assert run(read_between=True) == run(read_between=False) == []  # nothing was in force
+
+    mesh = Mesh(dr=CATALOG_DR, vs=split(90, 10))
+    mesh.store.accept(mesh.store.snapshot())  # served: now it is the last good version
+    mesh.load(vs=split(50, 50, subset="v3"))
+    assert weights(mesh) == [("v1", 90), ("v2", 10)]

@@ -99,7 +99,10 @@ class Mesh:
         self.store.replace_source(f"file:{name}", ())
 
     def snapshot(self) -> MeshSnapshot:
-        return self.store.snapshot()
+        """The current mesh, put in force as the pipeline does once it has served it."""
+        snap = self.store.snapshot()
+        self.store.accept(snap)
+        return snap
 
     def findings(self, code: str) -> list[Diagnostic]:
         return [d for d in self.snapshot().diagnostics if d.code == code]

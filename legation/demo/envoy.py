@@ -141,7 +141,11 @@ class Envoy:
         binary = self._binary or envoy_binary()
         base = [str(binary), "-c", str(self.bootstrap_path), "--use-dynamic-base-id",
                 "--admin-address-path", str(self.admin_address_path),
-                "--drain-time-s", "1", "--parent-shutdown-time-s", "2", *self._args]  # fmt: skip
+                # As Istio runs its proxies: a listener update tells every connection of
+                # the old listener to close at once (not gradually over --drain-time-s),
+                # so a policy change governs pooled connections within a request.
+                "--drain-strategy", "immediate", "--drain-time-s", "1",
+                "--parent-shutdown-time-s", "2", *self._args]  # fmt: skip
         setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
         return [setpriv, "--pdeathsig", "KILL", "--", *base] if setpriv else base
 

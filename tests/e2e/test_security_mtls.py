@@ -8,7 +8,9 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -93,6 +95,48 @@ async def test_authorization_policy_allows_the_named_principal_and_method(lab: S
     ]
     assert [r.status for r in denied] == [403, 403]
     assert all(r.text().startswith("RBAC: access denied") for r in denied)
+
+
+async def test_a_policy_change_governs_pooled_connections_within_seconds(
+    lab: SecureLab,
+) -> None:
+    """Stale policy on pooled connections (issue 10): the order sidecar keeps its
+    upstream connections to payment's inbound listener open between requests; a changed
+    AuthorizationPolicy replaces that listener, and with Envoy run as Istio runs it
+    (--drain-strategy immediate) the old listener's connections close after the request
+    in flight, so the new policy governs every later request. (With Envoy's default
+    gradual drain over 600 s, requests on pooled connections kept the old policy for
+    more than a minute.)"""
+    lab.service("payment")
+    await lab.backend("payment-v1", app="payment", service_account="payment-sa")
+    order = lab.client("order-v1", service_account="order-sa")
+    lab.peer_authentication("STRICT")
+    policy = ("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+              f"metadata: {{name: payment, namespace: {NAMESPACE}}}\n"
+              "spec:\n  selector: {matchLabels: {app: payment}}\n  action: ALLOW\n"
+              "  rules:\n  - to: [{operation: {methods: [METHOD]}}]\n")
+    lab.write("authz-payment.yaml", policy.replace("METHOD", "POST"))
+    await lab.start_all()
+    await eventually(lambda: _ok(lab.call(order, "payment", method="POST", path="/pay")),
+                     what="POST allowed")
+    for _ in range(20):  # keep the order sidecar's upstream pool warm
+        assert (await lab.call(order, "payment", method="POST", path="/pay")).status == 200
+    lab.write("authz-payment.yaml", policy.replace("METHOD", "PUT"))
+    changed = time.monotonic()
+    statuses: list[int] = []
+    while time.monotonic() - changed < 10:
+        statuses.append((await lab.call(order, "payment", method="POST", path="/pay")).status)
+        if statuses[-5:] == [403] * 5:
+            break
+        await asyncio.sleep(0.05)
+    took = time.monotonic() - changed
+    print(f"\npolicy edit -> every request denied: {took:.2f} s, statuses {statuses}")
+    assert statuses[-5:] == [403] * 5, statuses
+    assert took < 5
+    # Once denied, never allowed again on any pooled connection.
+    later = [(await lab.call(order, "payment", method="POST", path="/pay")).status
+             for _ in range(30)]
+    assert later == [403] * 30, later
 
 
 async def test_a_proxy_claiming_another_workload_gets_nothing(lab: SecureLab) -> None:

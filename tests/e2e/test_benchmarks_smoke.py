@@ -84,6 +84,14 @@ def test_fanout_reaches_every_proxy(result: dict[str, Any]) -> None:
             assert change["debounce_quiet_s"] > 0
 
 
+def test_a_reconnect_storm_resyncs_every_proxy(result: dict[str, Any]) -> None:
+    for run in _runs(result):
+        storm = run["storm"]
+        assert storm["resynced"] == run["spec"]["proxies"], storm
+        assert storm["wall_s"] > 0 and storm["server_cpu_s"] > 0
+        assert run["rss_settled_bytes"] > 0
+
+
 def test_endpoint_change_sends_only_the_changed_cla(result: dict[str, Any]) -> None:
     for run in _runs(result):
         for change in (c for c in run["changes"] if c["kind"] == "endpoint"):

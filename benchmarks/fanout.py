@@ -27,7 +27,7 @@ import multiprocessing
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -180,16 +180,22 @@ class FanoutConfig:
 
 
 def run(config: FanoutConfig, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    runs = []
+    from benchmarks import floor
+
+    runs, floors = [], []
     for spec in config.specs():
         progress(f"fanout: {spec.mode}, {spec.proxies} proxies")
         runs.append(run_in_process(spec))
+        progress(f"fanout floor (bare grpc.aio): {spec.mode}, {spec.proxies} proxies")
+        floors.append(floor.run_in_process(replace(spec, mesh=floor.mesh_for(spec.proxies),
+                                                   profile_path="")))
     return {
         "config": {"proxies": list(config.proxies), "modes": list(config.modes),
                    "mesh": asdict(config.mesh), "client_procs": config.client_procs,
                    "repeats": config.repeats, "debounce_quiet_s": config.quiet_s},
         "runs": runs,
-        "summary": fanout_report.summarise(runs),
+        "floor": floors,
+        "summary": {**fanout_report.summarise(runs), "floor": floor.summary(floors)},
     }
 
 

@@ -192,6 +192,7 @@ def summary_table(result: dict[str, Any]) -> str:
         f"{quiet:.0f} ms debounce)",
         ["mode", "proxies", "change", "all", "published", "ack p50", "ack p90", "LAST ack",
          "bytes/proxy", "srv cpu/wall", "cpu s srv/cli/other"], rows)]
+    parts.append(_floor_table(summary))
     parts.append(_connect_table(result["runs"]))
     parts.append(_storm_table(result["runs"]))
     ratios = summary["ratios"]
@@ -236,3 +237,19 @@ def _storm_table(runs: list[dict[str, Any]]) -> str:
     ]
     return table("Fan-out: reconnect storm (every proxy re-dials at once, stating what it holds)",
                  ["mode", "proxies", "resynced", "wall", "srv cpu s", "other cpu s"], rows)
+
+
+def _floor_table(summary: dict[str, Any]) -> str:
+    """The bare grpc.aio fan-out of one small response, beside Legation's endpoint change."""
+    rows = []
+    for f in summary.get("floor", []):
+        h = summary["headline"].get(f"{f['mode']}/{f['proxies']}/endpoint")
+        ours = h["acked_max_s"] if h else float("nan")
+        cpu = h["server_cpu_s"] if h else float("nan")
+        rows.append([f["mode"], f["proxies"], ms(f["last_ack_s"]), f"{f['server_cpu_s']:.2f}",
+                     ms(ours), f"{cpu:.2f}", f"{ours / f['last_ack_s']:.1f}x",
+                     f"{cpu / f['server_cpu_s']:.1f}x"])
+    return table("Fan-out floor: a bare grpc.aio server pushing one CLA to every stream "
+                 "(same clients, same run) vs Legation's endpoint change",
+                 ["mode", "proxies", "floor LAST ack", "floor cpu s", "ours LAST ack",
+                  "ours cpu s", "ack ratio", "cpu ratio"], rows)

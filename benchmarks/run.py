@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envoys, fanout, fanout_report, translation
+from benchmarks import envoys, fanout, fanout_report, scoping, translation
 from benchmarks.stats import (
     cpu_seconds_with_children,
     load_average,
@@ -30,7 +30,7 @@ from benchmarks.stats import (
 )
 from legation.logs import configure
 
-SCENARIOS = ("translation", "fanout", "envoy")
+SCENARIOS = ("translation", "fanout", "envoy", "scoping")
 SCHEMA = 1
 
 
@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             proxies=tuple(args.proxies or ()), modes=tuple(args.modes or ()),
             repeats=args.repeats, kinds=tuple(args.changes or ()))
         out["scenarios"]["fanout"] = fanout.run(config, _progress)
+    if "scoping" in chosen:
+        _progress("scoping")
+        out["scenarios"]["scoping"] = scoping.run(scoping.ScopingConfig.make(quick=args.quick))
     if "envoy" in chosen:
         _progress("envoy")
         out["scenarios"]["envoy"] = asyncio.run(envoys.run(envoys.EnvoyConfig.make(
@@ -125,6 +128,8 @@ def tables(result: dict[str, Any]) -> str:
         parts.append(fanout_report.summary_table(scenarios["fanout"]))
         errors = [r["error"] for r in scenarios["fanout"]["runs"] if "error" in r]
         parts.extend(f"  fan-out error: {e}" for e in errors)
+    if "scoping" in scenarios:
+        parts.append(scoping.summary(scenarios["scoping"]))
     if "envoy" in scenarios:
         parts.append(envoys.summary(scenarios["envoy"]))
     m = result["machine"]

@@ -54,7 +54,16 @@ from legation.cache import (
 )
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
-from legation.model import Diagnostic, InterceptionMode, Labels, MeshSnapshot, Proxy, Workload
+from legation.model import (
+    Diagnostic,
+    InterceptionMode,
+    Labels,
+    MeshSnapshot,
+    Proxy,
+    Scope,
+    Service,
+    Workload,
+)
 from legation.translators import (
     Client,
     LocalityTarget,
@@ -86,8 +95,9 @@ def to_resources(t: Translated) -> list[Resource]:
     return out
 
 
-# (namespace, route key, interception mode: what transparent proxies share differs)
-RouteKey = tuple[str, frozenset[tuple[str, str, int, int]], InterceptionMode]
+# (namespace, route key, interception mode: what transparent proxies share differs,
+#  scope: what the proxy may see, None for everything)
+RouteKey = tuple[str, frozenset[tuple[str, str, int, int]], InterceptionMode, Scope | None]
 
 
 @dataclass(slots=True)
@@ -103,6 +113,7 @@ class _Own:
 class _ServicePart:
     """One service's outbound clusters and assignments, and what they were translated from."""
 
+    service: Service
     inputs: tuple[object, ...]  # translators.service_inputs
     resources: list[Resource]
     diagnostics: list[Diagnostic]
@@ -123,7 +134,7 @@ def translate_outbound(
         part = prior.get(key)
         if part is None or part.inputs != inputs:
             t = service_outbound(mesh, svc, ports)
-            part = _ServicePart(inputs, to_resources(t), t.diagnostics)
+            part = _ServicePart(svc, inputs, to_resources(t), t.diagnostics)
         parts[key] = part
         resources.extend(part.resources)
         diagnostics.extend(part.diagnostics)
@@ -167,6 +178,11 @@ class _Memo:
         default_factory=dict)
     built: dict[str, Snapshot] = field(default_factory=dict)  # node id -> its snapshot
     prior_built: dict[str, Snapshot] = field(default_factory=dict)
+    # Sidecar scopes: (namespace, labels) -> scope; scope -> its base and route view
+    scopes: dict[tuple[str, Labels], Scope | None] = field(default_factory=dict)
+    scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
+    prior_scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
+    scoped_views: dict[Scope, MeshSnapshot] = field(default_factory=dict)
 
     @classmethod
     def of(cls, mesh: MeshSnapshot, prior: _Memo | None = None) -> _Memo:
@@ -180,8 +196,49 @@ class _Memo:
                     memo._keep_namespace(key, resources, found)
                 memo.route_keys = dict(prior.route_keys)
             memo.prior_views, memo.prior_own = prior.views, prior.own
-            memo.prior_built = prior.built
+            memo.prior_built, memo.prior_scoped = prior.built, prior.scoped
         return memo
+
+    def scope(self, proxy: Proxy) -> Scope | None:
+        """What the proxy may see (its Sidecar, exportTo); None: the whole mesh."""
+        key = (proxy.namespace, proxy.workload.labels)
+        if key not in self.scopes:
+            self.scopes[key] = self.mesh.scope_of(proxy.workload)
+        return self.scopes[key]
+
+    def base_for(self, scope: Scope | None) -> SnapshotBase:
+        """The shared resources of a scope: the clusters and assignments of the services it
+        sees, one base (and lineage) per scope, shared by every proxy with that scope."""
+        if scope is None:
+            return self.base
+        found = self.scoped.get(scope)
+        if found is None:
+            seen = [r for part in self.services.values()
+                    if self.mesh.visible(scope, part.service) for r in part.resources]
+            found = self.scoped[scope] = SnapshotBase.of(
+                seen, parent=self.prior_scoped.get(scope))
+        return found
+
+    def _routes_for(self, scope: Scope | None) -> MeshSnapshot:
+        """`route_view`, cut to what `scope` sees."""
+        if scope is None:
+            return self.routes_view
+        view = self.scoped_views.get(scope)
+        if view is None:
+            mesh = self.routes_view
+            services = tuple(s for s in mesh.services if self.mesh.visible(scope, s))
+            seen = {s.fqdn(mesh.domain) for s in services}
+            known = {s.fqdn(mesh.domain) for s in mesh.services}
+            rules = tuple(
+                vs for vs in mesh.virtual_services
+                if any((fqdn in seen) if fqdn in known else
+                       scope.sees(vs.namespace, "", fqdn)
+                       for fqdn in (mesh.qualify_host(h, vs.namespace).fqdn for h in vs.hosts))
+            )
+            view = self.scoped_views[scope] = MeshSnapshot(
+                domain=mesh.domain, root_namespace=mesh.root_namespace, services=services,
+                virtual_services=rules, destination_rules=mesh.destination_rules)
+        return view
 
     def route_key(self, proxy: Proxy) -> frozenset[tuple[str, str, int, int]]:
         """`translators.route_key`, once per (namespace, labels) while routes are unchanged."""
@@ -196,11 +253,12 @@ class _Memo:
         ns: str,
         key: frozenset[tuple[str, str, int, int]] = frozenset(),
         mode: InterceptionMode = InterceptionMode.EXPLICIT,
+        scope: Scope | None = None,
     ) -> list[Resource]:
-        found = self.namespaces.get((ns, key, mode))
+        found = self.namespaces.get((ns, key, mode, scope))
         if found is None:
-            t = translate_namespace(self.routes_view, ns, key, mode)
-            return self._keep_namespace((ns, key, mode), to_resources(t), t.diagnostics)
+            t = translate_namespace(self._routes_for(scope), ns, key, mode)
+            return self._keep_namespace((ns, key, mode, scope), to_resources(t), t.diagnostics)
         return found[0]
 
     def _keep_namespace(
@@ -288,10 +346,15 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
-    routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode)
-    own = [*routes, *memo.own_resources(node_id, proxy), *memo.client_resources(proxy),
-           *secrets]
-    snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base,
+    scope = memo.scope(proxy)
+    base = memo.base_for(scope)
+    routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode, scope)
+    client = memo.client_resources(proxy)
+    if scope is not None:  # locality variants of assignments the proxy is sent at all
+        assignments = base.types[ENDPOINT].resources
+        client = [r for r in client if r.name in assignments]
+    own = [*routes, *memo.own_resources(node_id, proxy), *client, *secrets]
+    snapshot = Snapshot.build(own, changed_at=changed_at, base=base,
                               prior=memo.prior_built.get(node_id))
     memo.built[node_id] = snapshot
     return snapshot

@@ -34,6 +34,7 @@ from legation.model import (
     PolicyObject,
     Service,
     Severity,
+    Sidecar,
     VirtualService,
     Workload,
     object_key,
@@ -195,6 +196,12 @@ class MeshStore:
             authorization_policies=tuple(
                 sorted(
                     (o for o in ordered if isinstance(o, AuthorizationPolicy)),
+                    key=lambda p: (p.namespace, p.name),
+                )
+            ),
+            sidecars=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, Sidecar)),
                     key=lambda p: (p.namespace, p.name),
                 )
             ),

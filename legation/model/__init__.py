@@ -40,6 +40,7 @@ from legation.model.security import (
     MtlsMode,
     PeerAuthentication,
 )
+from legation.model.sidecar import EgressHost, Scope, Sidecar
 from legation.model.snapshot import MeshSnapshot
 from legation.model.traffic import VirtualService
 
@@ -49,6 +50,7 @@ __all__ = [
     "AuthorizationPolicy",
     "DestinationRule",
     "Diagnostic",
+    "EgressHost",
     "Endpoint",
     "EndpointSlice",
     "HealthStatus",
@@ -65,9 +67,11 @@ __all__ = [
     "PolicyObject",
     "Protocol",
     "Proxy",
+    "Scope",
     "Service",
     "ServicePort",
     "Severity",
+    "Sidecar",
     "SliceEndpoint",
     "SlicePort",
     "SourceRef",

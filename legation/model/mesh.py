@@ -16,7 +16,9 @@ from typing import Any
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import SourceRef
+from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
+from legation.model.sidecar import Sidecar
 from legation.model.traffic import VirtualService
 
 DEFAULT_DOMAIN = "cluster.local"
@@ -56,19 +58,6 @@ class InterceptionMode(StrEnum):
     TRANSPARENT = "transparent"  # iptables redirection, Istio's 15001/15006 layout
 
 
-Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs
-
-
-def labels_of(mapping: Mapping[str, str] | None) -> Labels:
-    return tuple(sorted((mapping or {}).items()))
-
-
-def selector_matches(selector: Labels, labels: Labels) -> bool:
-    """A non-empty equality selector matches when every pair is present."""
-    if not selector:
-        return False
-    have = dict(labels)
-    return all(have.get(k) == v for k, v in selector)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +91,15 @@ class Service:
     selector: Labels = ()
     ports: tuple[ServicePort, ...] = ()
     cluster_ip: str = ""
+    # annotation networking.istio.io/exportTo: "*" (or empty) everywhere, "." its own
+    # namespace, else the namespaces listed
+    export_to: tuple[str, ...] = ()
+
+    def visible_in(self, namespace: str) -> bool:
+        if not self.export_to or "*" in self.export_to:
+            return True
+        return namespace in self.export_to or ("." in self.export_to
+                                               and namespace == self.namespace)
 
     def fqdn(self, domain: str = DEFAULT_DOMAIN) -> str:
         return f"{self.name}.{self.namespace}.svc.{domain}"
@@ -230,9 +228,11 @@ class PolicyObject:
 
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
-    | VirtualService | DestinationRule
+    | VirtualService | DestinationRule | Sidecar
     | PeerAuthentication | AuthorizationPolicy
 )
+
+__all__ = ["Labels", "labels_of", "selector_matches"]  # re-exported from labels.py
 
 
 def object_key(obj: MeshObject) -> tuple[str, str, str]:

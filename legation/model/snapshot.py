@@ -36,6 +36,7 @@ from legation.model.security import (
     MeshSecurity,
     PeerAuthentication,
 )
+from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
 from legation.model.traffic import VirtualService
 
 
@@ -68,6 +69,7 @@ class MeshSnapshot:
     destination_rules: tuple[DestinationRule, ...] = ()  # in force (validated), by (ns, name)
     peer_authentications: tuple[PeerAuthentication, ...] = ()  # by (ns, name)
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
+    sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
     diagnostics: tuple[Diagnostic, ...] = ()
 
@@ -239,6 +241,21 @@ class MeshSnapshot:
                 if vs.applies_to_sidecars and vs.visible_in(namespace)
             )
         return found
+
+    def scope_of(self, workload: Workload) -> Scope | None:
+        """What a workload's proxy may see (model/sidecar.py): its Sidecar's egress hosts
+        and the services exported to its namespace; None when that is everything."""
+        sidecar = sidecar_for(self.sidecars, namespace=workload.namespace,
+                              labels=workload.labels, root_namespace=self.root_namespace)
+        if sidecar is not None:
+            return Scope(workload.namespace, sidecar.hosts)
+        if any(s.export_to and "*" not in s.export_to for s in self.services):
+            return Scope(workload.namespace, (EgressHost(namespace="*", host="*"),))
+        return None
+
+    def visible(self, scope: Scope, svc: Service) -> bool:
+        return svc.visible_in(scope.namespace) and scope.sees(
+            svc.namespace, svc.name, svc.fqdn(self.domain))
 
     def services_selecting(self, workload: Workload) -> tuple[Service, ...]:
         """Services of the workload's namespace whose selector matches its labels."""

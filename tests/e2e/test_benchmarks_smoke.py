@@ -37,7 +37,15 @@ def test_the_file_names_the_run(result: dict[str, Any]) -> None:
     assert result["schema"] == 1
     assert result["quick"] is True
     assert result["machine"]["cpus"] >= 1
-    assert set(result["scenarios"]) == {"translation", "fanout", "envoy"}
+    assert set(result["scenarios"]) == {"translation", "fanout", "envoy", "scoping"}
+
+
+def test_a_sidecar_cuts_what_each_proxy_is_sent(result: dict[str, Any]) -> None:
+    scoped = result["scenarios"]["scoping"]
+    assert scoped["sidecar"]["proxies"] == scoped["unscoped"]["proxies"] > 0
+    assert scoped["unscoped"]["distinct_bases"] == 1  # everyone shares one base
+    assert scoped["sidecar"]["distinct_bases"] > 1  # one per namespace scope
+    assert 0 < scoped["ratio"] < 0.5
 
 
 def test_translation_shares_each_resource_between_proxies(result: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_n
 from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
 from legation.sources.convert.service import convert_service
+from legation.sources.convert.sidecar import convert_sidecar
 from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
 
@@ -63,7 +64,9 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
         KindSpec(group="networking.istio.io", kind="DestinationRule",
                  versions=ISTIO_NETWORKING_VERSIONS, convert=convert_destination_rule),
     ]
-    for kind in ("ServiceEntry", "Gateway", "Sidecar"):
+    specs.append(KindSpec(group="networking.istio.io", kind="Sidecar",
+                          versions=ISTIO_NETWORKING_VERSIONS, convert=convert_sidecar))
+    for kind in ("ServiceEntry", "Gateway"):
         specs.append(KindSpec(group="networking.istio.io", kind=kind,
                               versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
     specs.append(KindSpec(group="security.istio.io", kind="PeerAuthentication",

@@ -1,6 +1,6 @@
 """Istio kinds Legation reads but does not implement yet, kept as plain data.
 
-ServiceEntry, Gateway, Sidecar and RequestAuthentication are checked to be
+ServiceEntry, Gateway and RequestAuthentication are checked to be
 well-formed objects with a mapping `spec`, normalised to JSON-like data
 (string keys, no YAML timestamps or sets) and given a content hash so that
 equality is cheap. None of them changes what a proxy receives yet, so each
@@ -26,8 +26,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
                "VirtualServices bound to this gateway (spec.gateways) do not apply there.",
     "ServiceEntry": "hosts outside the mesh get no clusters or routes; requests to them "
                     "follow the proxy's outbound path as for any unknown host.",
-    "Sidecar": "every proxy receives the configuration of the whole mesh; its egress, "
-               "ingress and outboundTrafficPolicy are not applied.",
     "RequestAuthentication": "JWTs are not validated (no jwt_authn filter), so its "
                              "jwtRules neither reject bad tokens nor set request principals.",
 }

@@ -22,6 +22,7 @@ def convert_service(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Service | 
     selector = ctx.string_map(spec, "selector", "spec", problem="selector")
     cluster_ip = ctx.string(spec, "clusterIP", "spec", problem="cluster-ip")
     ports = _ports(ctx, spec)
+    exports = _export_to(ctx, meta.annotations.get(EXPORT_TO, ""))
     return Service(
         ref=ctx.ref,
         name=meta.name,
@@ -30,7 +31,24 @@ def convert_service(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Service | 
         selector=labels_of(selector),
         ports=ports,
         cluster_ip=cluster_ip,
+        export_to=exports,
     )
+
+
+EXPORT_TO = "networking.istio.io/exportTo"
+
+
+def _export_to(ctx: Ctx, raw: str) -> tuple[str, ...]:
+    """Istio's annotation: comma-separated '.', '*', '~' or namespace names."""
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    for v in values:
+        if v not in (".", "*", "~") and not is_dns1123_label(v):
+            ctx.invalid(f"metadata.annotations[{EXPORT_TO}]", "export-to", raw,
+                        "comma-separated '.', '*', '~' or namespace names")
+            return ()
+    if "~" in values:
+        return ("~",)  # exported nowhere (Istio: hidden from every other namespace too)
+    return values
 
 
 def _ports(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[ServicePort, ...]:

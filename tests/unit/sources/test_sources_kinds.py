@@ -168,10 +168,10 @@ def test_namespace_and_node() -> None:
 
 POLICIES = [
     # VirtualService and DestinationRule have typed models: tests/unit/traffic/;
-    # PeerAuthentication and AuthorizationPolicy too: tests/unit/security/
+    # PeerAuthentication and AuthorizationPolicy too: tests/unit/security/; Sidecar:
+    # tests/unit/test_pipeline_scope.py
     ("networking.istio.io/v1alpha3", "ServiceEntry"),
     ("networking.istio.io/v1", "Gateway"),
-    ("networking.istio.io/v1", "Sidecar"),
     ("security.istio.io/v1", "RequestAuthentication"),
 ]
 

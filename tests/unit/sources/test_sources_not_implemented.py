@@ -11,7 +11,6 @@ MANIFESTS = {
                "spec: {selector: {istio: ingressgateway}}",
     "ServiceEntry": "networking.istio.io/v1\nkind: ServiceEntry\n"
                     "spec: {hosts: [api.example.com]}",
-    "Sidecar": "networking.istio.io/v1\nkind: Sidecar\nspec: {egress: [{hosts: ['./*']}]}",
     "RequestAuthentication": "security.istio.io/v1\nkind: RequestAuthentication\n"
                              "spec: {jwtRules: [{issuer: issuer.example.com}]}",
 }

@@ -51,6 +51,7 @@ from legation.demo.http import (
 
 PROPAGATED = (
     "x-request-id",
+    "x-canary",  # the demo's canary route (examples/shop/traffic.yaml) follows the request
     "end-user",
     "traceparent",
     "tracestate",
@@ -224,12 +225,15 @@ class DemoApp:
         status, payload = await self.handle(method, target, headers, body)
         self.requests_served += 1
         keep = version == "HTTP/1.1" and (first(headers, "connection") or "").lower() != "close"
+        identity = served_identity(headers)
         data = b"" if method == "HEAD" or status == 204 else json.dumps(payload).encode() + b"\n"
         out = [
             ("content-type", "application/json"),
             ("content-length", str(len(data))),
             ("x-served-by", self.name),
         ]
+        if identity:
+            out.append(("x-served-identity", identity))
         if not keep:
             out.append(("connection", "close"))
         reason = _REASONS.get(status, "Status")
@@ -293,8 +297,22 @@ class DemoApp:
         except (OSError, TimeoutError, HttpError) as e:
             result["error"] = f"{type(e).__name__}: {e}"
             return result
-        result.update(status=resp.status, served_by=resp.header("x-served-by"), body=_body(resp))
+        result.update(status=resp.status, served_by=resp.header("x-served-by"),
+                      identity=resp.header("x-served-identity"), body=_body(resp))
         return result
+
+
+def served_identity(headers: HeaderPairs) -> str:
+    """The SPIFFE ID this workload's sidecar presented to the caller: the `By=` element of
+    the x-forwarded-client-cert header it adds on mTLS (empty without mTLS)."""
+    for name, value in headers:
+        if name == "x-forwarded-client-cert":
+            last = value.split(",")[-1]  # the hop that reached us
+            for part in last.split(";"):
+                key, _, val = part.partition("=")
+                if key.strip().lower() == "by":
+                    return val.strip().strip('"')
+    return ""
 
 
 def _header_dict(headers: HeaderPairs) -> dict[str, str]:

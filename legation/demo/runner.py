@@ -325,6 +325,8 @@ class Demo:
             nacks=int(sum(_nack_samples(app))),
             events=tuple(self.events),
             diagnostics=tuple(d.format() for d in app.diagnostics()),
+            identities=tuple(sorted(tally.identities.items())),
+            canary=tuple(sorted(tally.canary.items())),
             footer=(
                 f"look closer: http://{ADMIN}/debug/proxies · Envoy admin on each sidecar's "
                 f"address, port {ENVOY_ADMIN_PORT} · logs in {self.work}"

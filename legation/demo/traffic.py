@@ -20,23 +20,29 @@ from typing import Any
 from legation.demo.http import HttpError, HttpResponse, request
 
 WINDOW_S = 5.0
+CANARY_EVERY = 10
 Key = tuple[str, str]  # (service host, e.g. "catalog.shop"; workload)
 
 
 @dataclass(slots=True)
 class Tally:
     total: Counter[Key] = field(default_factory=Counter)
+    identities: dict[str, str] = field(default_factory=dict)  # workload -> SPIFFE ID it showed
+    canary: Counter[Key] = field(default_factory=Counter)  # requests sent with x-canary: true
     errors: Counter[str] = field(default_factory=Counter)  # kind -> count
     requests: int = 0
     last_error: str = ""
     _recent: deque[tuple[float, tuple[Key, ...]]] = field(default_factory=deque)
 
     def record(
-        self, keys: tuple[Key, ...], error: str | None, *, now: float, detail: str = ""
+        self, keys: tuple[Key, ...], error: str | None, *, now: float, detail: str = "",
+        canary: bool = False,
     ) -> None:
         """One request: the workloads that served it; `error` a short kind ("HTTP 502")."""
         self.requests += 1
         self.total.update(keys)
+        if canary:
+            self.canary.update(keys)
         self._recent.append((now, keys))
         if error is not None:
             self.errors[error] += 1
@@ -54,6 +60,21 @@ class Tally:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+
+def identities(resp: HttpResponse) -> dict[str, str]:
+    """workload -> the SPIFFE ID its sidecar presented, for every hop of one answer."""
+    out = {}
+    if resp.header("x-served-identity"):
+        out[resp.header("x-served-by") or "?"] = str(resp.header("x-served-identity"))
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        return out
+    for call in body.get("calls", ()) if isinstance(body, dict) else ():
+        if call.get("served_by") and call.get("identity"):
+            out[str(call["served_by"])] = str(call["identity"])
+    return out
 
 
 def outcome(target: str, resp: HttpResponse) -> tuple[tuple[Key, ...], str | None]:
@@ -93,26 +114,29 @@ class Load:
         self._timeout = timeout
 
     async def run(self) -> None:
-        """Until cancelled; requests in flight are cancelled with it."""
+        """Until cancelled; requests in flight are cancelled with it. Every
+        `CANARY_EVERY`-th request carries `x-canary: true` (the shop's header route)."""
         async with asyncio.TaskGroup() as tg:
-            for target in itertools.cycle(self._targets):
+            for n, target in enumerate(itertools.cycle(self._targets)):
                 await self._slots.acquire()
-                tg.create_task(self._one(target))
+                tg.create_task(self._one(target, canary=n % CANARY_EVERY == CANARY_EVERY - 1))
                 await asyncio.sleep(self._interval)
 
-    async def _one(self, target: str) -> None:
+    async def _one(self, target: str, *, canary: bool = False) -> None:
         try:
             host, port = self._proxy
+            headers = {"host": target, **({"x-canary": "true"} if canary else {})}
             try:
                 resp = await request(
                     host, port, "GET", f"http://{target}/shop",
-                    headers={"host": target}, timeout=self._timeout,
+                    headers=headers, timeout=self._timeout,
                 )  # fmt: skip
             except (OSError, TimeoutError, HttpError) as e:
                 self.tally.record((), type(e).__name__, now=time.monotonic(), detail=str(e))
                 return
             keys, error = outcome(target, resp)
-            self.tally.record(keys, error, now=time.monotonic())
+            self.tally.identities.update(identities(resp))
+            self.tally.record(keys, error, now=time.monotonic(), canary=canary)
         finally:
             self._slots.release()
 

@@ -49,6 +49,8 @@ class Frame:
     events: tuple[ChangeEvent, ...]
     diagnostics: tuple[str, ...] = ()  # the control plane's findings, formatted
     footer: str = ""  # where to look further (admin URLs, logs)
+    identities: tuple[tuple[str, str], ...] = ()  # (workload, SPIFFE ID it presented)
+    canary: tuple[tuple[Key, int], ...] = ()  # what requests with x-canary: true reached
 
 
 def clock(seconds: float) -> str:
@@ -63,6 +65,7 @@ def render(f: Frame) -> list[str]:
         f"         {f.requests} requests · {_errors(f)} · {f.rate:.0f} req/s",
         "",
         *_destinations(f),
+        *_canary(f),
         "",
         *_config(f),
         *_diagnostics(f),
@@ -92,12 +95,22 @@ def _destinations(f: Frame) -> list[str]:
             now = f.window[(service, w)] / recent if recent else 0.0
             bar = "█" * round(now * BAR)
             label = service if i == 0 else ""
+            identity = dict(f.identities).get(w, "")
             lines.append(
                 f"  {label:<16} {w:<14} {f.total[(service, w)]:>6} {share:>7.1%} {now:>8.1%}  {bar}"
+                + (f"  {identity}" if identity else "")
             )
     if not services:
         lines.append("  (no answers yet)")
     return lines
+
+
+def _canary(f: Frame) -> list[str]:
+    """Where requests with `x-canary: true` went (the header route of the shop)."""
+    if not f.canary:
+        return []
+    reached = ", ".join(f"{w} x{n}" for (s, w), n in f.canary if s.startswith("catalog"))
+    return [f"  x-canary: true -> {reached or '(no catalog call yet)'}"]
 
 
 def _config(f: Frame) -> list[str]:
@@ -174,5 +187,8 @@ def summary_line(f: Frame) -> str:
         ("in_sync", f"{sum(1 for p in live if p.view.in_sync)}/{len(live)}"),
         ("startup_s", f"{f.startup:.3f}" if f.startup else "-"),
         ("nacks", str(f.nacks)),
+        ("canary", ",".join(f"{w}:{n}" for (s, w), n in f.canary if s.startswith("catalog"))
+         or "-"),
+        *((f"identity.{w}", i) for w, i in f.identities),
     ]
     return "summary " + " ".join(f"{k}={v}" for k, v in pairs)

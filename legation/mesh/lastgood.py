@@ -22,10 +22,10 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from legation.model import Diagnostic, MeshSnapshot, Severity
+from legation.model import Diagnostic, MeshSnapshot, ObjectKey, Severity
 from legation.model.destination import DestinationRule
 from legation.model.traffic import VirtualService
-from legation.model.validate import MissingSubset, ObjectKey, TrafficCheck, check_traffic
+from legation.model.validate import MissingSubset, TrafficCheck, check_traffic
 
 Policy = VirtualService | DestinationRule
 

@@ -30,6 +30,7 @@ from legation.model import (
     MeshSnapshot,
     Namespace,
     Node,
+    ObjectKey,
     PeerAuthentication,
     PolicyObject,
     Service,
@@ -39,8 +40,6 @@ from legation.model import (
     Workload,
     object_key,
 )
-
-ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 _VERDICTS_KEPT = 16
 

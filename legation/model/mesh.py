@@ -232,10 +232,13 @@ MeshObject = (
     | PeerAuthentication | AuthorizationPolicy
 )
 
-__all__ = ["Labels", "labels_of", "selector_matches"]  # re-exported from labels.py
+__all__ = ["Labels", "ObjectKey", "labels_of", "selector_matches"]
 
 
-def object_key(obj: MeshObject) -> tuple[str, str, str]:
+ObjectKey = tuple[str, str, str]  # (kind, namespace, name): the identity across versions
+
+
+def object_key(obj: MeshObject) -> ObjectKey:
     """(kind, namespace, name): the identity of an object across versions."""
     kind = obj.kind.value if isinstance(obj, Workload) else obj.ref.kind
     namespace = "" if isinstance(obj, Namespace | Node) else obj.namespace

@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity
 from legation.model.hosts import host_matches
-from legation.model.mesh import Service, selector_matches
+from legation.model.mesh import ObjectKey, Service, selector_matches
 from legation.model.snapshot import MeshSnapshot
 from legation.model.traffic import Destination, VirtualService
-
-ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,8 +25,8 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from legation.mesh.store import MeshStore, ObjectKey
-from legation.model import Diagnostic, MeshObject, Severity, SourceRef, object_key
+from legation.mesh.store import MeshStore
+from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef, object_key
 from legation.sources.convert import ConvertResult, convert_text
 
 _log = structlog.get_logger("legation.sources.files")

@@ -36,8 +36,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.config import incluster_config
 
-from legation.mesh.store import MeshStore, ObjectKey
-from legation.model import Diagnostic, MeshObject, object_key
+from legation.mesh.store import MeshStore
+from legation.model import Diagnostic, MeshObject, ObjectKey, object_key
 from legation.sources.kube.kinds import WATCHED_KINDS, WatchedKind
 from legation.sources.kube.reflector import Change, Ident, Listed, Message, Reflector, Timing
 

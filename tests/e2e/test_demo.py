@@ -71,6 +71,13 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert got["order-v1"] == got["payment-v1"] == got["requests"], out
     assert got["in_sync"] == "5/5" and got["nacks"] == "0", out
     assert float(got["startup_s"]) > 0, out
+    # A newcomer sees the mTLS identity each workload presented, and the header route:
+    # requests sent with x-canary: true go to catalog-v2 (the split alone sends it 10%;
+    # while the demo's live change has taken the rules away, any version serves them).
+    assert got["identity.catalog-v2"] == "spiffe://cluster.local/ns/shop/sa/catalog-sa", out
+    assert got["identity.order-v1"] == "spiffe://cluster.local/ns/shop/sa/order-sa", out
+    canary = dict(pair.split(":") for pair in got["canary"].split(","))
+    assert int(canary["catalog-v2"]) > int(canary.get("catalog-v1", 0)), out
     changes = [x for x in out.splitlines() if x.startswith("change ")]
     assert len(changes) == 2, out  # made live, then undone, each in sync everywhere
     assert all(re.search(r"→ (\d)/\1 proxies in sync [\d.]+s after the write", c) for c in changes)

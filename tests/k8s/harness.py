@@ -11,8 +11,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from legation.mesh.store import MeshStore, ObjectKey
-from legation.model import Diagnostic, MeshObject, object_key
+from legation.mesh.store import MeshStore
+from legation.model import Diagnostic, MeshObject, ObjectKey, object_key
 from legation.sources.convert import convert_object
 from legation.sources.kubernetes import KubernetesSource
 

@@ -15,8 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from legation.mesh.store import ObjectKey
-from legation.model import Diagnostic, MeshObject, Severity, SourceRef, object_key
+from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef, object_key
 from legation.sources.convert.dispatch import KINDS, convert_object
 from legation.sources.convert.yamlload import Document, load_documents
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from legation.model import Diagnostic, MeshObject, Severity, SourceRef
+from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef
 from legation.sources.convert.authorizationpolicy import convert_authorization_policy
 from legation.sources.convert.cluster import convert_namespace, convert_node
 from legation.sources.convert.destinationrule import convert_destination_rule
@@ -27,7 +27,6 @@ from legation.sources.convert.sidecar import convert_sidecar
 from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
 
-ObjectKey = tuple[str, str, str]  # (kind, namespace, name); same as legation.mesh.store.ObjectKey
 Converter = Callable[[Ctx, Meta, Mapping[str, Any]], MeshObject | None]
 
 ISTIO_NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")

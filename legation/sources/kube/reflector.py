@@ -32,8 +32,8 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.watch.watch import iter_resp_lines
 
-from legation.model import Diagnostic, MeshObject, Severity, SourceRef, object_key
-from legation.sources.convert import ObjectKey, convert_object
+from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef, object_key
+from legation.sources.convert import convert_object
 from legation.sources.kube.kinds import WatchedKind, list_call
 
 _log = structlog.get_logger("legation.sources.kubernetes")

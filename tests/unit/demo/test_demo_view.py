@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -110,4 +111,12 @@ def test_status_and_summary_lines() -> None:
     )
     assert summary_line(f) == (
         "summary requests=4 errors=0 catalog-v1=3 catalog-v2=1 in_sync=1/1 startup_s=0.420 nacks=0"
+        " canary=-"
     )
+    shown = dataclasses.replace(
+        f, canary=((V2, 2),), identities=(("catalog-v2", "spiffe://cluster.local/ns/shop/sa/c"),))
+    assert summary_line(shown).endswith(
+        " canary=catalog-v2:2 identity.catalog-v2=spiffe://cluster.local/ns/shop/sa/c")
+    text = "\n".join(render(shown))
+    assert "x-canary: true -> catalog-v2 x2" in text
+    assert "spiffe://cluster.local/ns/shop/sa/c" in text

@@ -38,6 +38,7 @@ class _TypeIndex:
     version: str  # version_of(resources)
     # extra resources (by object identity, in order) -> (merged mapping, its version)
     merged: dict[tuple[int, ...], tuple[dict[str, Resource], str]]
+    blobs: dict[str, bytes]  # "sotw" / "delta" -> every entry, in name order (`entries`)
 
     @classmethod
     def of(cls, resources: dict[str, Resource]) -> _TypeIndex:
@@ -48,7 +49,17 @@ class _TypeIndex:
             offsets.append(offsets[-1] + len(e))
         encoded = b"".join(entries)
         version = hashlib.sha256(encoded).hexdigest()[:16]
-        return cls(resources, names, encoded, tuple(offsets), version, {})
+        return cls(resources, names, encoded, tuple(offsets), version, {}, {})
+
+    def blob(self, kind: str) -> bytes:
+        """Every resource's encoded response entry (wire.py), concatenated once and then
+        written as it is to every stream that is sent the whole set."""
+        found = self.blobs.get(kind)
+        if found is None:
+            rs = self.resources
+            found = self.blobs[kind] = b"".join(
+                rs[n].sotw_entry if kind == "sotw" else rs[n].delta_entry for n in self.names)
+        return found
 
     def with_extra(self, extra: dict[str, Resource]) -> tuple[dict[str, Resource], str]:
         """The base's resources with `extra` added (replacing same-named ones), and
@@ -227,6 +238,22 @@ class Snapshot:
         for extra in (self.extra.get(type_url, {}), older.extra.get(type_url, {})):
             names.update(n for n in extra if mine.get(n) is not theirs.get(n))
         return names
+
+    def entries(self, type_url: str, resources: Mapping[str, Resource], kind: str) -> list[bytes]:
+        """The encoded response entries of `resources` (wire.py; kind "sotw" or "delta").
+        When they are this snapshot's whole set of the type, the base's part is one
+        shared blob (`_TypeIndex.blob`) and only this proxy's own are added."""
+        base = self.base
+        if resources is self.resources.get(type_url) and base is not None:
+            index = base.types.get(type_url)
+            extra = self.extra.get(type_url, {})
+            if index is not None and extra.keys().isdisjoint(index.resources):
+                own = [extra[n] for n in sorted(extra)]
+                return [index.blob(kind), *(r.sotw_entry if kind == "sotw" else r.delta_entry
+                                           for r in own)]
+        if kind == "sotw":
+            return [resources[n].sotw_entry for n in sorted(resources)]
+        return [resources[n].delta_entry for n in sorted(resources)]
 
     def without(self, type_url: str, names: Iterable[str]) -> Snapshot:
         """This snapshot less some resources of one type (all from `extra`); the rest,

@@ -121,21 +121,24 @@ class DeltaProtocol(ProtocolBase):
             st = self.states[type_url]
             if not st.fresh(snapshot):
                 continue
-            updates, gone = self._diff(st, snapshot)
+            updates, gone, whole = self._diff(st, snapshot)
             if self.env.aggregated and type_url in _REMOVED_LAST:
                 if gone:
                     deferred.append((st, gone))
                 gone = []
             if updates or gone or st.answer:
-                yield self._emit(st, snapshot, updates, gone)
+                yield self._emit(st, snapshot, updates, gone, whole=whole)
         # Make before break: clusters (and their endpoints) leave only once
         # listeners and routes no longer lead to them.
         for st, gone in sorted(deferred, key=lambda d: _REMOVED_LAST.index(d[0].sub.type_url)):
             yield self._emit(st, snapshot, [], gone)
 
-    def _diff(self, st: _TypeState, snapshot: Snapshot) -> tuple[list[Resource], list[str]]:
+    def _diff(
+        self, st: _TypeState, snapshot: Snapshot
+    ) -> tuple[list[Resource], list[str], bool]:
         """(resources the client lacks or holds at another version, names it holds that
-        are gone), looking only at the names that changed when that is known."""
+        are gone, whether that is the snapshot's whole set of the type), looking only at
+        the names that changed when that is known."""
         resources = snapshot.of_type(st.sub.type_url)
         names = st.candidates(snapshot)
         if names is None:
@@ -143,9 +146,11 @@ class DeltaProtocol(ProtocolBase):
                 del st.has[name]  # not subscribed (any more): not ours to track
             selected = st.sub.select(resources)
             has = st.has
+            if not has and len(selected) == len(resources):  # a first send of everything
+                return list(resources.values()), [], True
             updates = [r for n, r in selected.items() if has.get(n) != r.version]
             updates.sort(key=_by_name)  # usually few: sort what goes, not what is
-            return updates, sorted(n for n in has if n not in selected)
+            return updates, sorted(n for n in has if n not in selected), False
         updates, gone = [], []
         for n in sorted(names):
             if not st.sub.covers(n):
@@ -157,10 +162,16 @@ class DeltaProtocol(ProtocolBase):
                     gone.append(n)
             elif st.has.get(n) != r.version:
                 updates.append(r)
-        return updates, gone
+        return updates, gone, False
 
     def _emit(
-        self, st: _TypeState, snapshot: Snapshot, updates: list[Resource], gone: list[str]
+        self,
+        st: _TypeState,
+        snapshot: Snapshot,
+        updates: list[Resource],
+        gone: list[str],
+        *,
+        whole: bool = False,
     ) -> Outgoing:
         type_url = st.sub.type_url
         if type_url == CLUSTER and self.env.aggregated:
@@ -175,9 +186,9 @@ class DeltaProtocol(ProtocolBase):
         if len(st.in_flight) > _MAX_IN_FLIGHT:
             del st.in_flight[next(iter(st.in_flight))]
         st.answer = False
-        message = wire.delta_response(
-            version, type_url, nonce, (r.delta_entry for r in updates), gone
-        )
+        entries = (snapshot.entries(type_url, snapshot.of_type(type_url), "delta") if whole
+                   else [r.delta_entry for r in updates])
+        message = wire.delta_response(version, type_url, nonce, entries, gone)
         return Outgoing(type_url, version, nonce, message, snapshot)
 
     def _rewarm_endpoints(self, updated_clusters: list[Resource]) -> None:

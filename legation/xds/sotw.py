@@ -92,8 +92,9 @@ class SotwProtocol(ProtocolBase):
         else:
             self._restart(st, request.version_info)
         change = st.sub.update_sotw(request.resource_names)
-        for name in change.added:
-            st.reconsider(name)  # newly requested names must be sent again
+        if st.last is not None:  # before the first diff there is nothing to look again at
+            for name in change.added:
+                st.reconsider(name)  # newly requested names must be sent again
         for name in change.removed:
             if name in st.sent:
                 st.writable().pop(name)
@@ -142,6 +143,12 @@ class SotwProtocol(ProtocolBase):
         before = st.last.of_type(type_url) if st.last is not None else {}
         forced = set(st.resend)
         names = st.candidates(snapshot)
+        if names is None and not before and not forced:  # a first send: all it asked for
+            selected = st.sub.select(resources)
+            whole = resources if len(selected) == len(resources) else selected
+            if whole or st.answer:
+                return self._emit(st, snapshot, whole, snapshot.version(type_url), None)
+            return None
         if names is None:  # compare every subscribed name
             names = set(st.sub.select(resources))
         news = [
@@ -217,9 +224,8 @@ class SotwProtocol(ProtocolBase):
             st.sent, st.shared = resources, True
         nonce = self.next_nonce()
         st.nonce, st.version, st.answer, st.started = nonce, version, False, True
-        message = wire.sotw_response(
-            version, type_url, nonce, (resources[n].sotw_entry for n in sorted(resources))
-        )
+        message = wire.sotw_response(version, type_url, nonce,
+                                     snapshot.entries(type_url, resources, "sotw"))
         return Outgoing(type_url, version, nonce, message, snapshot)
 
     def _rewarm_endpoints(

@@ -23,7 +23,8 @@ from typing import Any
 from benchmarks import meshgen
 from benchmarks.stats import ms, table, timed
 from legation.cache import Resource, Snapshot, SnapshotBase, SnapshotCache, short_name
-from legation.mesh.pipeline import Pipeline, to_resources
+from legation.mesh.memo import to_resources
+from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshSnapshot, Proxy

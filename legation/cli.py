@@ -394,7 +394,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 def analyze_paths(paths: Sequence[Path]) -> tuple[list[Diagnostic], int]:
     """Every diagnostic of a config (the converters' and the translators'), and how many
     objects were read."""
-    from legation.mesh.pipeline import analyze
+    from legation.mesh.analyze import analyze
     from legation.mesh.store import MeshStore
     from legation.sources.files import load_dirs
 

@@ -12,7 +12,9 @@ import pytest
 import structlog
 
 from legation.cache import CLUSTER, ENDPOINT, ProxyError, Snapshot, SnapshotCache
-from legation.mesh.pipeline import Pipeline, _Memo, analyze
+from legation.mesh.analyze import analyze
+from legation.mesh.memo import Memo
+from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.sources.convert import convert_text
@@ -132,7 +134,7 @@ def test_the_serve_log_and_analyze_point_to_the_same_line() -> None:
     found = [d for d in analyze(store.snapshot()) if d.code.startswith("service.")]
     assert found and all(d.line > d.ref.line for d in found)  # a field inside the object
     with structlog.testing.capture_logs() as logs:
-        pipeline._report(_Memo.of(store.snapshot()))
+        pipeline._report(Memo.of(store.snapshot()))
     logged = {(e["code"], e["where"]) for e in logs if e["event"] == "config.diagnostic"}
     for d in found:
         assert (d.code, f"services.yaml:{d.as_dict()['line']}") in logged

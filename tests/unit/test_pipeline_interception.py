@@ -5,7 +5,8 @@ proxies of the same mode share them."""
 from __future__ import annotations
 
 from legation.cache import CLUSTER, LISTENER, ROUTE, Snapshot, SnapshotCache
-from legation.mesh.pipeline import Pipeline, analyze
+from legation.mesh.analyze import analyze
+from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Severity

@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyError, Snapshot, SnapshotCache
-from legation.mesh.pipeline import Pipeline, to_resources
+from legation.mesh.memo import to_resources
+from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import MeshObject, MeshSecurity, MeshSnapshot

@@ -8,7 +8,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from legation.cache import ROUTE, Snapshot
-from legation.mesh.pipeline import _Memo, analyze, build_snapshot
+from legation.mesh.analyze import analyze
+from legation.mesh.memo import Memo, build_snapshot
 from legation.model import Proxy, Severity
 from legation.model.traffic import HttpMatch, KeyMatch, MatchKind, Retry, StringMatch
 from legation.translators import route_key, translate_namespace, translate_proxy
@@ -57,7 +58,7 @@ def test_source_labels_split_the_route_config_only_by_what_matches() -> None:
     assert route_key(snap, tester) == frozenset({("shop", "catalog", 0, 0)})
     assert route_key(snap, plain1) == route_key(snap, plain2) == frozenset()
 
-    memo = _Memo.of(snap)
+    memo = Memo.of(snap)
     built = {p.node_id: build_snapshot(memo, p.node_id, changed_at=0.0)
              for p in (tester, plain1, plain2)}
     assert len(memo.namespaces) == 2  # one config for the testers, one shared by the rest

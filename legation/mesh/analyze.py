@@ -1,0 +1,19 @@
+"""Every finding for a mesh, as `legation analyze` and /debug/diagnostics show them."""
+
+from __future__ import annotations
+
+from legation.mesh.memo import Memo
+from legation.model import Diagnostic, MeshSnapshot, Proxy
+from legation.translators import route_key
+
+
+def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
+    """Every finding for a mesh: the sources' and every translator's, sorted, once each."""
+    memo = Memo.of(mesh)
+    for ns in sorted({w.namespace for w in mesh.workloads}):
+        memo.namespace(ns)
+    for w in mesh.workloads:  # route configurations that depend on sourceLabels
+        memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
+                       w.interception)
+    found = {*mesh.diagnostics, *memo.diagnostics}
+    return sorted(found, key=lambda d: (d.ref.file, d.at_line, d.code, d.message))

@@ -1,0 +1,320 @@
+"""Build state of the pipeline: what one mesh version translates to, shared and reused.
+
+Translation work is split by how widely it is shared (see
+`legation.translators`): each service's outbound clusters and assignments
+(kept while the service's inputs are equal, `translate_outbound`), route
+configurations once per (namespace, route key, mode, scope), listeners and
+inbound clusters per proxy. Each piece is serialized once into `Resource`s
+and the same objects are placed in every snapshot that needs them;
+byte-identical per-proxy resources (``inbound|9080||``) are interned.
+
+`Memo` holds one mesh version's translations and takes from the previous
+one what an unchanged view says cannot have changed (`route_view`,
+`proxy_view`); one `SnapshotBase` per scope (everything, or a Sidecar's)
+indexes the shared resources once and remembers what changed since its
+parent, so streams diff only that. `build_snapshot` assembles one proxy's
+snapshot from a memo and the proxy's already issued certificates: no CA
+call, no I/O. A memo is used by one thread at a time (`Pipeline`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from legation.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    ProxyError,
+    Resource,
+    Snapshot,
+    SnapshotBase,
+)
+from legation.model import (
+    Diagnostic,
+    InterceptionMode,
+    Labels,
+    MeshSnapshot,
+    Proxy,
+    Scope,
+    Service,
+)
+from legation.translators import (
+    Client,
+    LocalityTarget,
+    Translated,
+    assignments_for,
+    client_of,
+    locality_targets,
+    outbound_services,
+    proxy_view,
+    resolve_proxy,
+    route_key,
+    route_view,
+    service_inputs,
+    service_outbound,
+    translate_namespace,
+    translate_workload,
+)
+
+
+def to_resources(t: Translated) -> list[Resource]:
+    """Serialize every message of a translation once."""
+    out = [Resource.of(CLUSTER, c.name, c) for c in t.clusters]
+    out += [Resource.of(ENDPOINT, e.cluster_name, e) for e in t.endpoints]
+    out += [Resource.of(LISTENER, x.name, x) for x in t.listeners]
+    out += [Resource.of(ROUTE, r.name, r) for r in t.routes]
+    out += [Resource.of(SECRET, s.name, s) for s in t.secrets]
+    return out
+
+
+# (namespace, route key, interception mode: what transparent proxies share differs,
+#  scope: what the proxy may see, None for everything)
+RouteKey = tuple[str, frozenset[tuple[str, str, int, int]], InterceptionMode, Scope | None]
+
+
+@dataclass(slots=True)
+class _Own:
+    """A proxy's inbound clusters and listeners, and what they were translated from."""
+
+    view: MeshSnapshot  # proxy_view of its namespace
+    proxy: Proxy
+    resources: list[Resource]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServicePart:
+    """One service's outbound clusters and assignments, and what they were translated from."""
+
+    service: Service
+    inputs: tuple[object, ...]  # translators.service_inputs
+    resources: list[Resource]
+    diagnostics: list[Diagnostic]
+
+
+def translate_outbound(
+    mesh: MeshSnapshot, prior: dict[tuple[str, str], _ServicePart]
+) -> tuple[list[Resource], list[Diagnostic], dict[tuple[str, str], _ServicePart]]:
+    """`translate_mesh`, serialized, translating only the services whose inputs changed:
+    the others keep their `Resource` objects from `prior`. Equal to
+    `to_resources(translate_mesh(mesh))` (tests/unit/test_pipeline_reuse.py)."""
+    owned, diagnostics = outbound_services(mesh)
+    parts: dict[tuple[str, str], _ServicePart] = {}
+    resources: list[Resource] = []
+    for svc, ports in owned:
+        key = (svc.namespace, svc.name)
+        inputs = service_inputs(mesh, svc, ports)
+        part = prior.get(key)
+        if part is None or part.inputs != inputs:
+            t = service_outbound(mesh, svc, ports)
+            part = _ServicePart(svc, inputs, to_resources(t), t.diagnostics)
+        parts[key] = part
+        resources.extend(part.resources)
+        diagnostics.extend(part.diagnostics)
+    return resources, list(dict.fromkeys(diagnostics)), parts
+
+
+@dataclass(slots=True)
+class Memo:
+    """Translations of one mesh version, shared by every proxy built from it.
+
+    What an unchanged view says cannot have changed is taken from the previous
+    version's memo (`of`): route configurations when the `route_view` is
+    equal, a proxy's own resources when its `proxy_view` and `Proxy` are.
+    Views are compared once per namespace; an equal one is replaced by the
+    previous object, so a proxy's entry is reused when its view is the same
+    object. Only the previous version's entries are kept: a proxy not built
+    from it is translated afresh.
+    """
+
+    mesh: MeshSnapshot
+    shared: list[Resource]
+    base: SnapshotBase  # `shared`, indexed once for every snapshot built on it
+    diagnostics: list[Diagnostic]
+    routes_view: MeshSnapshot
+    targets: tuple[LocalityTarget, ...]  # clusters locality load balancing may vary
+    # (namespace, route key) -> (resources, findings); the key is empty unless
+    # sourceLabels matter
+    namespaces: dict[RouteKey, tuple[list[Resource], list[Diagnostic]]] = field(
+        default_factory=dict
+    )
+    views: dict[str, MeshSnapshot] = field(default_factory=dict)  # namespace -> proxy_view
+    own: dict[str, _Own] = field(default_factory=dict)  # node id -> its own resources
+    clients: dict[Client, list[Resource]] = field(default_factory=dict)
+    # own resources by content, so byte-identical ones (inbound|9080||) are one object
+    interned: dict[tuple[str, str, str], Resource] = field(default_factory=dict)
+    prior_views: dict[str, MeshSnapshot] = field(default_factory=dict)
+    prior_own: dict[str, _Own] = field(default_factory=dict)
+    services: dict[tuple[str, str], _ServicePart] = field(default_factory=dict)
+    # (namespace, labels) -> route_key: what sourceLabels matches a client satisfies
+    route_keys: dict[tuple[str, Labels], frozenset[tuple[str, str, int, int]]] = field(
+        default_factory=dict)
+    built: dict[str, Snapshot] = field(default_factory=dict)  # node id -> its snapshot
+    prior_built: dict[str, Snapshot] = field(default_factory=dict)
+    # Sidecar scopes: (namespace, labels) -> scope; scope -> its base and route view
+    scopes: dict[tuple[str, Labels], Scope | None] = field(default_factory=dict)
+    scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
+    prior_scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
+    scoped_views: dict[Scope, MeshSnapshot] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, mesh: MeshSnapshot, prior: Memo | None = None) -> Memo:
+        shared, found, parts = translate_outbound(mesh, prior.services if prior else {})
+        base = SnapshotBase.of(shared, parent=prior.base if prior else None)
+        memo = cls(mesh, shared, base, found, route_view(mesh), locality_targets(mesh))
+        memo.services = parts
+        if prior is not None:
+            if prior.routes_view == memo.routes_view:
+                for key, (resources, found) in list(prior.namespaces.items()):
+                    memo._keep_namespace(key, resources, found)
+                memo.route_keys = dict(prior.route_keys)
+            memo.prior_views, memo.prior_own = prior.views, prior.own
+            memo.prior_built, memo.prior_scoped = prior.built, prior.scoped
+        return memo
+
+    def scope(self, proxy: Proxy) -> Scope | None:
+        """What the proxy may see (its Sidecar, exportTo); None: the whole mesh."""
+        key = (proxy.namespace, proxy.workload.labels)
+        if key not in self.scopes:
+            self.scopes[key] = self.mesh.scope_of(proxy.workload)
+        return self.scopes[key]
+
+    def base_for(self, scope: Scope | None) -> SnapshotBase:
+        """The shared resources of a scope: the clusters and assignments of the services it
+        sees, one base (and lineage) per scope, shared by every proxy with that scope."""
+        if scope is None:
+            return self.base
+        found = self.scoped.get(scope)
+        if found is None:
+            seen = [r for part in self.services.values()
+                    if self.mesh.visible(scope, part.service) for r in part.resources]
+            found = self.scoped[scope] = SnapshotBase.of(
+                seen, parent=self.prior_scoped.get(scope))
+        return found
+
+    def _routes_for(self, scope: Scope | None) -> MeshSnapshot:
+        """`route_view`, cut to what `scope` sees."""
+        if scope is None:
+            return self.routes_view
+        view = self.scoped_views.get(scope)
+        if view is None:
+            mesh = self.routes_view
+            services = tuple(s for s in mesh.services if self.mesh.visible(scope, s))
+            seen = {s.fqdn(mesh.domain) for s in services}
+            known = {s.fqdn(mesh.domain) for s in mesh.services}
+            rules = tuple(
+                vs for vs in mesh.virtual_services
+                if any((fqdn in seen) if fqdn in known else
+                       scope.sees(vs.namespace, "", fqdn)
+                       for fqdn in (mesh.qualify_host(h, vs.namespace).fqdn for h in vs.hosts))
+            )
+            view = self.scoped_views[scope] = MeshSnapshot(
+                domain=mesh.domain, root_namespace=mesh.root_namespace, services=services,
+                virtual_services=rules, destination_rules=mesh.destination_rules)
+        return view
+
+    def route_key(self, proxy: Proxy) -> frozenset[tuple[str, str, int, int]]:
+        """`translators.route_key`, once per (namespace, labels) while routes are unchanged."""
+        key = (proxy.namespace, proxy.workload.labels)
+        found = self.route_keys.get(key)
+        if found is None:
+            found = self.route_keys[key] = route_key(self.mesh, proxy)
+        return found
+
+    def namespace(
+        self,
+        ns: str,
+        key: frozenset[tuple[str, str, int, int]] = frozenset(),
+        mode: InterceptionMode = InterceptionMode.EXPLICIT,
+        scope: Scope | None = None,
+    ) -> list[Resource]:
+        found = self.namespaces.get((ns, key, mode, scope))
+        if found is None:
+            t = translate_namespace(self._routes_for(scope), ns, key, mode)
+            return self._keep_namespace((ns, key, mode, scope), to_resources(t), t.diagnostics)
+        return found[0]
+
+    def _keep_namespace(
+        self, key: RouteKey, resources: list[Resource], found: list[Diagnostic]
+    ) -> list[Resource]:
+        seen = set(self.diagnostics)  # route configs per key repeat the same findings
+        self.diagnostics.extend(d for d in found if d not in seen)
+        self.namespaces[key] = (resources, found)
+        return resources
+
+    def view(self, namespace: str) -> MeshSnapshot:
+        view = self.views.get(namespace)
+        if view is None:
+            view = proxy_view(self.mesh, namespace)
+            before = self.prior_views.get(namespace)
+            if before is not None and before == view:
+                view = before
+            self.views[namespace] = view
+        return view
+
+    def own_resources(self, node_id: str, proxy: Proxy) -> list[Resource]:
+        """The proxy's inbound clusters and listeners: kept from the previous version
+        when its view and `Proxy` are unchanged, else translated and serialized."""
+        entry = self.own.get(node_id)
+        if entry is not None and entry.proxy == proxy:
+            return entry.resources
+        view = self.view(proxy.namespace)
+        entry = self.prior_own.get(node_id)
+        if entry is not None and entry.view is view and entry.proxy == proxy:
+            for r in entry.resources:
+                self.interned.setdefault((r.type_url, r.name, r.version), r)
+        else:
+            fresh = to_resources(translate_workload(view, proxy))
+            entry = _Own(view, proxy, [self._intern(r) for r in fresh])
+        self.own[node_id] = entry
+        return entry.resources
+
+    def _intern(self, r: Resource) -> Resource:
+        known = self.interned.setdefault((r.type_url, r.name, r.version), r)
+        return known if known.body == r.body else r
+
+    def client_resources(self, proxy: Proxy) -> list[Resource]:
+        """The assignments locality load balancing makes different for this proxy;
+        one list per distinct `Client`."""
+        if not self.targets:
+            return []
+        client = client_of(self.mesh, proxy, self.targets)
+        found = self.clients.get(client)
+        if found is None:
+            found = self.clients[client] = [
+                Resource.of(ENDPOINT, a.cluster_name, a)
+                for a in assignments_for(self.mesh, client, self.targets)
+            ]
+        return found
+
+
+def build_snapshot(
+    memo: Memo, node_id: str, *, changed_at: float, secrets: Sequence[Resource] = ()
+) -> Snapshot | ProxyError:
+    """One proxy's snapshot from a memo and its already issued `secrets`: no CA call, no
+    I/O (the memo's caches are the only state it touches)."""
+    proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
+    if proxy is None:
+        return ProxyError(
+            "NOT_FOUND",
+            f"node id {node_id!r} names no workload: expected '<workload>.<namespace>' of a "
+            "WorkloadEntry or Pod in the mesh "
+            "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
+        )
+    scope = memo.scope(proxy)
+    base = memo.base_for(scope)
+    routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode, scope)
+    client = memo.client_resources(proxy)
+    if scope is not None:  # locality variants of assignments the proxy is sent at all
+        assignments = base.types[ENDPOINT].resources
+        client = [r for r in client if r.name in assignments]
+    own = [*routes, *memo.own_resources(node_id, proxy), *client, *secrets]
+    snapshot = Snapshot.build(own, changed_at=changed_at, base=base,
+                              prior=memo.prior_built.get(node_id))
+    memo.built[node_id] = snapshot
+    return snapshot
+
+

@@ -26,7 +26,7 @@ import gc
 import multiprocessing
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -187,8 +187,8 @@ def run(config: FanoutConfig, progress: Callable[[str], None] = lambda _: None) 
         progress(f"fanout: {spec.mode}, {spec.proxies} proxies")
         runs.append(run_in_process(spec))
         progress(f"fanout floor (bare grpc.aio): {spec.mode}, {spec.proxies} proxies")
-        floors.append(floor.run_in_process(replace(spec, mesh=floor.mesh_for(spec.proxies),
-                                                   profile_path="")))
+        floors.append(run_in_process(replace(spec, mesh=floor.mesh_for(spec.proxies),
+                                             profile_path=""), floor.run, "floor"))
     return {
         "config": {"proxies": list(config.proxies), "modes": list(config.modes),
                    "mesh": asdict(config.mesh), "client_procs": config.client_procs,
@@ -199,20 +199,26 @@ def run(config: FanoutConfig, progress: Callable[[str], None] = lambda _: None) 
     }
 
 
-def run_in_process(spec: RunSpec) -> dict[str, Any]:
-    """Run one fan-out measurement in a fresh server process; its result."""
+ServerRun = Callable[[RunSpec], Coroutine[Any, Any, dict[str, Any]]]
+
+
+def run_in_process(spec: RunSpec, server: ServerRun | None = None,
+                   name: str = "server") -> dict[str, Any]:
+    """Run one measurement (`server`, by default Legation's fan-out `_run`) in a fresh
+    server process; its result. `server` must be a module-level coroutine function."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_server_main, args=(child, spec), name=f"bench-server-{spec.mode}")
+    proc = ctx.Process(target=_server_main, args=(child, spec, server or _run),
+                       name=f"bench-{name}-{spec.mode}")
     proc.start()
     child.close()
     try:
         if not parent.poll(spec.bound_s()):
-            return {"error": f"run did not finish within {spec.bound_s():.0f}s"}
+            return {"error": f"{name} run did not finish within {spec.bound_s():.0f}s"}
         result: dict[str, Any] = parent.recv()
         return result
     except EOFError:
-        return {"error": f"server process died (exit code {proc.exitcode})"}
+        return {"error": f"{name} process died (exit code {proc.exitcode})"}
     finally:
         proc.join(30)
         if proc.is_alive():
@@ -220,10 +226,10 @@ def run_in_process(spec: RunSpec) -> dict[str, Any]:
             proc.join(5)
 
 
-def _server_main(conn: Connection, spec: RunSpec) -> None:
+def _server_main(conn: Connection, spec: RunSpec, server: ServerRun) -> None:
     configure(level="warning")
     try:
-        result = asyncio.run(_run(spec))
+        result = asyncio.run(server(spec))
     except Exception as exc:
         result = {"error": repr(exc), "traceback": traceback.format_exc()}
     conn.send(result)

@@ -7,16 +7,14 @@ writes one pre-encoded ClusterLoadAssignment response (the size of an
 endpoint change) to every stream and waits until every stream has ACKed it.
 Nothing is translated, diffed or looked up: the time and CPU it takes are
 the floor any Python control plane on grpc.aio pays for the same fan-out,
-measured in the same run as Legation's, so the two compare as a ratio.
+measured in the same run as Legation's, so the two compare as a ratio. It runs in its
+own process: `fanout.run_in_process(spec, floor.run, "floor")`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
-import traceback
-from multiprocessing.connection import Connection
 from typing import Any
 
 import grpc
@@ -27,7 +25,6 @@ from grpc import aio
 from benchmarks import adsclient, fanout, meshgen
 from benchmarks.stats import cpu_seconds, machine_busy_seconds
 from legation.cache import ENDPOINT, Resource, wire
-from legation.logs import configure
 
 _ADS = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
@@ -89,36 +86,7 @@ def _handler(streams: _Streams, delta: bool, cla: Resource) -> grpc.RpcMethodHan
         handle, request_deserializer=request.FromString, response_serializer=lambda b: b)
 
 
-def run_in_process(spec: fanout.RunSpec) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_main, args=(child, spec), name=f"bench-floor-{spec.mode}")
-    proc.start()
-    child.close()
-    try:
-        if not parent.poll(spec.bound_s()):
-            return {"error": f"floor run did not finish within {spec.bound_s():.0f}s"}
-        result: dict[str, Any] = parent.recv()
-        return result
-    except EOFError:
-        return {"error": f"floor server died (exit code {proc.exitcode})"}
-    finally:
-        proc.join(30)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5)
-
-
-def _main(conn: Connection, spec: fanout.RunSpec) -> None:
-    configure(level="warning")
-    try:
-        result = asyncio.run(_run(spec))
-    except Exception as exc:
-        result = {"error": repr(exc), "traceback": traceback.format_exc()}
-    conn.send(result)
-
-
-async def _run(spec: fanout.RunSpec) -> dict[str, Any]:
+async def run(spec: fanout.RunSpec) -> dict[str, Any]:
     cla = Resource.of(ENDPOINT, "floor", endpoint_pb2.ClusterLoadAssignment(
         cluster_name="outbound|9080||floor.ns-000.svc.cluster.local"))
     streams = _Streams()

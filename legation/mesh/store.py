@@ -34,10 +34,10 @@ from legation.model import (
     PeerAuthentication,
     PolicyObject,
     Service,
-    Severity,
     Sidecar,
     VirtualService,
     Workload,
+    duplicate_definition,
     object_key,
 )
 
@@ -163,7 +163,8 @@ class MeshStore:
         for source in sorted(self._objects):
             for key, obj in self._objects[source].items():
                 if key in merged:
-                    diagnostics.append(_duplicate(obj, merged[key]))
+                    diagnostics.append(
+                        duplicate_definition(obj, merged[key], elsewhere="another source"))
                     continue
                 merged[key] = obj
         for source in sorted(self._diagnostics):
@@ -227,13 +228,3 @@ _T = TypeVar("_T", Service, Workload, EndpointSlice)
 def _sorted(items: Iterable[_T]) -> tuple[_T, ...]:
     return tuple(sorted(items, key=lambda o: (o.namespace, o.name)))
 
-
-def _duplicate(obj: MeshObject, kept: MeshObject) -> Diagnostic:
-    return Diagnostic(
-        ref=obj.ref,
-        field="metadata.name",
-        code="object.duplicate",
-        message=f"{obj.ref.kind} is defined twice; the definition at "
-        f"{kept.ref.location or 'another source'} is used",
-        severity=Severity.WARNING,
-    )

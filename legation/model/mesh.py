@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from legation.model.destination import DestinationRule
-from legation.model.diagnostics import SourceRef
+from legation.model.diagnostics import Diagnostic, Severity, SourceRef
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
 from legation.model.sidecar import Sidecar
@@ -236,6 +236,20 @@ __all__ = ["Labels", "ObjectKey", "labels_of", "selector_matches"]
 
 
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name): the identity across versions
+
+
+def duplicate_definition(obj: MeshObject, kept: MeshObject, *, elsewhere: str) -> Diagnostic:
+    """`obj` has the identity of `kept`, which wins (the file source and the store both
+    keep the first definition); `elsewhere` names kept's origin when it has no location."""
+    return Diagnostic(
+        ref=obj.ref,
+        field="metadata.name",
+        code="object.duplicate",
+        message=f"{obj.ref.kind} is defined twice; the definition at "
+        f"{kept.ref.location or elsewhere} is used.",
+        severity=Severity.WARNING,
+        line=obj.ref.line,
+    )
 
 
 def object_key(obj: MeshObject) -> ObjectKey:

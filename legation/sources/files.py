@@ -26,7 +26,15 @@ import structlog
 import watchfiles
 
 from legation.mesh.store import MeshStore
-from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef, object_key
+from legation.model import (
+    Diagnostic,
+    MeshObject,
+    ObjectKey,
+    Severity,
+    SourceRef,
+    duplicate_definition,
+    object_key,
+)
 from legation.sources.convert import ConvertResult, convert_text
 
 _log = structlog.get_logger("legation.sources.files")
@@ -190,7 +198,8 @@ def load_dirs(dirs: Sequence[Path], *, files_too: bool = False) -> ConvertResult
         for obj in result.objects:
             key = object_key(obj)
             if key in objects:
-                diagnostics.append(_duplicate(obj, objects[key]))
+                diagnostics.append(
+                    duplicate_definition(obj, objects[key], elsewhere="another file"))
             else:
                 objects[key] = obj
     return ConvertResult(
@@ -200,17 +209,6 @@ def load_dirs(dirs: Sequence[Path], *, files_too: bool = False) -> ConvertResult
         broken=broken,
     )
 
-
-def _duplicate(obj: MeshObject, kept: MeshObject) -> Diagnostic:
-    return Diagnostic(
-        ref=obj.ref,
-        field="metadata.name",
-        code="object.duplicate",
-        message=f"{obj.ref.kind} is defined twice; the definition at "
-        f"{kept.ref.location or 'another file'} is used.",
-        severity=Severity.WARNING,
-        line=obj.ref.line,
-    )
 
 
 # -- watching -----------------------------------------------------------------

@@ -5,7 +5,9 @@ as far as the server can tell, like Envoy: it subscribes to CDS and LDS
 (wildcard), then to the ClusterLoadAssignments of the EDS clusters it was
 given and to the RouteConfigurations its listeners' HTTP connection managers
 name, keeps those subscriptions current as clusters and listeners come and
-go, and ACKs every response. It never NACKs and applies nothing.
+go, and ACKs every response. On delta, once a route configuration says its
+virtual hosts come over VHDS, it opens the VirtualHost subscription with an
+empty request, as Envoy 1.40 does. It never NACKs and applies nothing.
 
 A client process (`main`) runs a slice of the fleet over its own gRPC
 connections (one per `streams_per_channel` streams) and obeys the
@@ -28,6 +30,7 @@ from typing import Any
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -35,10 +38,15 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from grpc import aio
 
 from benchmarks.stats import cpu_seconds
-from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, short_name
+from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, short_name
 from legation.logs import configure
 
-TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST)
+
+
+def types_for(delta: bool) -> tuple[str, ...]:
+    """The types a client of that variant holds (VHDS is delta only)."""
+    return TYPES if delta else tuple(t for t in TYPES if t != VIRTUAL_HOST)
 _HCM = (
     "type.googleapis.com/"
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -58,6 +66,15 @@ class Names:
     def __init__(self) -> None:
         self._eds: dict[bytes, tuple[str, ...]] = {}
         self._rds: dict[bytes, tuple[str, ...]] = {}
+        self._vhds: dict[bytes, bool] = {}
+
+    def vhds(self, body: bytes) -> bool:
+        """Whether a RouteConfiguration's virtual hosts come over VHDS."""
+        found = self._vhds.get(body)
+        if found is None:
+            found = self._vhds[body] = route_pb2.RouteConfiguration.FromString(body).HasField(
+                "vhds")
+        return found
 
     def eds(self, body: bytes) -> tuple[str, ...]:
         """The ClusterLoadAssignment an EDS cluster reads (empty for other clusters)."""
@@ -116,20 +133,28 @@ class AdsClient:
         # delta: name -> version of every resource held, per type (initial_resource_versions)
         self.have: dict[str, dict[str, str]] = {t: {} for t in TYPES}
         self.resumed = False
+        self.types = types_for(delta)
+        self.vhds = False  # the VirtualHost subscription is open
 
     def resume(self) -> AdsClient:
         """The same node reconnecting, as Envoy does: it states what it holds (SotW
         version_info, delta initial_resource_versions) and its subscriptions."""
         new = AdsClient(self.index, self.node_id, self.board, delta=self.delta)
         new.versions, new.subscribed, new.held = self.versions, self.subscribed, self.held
+        new.vhds = self.vhds
         new.have, new.resumed = self.have, True
         return new
+
+    def _first_types(self) -> tuple[str, ...]:
+        if not self.resumed:
+            return (CLUSTER, LISTENER)
+        return tuple(t for t in self.types if t != VIRTUAL_HOST or self.vhds)
 
     async def run(self, stub: Any) -> None:
         method = stub.DeltaAggregatedResources if self.delta else stub.StreamAggregatedResources
         call = method()
         try:
-            for type_url in TYPES if self.resumed else (CLUSTER, LISTENER):
+            for type_url in self._first_types():
                 await call.write(self._request(type_url, version=self.versions.get(type_url, ""),
                                               first=True))
             while (resp := await call.read()) is not aio.EOF:
@@ -158,6 +183,10 @@ class AdsClient:
                 have[r.name] = r.version
             for name in resp.removed_resources:
                 have.pop(name, None)
+            if type_url == ROUTE and not self.vhds and any(
+                    self.board.names.vhds(r.resource.value) for r in resp.resources):
+                self.vhds = True
+                more.append(self._request(VIRTUAL_HOST, first=True))
         if type_url in (CLUSTER, LISTENER):
             derive = self.board.names.eds if type_url == CLUSTER else self.board.names.routes
             target = ENDPOINT if type_url == CLUSTER else ROUTE
@@ -209,7 +238,8 @@ class AdsClient:
         req: Any
         if self.delta:
             req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
-            if first and self.resumed:
+            if first and self.resumed and type_url != VIRTUAL_HOST:
+                # (Envoy states no VHDS holdings: they are not subscribed by name)
                 req.initial_resource_versions.update(self.have[type_url])
                 req.resource_names_subscribe.extend(self.subscribed.get(type_url, ()))
         else:
@@ -232,7 +262,7 @@ class AdsClient:
         type_url = resp.type_url
         if type_url not in self.acked:
             self.acked.add(type_url)
-            if len(self.acked) == len(TYPES):
+            if len(self.acked) == len(self.types) - (0 if self.vhds or not self.delta else 1):
                 self.board.ready += 1
         if self.board.recording:
             removed = len(resp.removed_resources) if self.delta else 0

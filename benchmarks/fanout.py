@@ -301,7 +301,7 @@ async def _storm(
     for n in nodes:
         entry = cache.get(n)
         assert isinstance(entry, Snapshot), n
-        want[n] = {short_name(t): entry.version(t) for t in adsclient.TYPES}
+        want[n] = {short_name(t): entry.version(t) for t in adsclient.types_for(spec.delta)}
     server_cpu, busy = cpu_seconds(), machine_busy_seconds()
     t0, wall0 = time.monotonic(), time.time()
     await clients.ask("reconnect")

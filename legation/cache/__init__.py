@@ -8,11 +8,13 @@ from legation.cache import wire
 from legation.cache.cache import SnapshotCache, Watch
 from legation.cache.resources import (
     CLUSTER,
+    DELTA_ONLY,
     ENDPOINT,
     LISTENER,
     PUSH_ORDER,
     ROUTE,
     SECRET,
+    VIRTUAL_HOST,
     WILDCARD_TYPES,
     Resource,
     short_name,
@@ -23,11 +25,13 @@ from legation.cache.snapshot import ProxyError, Snapshot, SnapshotBase
 
 __all__ = [
     "CLUSTER",
+    "DELTA_ONLY",
     "ENDPOINT",
     "LISTENER",
     "PUSH_ORDER",
     "ROUTE",
     "SECRET",
+    "VIRTUAL_HOST",
     "WILDCARD_TYPES",
     "ProxyError",
     "Resource",

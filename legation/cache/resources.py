@@ -22,10 +22,18 @@ ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# VHDS: a RouteConfiguration's virtual hosts as resources of their own, named
+# ``<route configuration name>/<virtual host>`` (Envoy docs, "Virtual Host
+# Discovery Service"). Delta xDS only.
+VIRTUAL_HOST = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 
 # Make-before-break (xDS spec, "Eventual consistency considerations"): clusters
-# before the endpoints that fill them, listeners before the routes they name.
-PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)
+# before the endpoints that fill them, listeners before the routes they name,
+# route configurations before their virtual hosts.
+PUSH_ORDER: tuple[str, ...] = (CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, SECRET)
+
+# Types only the incremental protocol carries: a SotW stream ignores requests for them.
+DELTA_ONLY: frozenset[str] = frozenset({VIRTUAL_HOST})
 
 # CDS and LDS are wildcard types: an empty subscription means "everything".
 # (xDS spec, "How the client specifies what resources to return".)
@@ -36,6 +44,7 @@ SHORT_NAMES: dict[str, str] = {
     ENDPOINT: "eds",
     LISTENER: "lds",
     ROUTE: "rds",
+    VIRTUAL_HOST: "vhds",
     SECRET: "sds",
 }
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from envoy.config.route.v3 import route_pb2
+
 from legation.cache import (
     CLUSTER,
     ENDPOINT,
     LISTENER,
     ROUTE,
     SECRET,
+    VIRTUAL_HOST,
     ProxyError,
     Resource,
     Snapshot,
@@ -56,6 +59,7 @@ from legation.translators import (
     route_view,
     service_inputs,
     service_outbound,
+    split_virtual_hosts,
     translate_namespace,
     translate_workload,
 )
@@ -159,6 +163,17 @@ class Memo:
     scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
     prior_scoped: dict[Scope, SnapshotBase] = field(default_factory=dict)
     scoped_views: dict[Scope, MeshSnapshot] = field(default_factory=dict)
+    # VHDS (delta ADS proxies): a route configuration (name, version) -> it without its
+    # virtual hosts, and them; per route key, those configurations and the scope's base
+    # with the virtual hosts added (one lineage per key)
+    splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
+        default_factory=dict)
+    prior_splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
+        default_factory=dict)
+    vhds_bases: dict[RouteKey, tuple[list[Resource], SnapshotBase]] = field(
+        default_factory=dict)
+    prior_vhds_bases: dict[RouteKey, tuple[list[Resource], SnapshotBase]] = field(
+        default_factory=dict)
 
     @classmethod
     def of(cls, mesh: MeshSnapshot, prior: Memo | None = None) -> Memo:
@@ -173,6 +188,7 @@ class Memo:
                 memo.route_keys = dict(prior.route_keys)
             memo.prior_views, memo.prior_own = prior.views, prior.own
             memo.prior_built, memo.prior_scoped = prior.built, prior.scoped
+            memo.prior_splits, memo.prior_vhds_bases = prior.splits, prior.vhds_bases
         return memo
 
     def scope(self, proxy: Proxy) -> Scope | None:
@@ -245,6 +261,35 @@ class Memo:
         self.namespaces[key] = (resources, found)
         return resources
 
+    def vhds(self, key: RouteKey, routes: list[Resource], base: SnapshotBase
+             ) -> tuple[list[Resource], SnapshotBase]:
+        """For a delta ADS proxy: its route configurations without virtual hosts, and
+        `base` with those virtual hosts added as VHDS resources (translators/vhds.py).
+        Once per route key and memo; the base continues the key's lineage, so streams
+        diff only what changed."""
+        found = self.vhds_bases.get(key)
+        if found is None:
+            configs, hosts = [], []
+            for r in routes:
+                bare, its_hosts = self._split(r) if r.type_url == ROUTE else (r, [])
+                configs.append(bare)
+                hosts.extend(its_hosts)
+            shared = [r for index in base.types.values() for r in index.resources.values()]
+            before = self.prior_vhds_bases.get(key)
+            found = self.vhds_bases[key] = (configs, SnapshotBase.of(
+                [*shared, *hosts], parent=before[1] if before is not None else None))
+        return found
+
+    def _split(self, r: Resource) -> tuple[Resource, list[Resource]]:
+        key = (r.name, r.version)
+        found = self.splits.get(key) or self.prior_splits.get(key)
+        if found is None:
+            bare, hosts = split_virtual_hosts(route_pb2.RouteConfiguration.FromString(r.body))
+            found = (Resource.of(ROUTE, bare.name, bare),
+                     [Resource.of(VIRTUAL_HOST, vh.name, vh) for vh in hosts])
+        self.splits[key] = found
+        return found
+
     def view(self, namespace: str) -> MeshSnapshot:
         view = self.views.get(namespace)
         if view is None:
@@ -292,10 +337,16 @@ class Memo:
 
 
 def build_snapshot(
-    memo: Memo, node_id: str, *, changed_at: float, secrets: Sequence[Resource] = ()
+    memo: Memo,
+    node_id: str,
+    *,
+    changed_at: float,
+    secrets: Sequence[Resource] = (),
+    vhds: bool = False,
 ) -> Snapshot | ProxyError:
     """One proxy's snapshot from a memo and its already issued `secrets`: no CA call, no
-    I/O (the memo's caches are the only state it touches)."""
+    I/O (the memo's caches are the only state it touches). `vhds`: the proxy is on delta
+    ADS and gets its virtual hosts as VHDS resources."""
     proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
     if proxy is None:
         return ProxyError(
@@ -306,7 +357,10 @@ def build_snapshot(
         )
     scope = memo.scope(proxy)
     base = memo.base_for(scope)
-    routes = memo.namespace(proxy.namespace, memo.route_key(proxy), proxy.mode, scope)
+    key: RouteKey = (proxy.namespace, memo.route_key(proxy), proxy.mode, scope)
+    routes = memo.namespace(*key)
+    if vhds:
+        routes, base = memo.vhds(key, routes, base)
     client = memo.client_resources(proxy)
     if scope is not None:  # locality variants of assignments the proxy is sent at all
         assignments = base.types[ENDPOINT].resources

@@ -108,7 +108,8 @@ class Pipeline:
                 memo = Memo.of(mesh, prior=memo)  # an older mesh: the current memo stays
             else:
                 memo = self._memo_for(mesh)
-            return build_snapshot(memo, node_id, changed_at=0.0)
+            return build_snapshot(memo, node_id, changed_at=0.0,
+                                  vhds=self._cache.vhds(node_id))
 
     async def run(self) -> None:
         """Publish snapshots forever: on connect, and after each debounced change."""
@@ -174,7 +175,8 @@ class Pipeline:
     async def _publish_locked(self, nodes: list[str], changed_at: float) -> None:
         mesh = self._store.snapshot()
         started = time.monotonic()
-        memo, built = await asyncio.to_thread(self._build_all, mesh, nodes, changed_at)
+        vhds = {n for n in nodes if self._cache.vhds(n)}
+        memo, built = await asyncio.to_thread(self._build_all, mesh, nodes, vhds, changed_at)
         self._metrics.translation_seconds.observe(time.monotonic() - started)
         self._metrics.translations.inc(len(built))
         for node_id, entry in built.items():
@@ -183,7 +185,7 @@ class Pipeline:
         self._report(memo)
 
     def _build_all(
-        self, mesh: MeshSnapshot, nodes: list[str], changed_at: float
+        self, mesh: MeshSnapshot, nodes: list[str], vhds: set[str], changed_at: float
     ) -> tuple[Memo, dict[str, Snapshot | ProxyError]]:
         """In the worker thread, the only place build state changes (under `_building`):
         first the certificates the proxies need are issued, then their snapshots are
@@ -192,7 +194,8 @@ class Pipeline:
         with self._building:
             memo = self._memo_for(mesh)
             return memo, {
-                n: build_snapshot(memo, n, changed_at=changed_at, secrets=issued.get(n, ()))
+                n: build_snapshot(memo, n, changed_at=changed_at, secrets=issued.get(n, ()),
+                                  vhds=n in vhds)
                 for n in nodes
             }
 

@@ -14,6 +14,8 @@ piece once and every proxy that needs it gets the same serialized bytes:
   as seen from one namespace (short service names resolve within it) and, when
   VirtualServices match on `sourceLabels`, from clients with those labels
   (`route_key(mesh, proxy)`). Once per (mesh version, namespace, key).
+- `split_virtual_hosts(config)`: a route configuration for a delta ADS proxy,
+  its virtual hosts as VHDS resources of their own (vhds.py).
 - `translate_proxy(mesh, proxy)`: what belongs to one workload: its inbound
   clusters and its listeners (`translate_workload`), and the assignments
   locality load balancing changes for it (`assignments_for`).
@@ -47,6 +49,7 @@ from legation.translators.translate import (
     translate_proxy,
     translate_workload,
 )
+from legation.translators.vhds import split_virtual_hosts
 
 __all__ = [
     "Client",
@@ -62,6 +65,7 @@ __all__ = [
     "route_view",
     "service_inputs",
     "service_outbound",
+    "split_virtual_hosts",
     "translate_mesh",
     "translate_namespace",
     "translate_proxy",

@@ -129,6 +129,21 @@ def parse_virtual_host(name: str) -> tuple[str, int] | None:
     return host, port
 
 
+def vhds_virtual_host(route: str, virtual_host: str) -> str:
+    """A virtual host delivered over VHDS: ``<route configuration>/<virtual host>``
+    (Envoy docs, "Virtual Host Resource Naming Convention")."""
+    return f"{route}/{virtual_host}"
+
+
+def parse_vhds_virtual_host(name: str) -> tuple[str, str] | None:
+    """(route configuration, virtual host) of a VHDS name. Split at the LAST slash: a
+    host entry holds none, a route configuration name may."""
+    route, sep, host = name.rpartition("/")
+    if not sep or not route or not host:
+        return None
+    return route, host
+
+
 def inbound_virtual_host(port: int) -> str:
     return f"inbound|http|{port}"
 

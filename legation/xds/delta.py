@@ -11,6 +11,9 @@ vanished ones in `removed_resources` (xDS spec, "Incremental xDS").
 - Wildcard (CDS, LDS): legacy on a first request with no names, or "*";
   names are added with resource_names_subscribe and dropped with
   resource_names_unsubscribe (see subscription.py).
+- VHDS (virtual hosts): a subscribed route configuration name covers every
+  virtual host under it (subscription.py); subscribing to it again re-sends
+  them, unsubscribing forgets them.
 - Newly subscribed names are always sent, even if sent before. An
   unsubscribe needs no answer: the client drops the resource itself
   (xDS spec, "Unsubscribing From Resources").
@@ -33,7 +36,7 @@ from typing import Any
 
 from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot, wire
 from legation.xds.protocol import Outgoing, ProtocolBase, TypeStateBase, eds_names, pushed_types
-from legation.xds.subscription import Subscription
+from legation.xds.subscription import NAMESPACED_TYPES, Subscription, namespace_of
 
 # Responses awaiting an ACK that we remember per type (to name the version a
 # NACK rejected); a client that never answers cannot grow this further.
@@ -69,15 +72,23 @@ class DeltaProtocol(ProtocolBase):
             st = self.states[type_url] = _TypeState(Subscription(type_url, table=self.env.names))
             st.has = dict(request.initial_resource_versions)
             self.subscribed(type_url)
+        released = False
         if request.response_nonce:
             self._acknowledge(st, request)
+            if type_url == CLUSTER:
+                released = self.clusters_answered(request.response_nonce)
         change = st.sub.update_delta(
             request.resource_names_subscribe, request.resource_names_unsubscribe, first=first
         )
         if change:
             st.diffed = ""
-        if change.wildcard_changed:
+        namespaced = type_url in NAMESPACED_TYPES and bool(change.added or change.removed)
+        if change.wildcard_changed or namespaced:
             st.last = None  # what the subscription covers moved: compare everything
+        if namespaced and not first:  # what is under a namespace is dropped or re-sent
+            moved = change.added | change.removed
+            for name in [n for n in st.has if namespace_of(n) in moved]:
+                del st.has[name]
         for name in change.removed:
             st.has.pop(name, None)
         for name in change.added:
@@ -86,7 +97,7 @@ class DeltaProtocol(ProtocolBase):
             st.reconsider(name)
         if first or change.added or (change.wildcard_changed and st.sub.wildcard):
             st.answer = True
-        return st.answer
+        return st.answer or released
 
     def _acknowledge(self, st: _TypeState, request: Any) -> None:
         nonce = request.response_nonce
@@ -118,6 +129,8 @@ class DeltaProtocol(ProtocolBase):
     def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
         deferred: list[tuple[_TypeState, list[str]]] = []
         for type_url in pushed_types(self.env, self.states):
+            if self.holding(type_url):
+                continue  # new clusters are warming (protocol.ProtocolBase)
             st = self.states[type_url]
             if not st.fresh(snapshot):
                 continue
@@ -131,6 +144,11 @@ class DeltaProtocol(ProtocolBase):
         # Make before break: clusters (and their endpoints) leave only once
         # listeners and routes no longer lead to them.
         for st, gone in sorted(deferred, key=lambda d: _REMOVED_LAST.index(d[0].sub.type_url)):
+            if self.warming:  # routes have not moved away yet: remove in a later pass
+                for name in gone:
+                    st.reconsider(name)
+                st.diffed = ""
+                continue
             yield self._emit(st, snapshot, [], gone)
 
     def _diff(
@@ -174,6 +192,7 @@ class DeltaProtocol(ProtocolBase):
         whole: bool = False,
     ) -> Outgoing:
         type_url = st.sub.type_url
+        added = type_url == CLUSTER and any(r.name not in st.has for r in updates)
         if type_url == CLUSTER and self.env.aggregated:
             self._rewarm_endpoints([r for r in updates if r.name in st.has])
         for r in updates:
@@ -182,6 +201,8 @@ class DeltaProtocol(ProtocolBase):
             st.has.pop(name, None)
         version = snapshot.version(type_url)
         nonce = self.next_nonce()
+        if added:
+            self.clusters_added(nonce)
         st.in_flight[nonce] = (version, tuple(r.name for r in updates), tuple(gone))
         if len(st.in_flight) > _MAX_IN_FLIGHT:
             del st.in_flight[next(iter(st.in_flight))]

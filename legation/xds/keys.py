@@ -51,6 +51,9 @@ class WithoutPrivateKeys(SnapshotCache):
     def connected(self) -> list[str]:
         return self._inner.connected()
 
+    def vhds(self, node_id: str) -> bool:
+        return self._inner.vhds(node_id)
+
     def get(self, node_id: str) -> Snapshot | ProxyError | None:
         entry = self._inner.get(node_id)
         if not isinstance(entry, Snapshot):
@@ -62,9 +65,9 @@ class WithoutPrivateKeys(SnapshotCache):
         return view[1]
 
     @contextmanager
-    def watch(self, node_id: str) -> Iterator[Watch]:
+    def watch(self, node_id: str, *, vhds: bool = False) -> Iterator[Watch]:
         try:
-            with self._inner.watch(node_id) as w:
+            with self._inner.watch(node_id, vhds=vhds) as w:
                 yield w
         finally:
             if self._inner.get(node_id) is None:  # the node's last stream closed

@@ -22,7 +22,17 @@ import grpc
 import structlog
 from envoy.config.cluster.v3 import cluster_pb2
 
-from legation.cache import CLUSTER, PUSH_ORDER, Resource, Snapshot, short_name
+from legation.cache import (
+    CLUSTER,
+    DELTA_ONLY,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    VIRTUAL_HOST,
+    Resource,
+    Snapshot,
+    short_name,
+)
 from legation.metrics import Metrics
 from legation.xds.status import Nack, ProxyStatus
 from legation.xds.subscription import NameTable, Subscription
@@ -66,6 +76,10 @@ class StreamEnv:
     @property
     def aggregated(self) -> bool:
         return len(self.types) > 1
+
+    @property
+    def incremental(self) -> bool:
+        return self.kind.startswith("delta-")
 
 
 class StreamProtocol(Protocol):
@@ -123,14 +137,53 @@ class TypeStateBase:
         return True
 
 
+# What may lead to a cluster: on ADS, held while clusters the client did not have warm.
+HELD_WHILE_WARMING: frozenset[str] = frozenset({LISTENER, ROUTE, VIRTUAL_HOST})
+
+
 @dataclass(slots=True)
 class ProtocolBase:
-    """Type gate, nonces and ACK/NACK recording shared by SotW and delta."""
+    """Type gate, nonces, ACK/NACK recording and the warming hold shared by SotW and delta.
+
+    Warming hold (ADS only): a CDS response that adds clusters the client did not
+    hold is answered by Envoy only once those clusters have warmed, i.e. have their
+    endpoints (Envoy's ClusterManagerImpl pauses CDS while clusters warm, so its ACK
+    tells the server to go on with what routes to them). Until that ACK (or a NACK)
+    listeners, routes and virtual hosts wait, and so do cluster removals (make before
+    break): otherwise a route to a new subset cluster is in force while the cluster
+    still waits for its ClusterLoadAssignment, and requests get "unknown cluster".
+    """
 
     env: StreamEnv
     _nonces: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _subscribed: set[str] = field(default_factory=set)
     _ignored: set[str] = field(default_factory=set)
+    _warming: int = 0  # nonce of the latest CDS response that added clusters; 0: none
+
+    def holding(self, type_url: str) -> bool:
+        """Whether `type_url` waits for new clusters to warm (see the class docstring)."""
+        return self._warming != 0 and type_url in HELD_WHILE_WARMING
+
+    @property
+    def warming(self) -> bool:
+        return self._warming != 0
+
+    def clusters_added(self, nonce: str) -> None:
+        """A CDS response with this nonce brought clusters the client did not hold."""
+        if self.env.aggregated:
+            self._warming = int(nonce, 16)
+
+    def clusters_answered(self, nonce: str) -> bool:
+        """A CDS ACK/NACK arrived; True if it ends the warming hold (the writer must run).
+        Responses are answered in order, so an answer to a later one settles it too."""
+        try:
+            answered = int(nonce, 16) if nonce else 0
+        except ValueError:
+            return False  # not one of ours
+        if self._warming and answered >= self._warming:
+            self._warming = 0
+            return True
+        return False
 
     def gate(self, type_url: str) -> str | None:
         """The type a request is about, None to ignore it; rejects misplaced types.
@@ -151,7 +204,7 @@ class ProtocolBase:
             raise StreamRejected(
                 grpc.StatusCode.INVALID_ARGUMENT, "a request on an ADS stream must set type_url"
             )
-        if type_url not in PUSH_ORDER:
+        if type_url not in PUSH_ORDER or (type_url in DELTA_ONLY and not env.incremental):
             if type_url not in self._ignored:
                 self._ignored.add(type_url)
                 env.log.info("xds.unsupported_type", type_url=type_url)

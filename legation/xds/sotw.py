@@ -76,11 +76,12 @@ class SotwProtocol(ProtocolBase):
             st = self.states[type_url] = _TypeState(Subscription(type_url, table=self.env.names))
             self.subscribed(type_url)
         nonce = request.response_nonce
+        released = type_url == CLUSTER and self.clusters_answered(nonce)
         if nonce and st.nonce and nonce != st.nonce:
             # Stale: it answers a response we have since superseded (xDS spec,
             # "Resource updates"). Its names will be restated by a later request.
             self.env.log.debug("xds.stale_nonce", type_url=type_url, nonce=nonce, latest=st.nonce)
-            return False
+            return released
         if request.HasField("error_detail"):
             # The version_info of a NACK is the client's previous good version;
             # the rejected one is what we sent with this nonce.
@@ -102,7 +103,7 @@ class SotwProtocol(ProtocolBase):
             st.last = None  # what the subscription covers moved: compare everything
         if change:
             st.answer = True
-        return st.answer
+        return st.answer or released
 
     def _restart(self, st: _TypeState, version_info: str) -> None:
         """A request without a nonce starts (or restarts) the type on this stream."""
@@ -116,6 +117,8 @@ class SotwProtocol(ProtocolBase):
     def responses(self, snapshot: Snapshot) -> Iterator[Outgoing]:
         final_clusters: Mapping[str, Resource] | None = None
         for type_url in pushed_types(self.env, self.states):
+            if self.holding(type_url):
+                continue  # new clusters are warming (protocol.ProtocolBase)
             st = self.states[type_url]
             if not st.fresh(snapshot):
                 continue
@@ -128,8 +131,14 @@ class SotwProtocol(ProtocolBase):
             if out is not None:
                 yield out
         if final_clusters is not None:
-            # Make before break: only now drop the clusters that were removed.
             st = self.states[CLUSTER]
+            if self.warming:  # routes have not moved away yet: remove in a later pass
+                for name in st.sent:
+                    if name not in final_clusters:
+                        st.reconsider(name)
+                st.diffed = ""
+                return
+            # Make before break: only now drop the clusters that were removed.
             yield self._emit(st, snapshot, final_clusters, snapshot.version(CLUSTER), None)
 
     def _changes(self, st: _TypeState, snapshot: Snapshot) -> Outgoing | None:
@@ -218,11 +227,14 @@ class SotwProtocol(ProtocolBase):
         candidates: set[str] | None,
     ) -> Outgoing:
         type_url = st.sub.type_url
+        added = type_url == CLUSTER and not resources.keys() <= st.sent.keys()
         if type_url == CLUSTER and self.env.aggregated:
             self._rewarm_endpoints(st, resources, candidates)
         if type_url in WILDCARD_TYPES:
             st.sent, st.shared = resources, True
         nonce = self.next_nonce()
+        if added:
+            self.clusters_added(nonce)
         st.nonce, st.version, st.answer, st.started = nonce, version, False, True
         message = wire.sotw_response(version, type_url, nonce,
                                      snapshot.entries(type_url, resources, "sotw"))

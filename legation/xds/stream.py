@@ -133,7 +133,8 @@ async def _serve(
     log.debug("xds.stream_open")
     try:
         protocol.on_request(first)  # may reject a misplaced type before the proxy is built
-        with deps.cache.watch(node_id) as watch:
+        # VHDS needs the delta ADS stream that delivers it (translators/vhds.py).
+        with deps.cache.watch(node_id, vhds=spec.delta and env.aggregated) as watch:
             await _run_tasks(context, env, protocol, watch, deps.cache)
         log.debug("xds.stream_closed")
     finally:

@@ -11,6 +11,12 @@ Owns the xDS subscription rules, shared by the SotW and delta streams
 - Once a client names a resource explicitly, the legacy meaning is gone: an
   empty SotW list then means "nothing", not "everything".
 - Other types (EDS, RDS, SDS) only ever have named subscriptions.
+- VHDS: a first delta request without names is a legacy wildcard, as for
+  CDS and LDS (what Envoy sends). Names are namespaced: ``<ns>`` also covers every
+  resource ``<ns>/<anything>``. Envoy subscribes to a route configuration's
+  virtual hosts by the configuration's name (Envoy's VhdsSubscription starts
+  with it, with use_namespace_matching); the namespace is what precedes the
+  LAST slash, since a host entry has none and a configuration name may.
 """
 
 from __future__ import annotations
@@ -19,9 +25,22 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from legation.cache import WILDCARD_TYPES, Resource
+from legation.cache import VIRTUAL_HOST, WILDCARD_TYPES, Resource
 
 WILDCARD = "*"
+NAMESPACED_TYPES: frozenset[str] = frozenset({VIRTUAL_HOST})
+
+
+# Envoy's VHDS subscription (1.40, over delta ADS) opens with an empty request and
+# expects the virtual hosts of the configurations it holds: a legacy wildcard, which
+# for VHDS means every virtual host of the proxy's own route configurations (the
+# only ones its snapshot has).
+_DELTA_LEGACY_WILDCARD: frozenset[str] = WILDCARD_TYPES | {VIRTUAL_HOST}
+
+
+def namespace_of(name: str) -> str:
+    """``<ns>`` of ``<ns>/<rest>``; "" for a name without a slash."""
+    return name.rpartition("/")[0]
 
 
 class Names(frozenset[str]):
@@ -105,7 +124,7 @@ class Subscription:
         """Apply a delta request's ``resource_names_subscribe`` / ``_unsubscribe``."""
         sub, unsub = set(subscribe), set(unsubscribe)
         wildcard = self.wildcard
-        if first and not sub and self.type_url in WILDCARD_TYPES:
+        if first and not sub and self.type_url in _DELTA_LEGACY_WILDCARD:
             wildcard = True  # legacy wildcard on the first request
         if WILDCARD in sub and self.type_url in WILDCARD_TYPES:
             wildcard = True
@@ -124,10 +143,16 @@ class Subscription:
         return change
 
     def covers(self, name: str) -> bool:
-        return self.wildcard or name in self.names
+        if self.wildcard or name in self.names:
+            return True
+        return self.type_url in NAMESPACED_TYPES and namespace_of(name) in self.names
 
     def select(self, resources: Mapping[str, Resource]) -> dict[str, Resource]:
         """The subscribed subset of a snapshot's resources of this type."""
         if self.wildcard:
             return dict(resources)
+        if self.type_url in NAMESPACED_TYPES:
+            names = self.names
+            return {n: r for n, r in resources.items()
+                    if n in names or namespace_of(n) in names}
         return {n: resources[n] for n in self.names if n in resources}

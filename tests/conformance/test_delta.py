@@ -5,11 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, Resource
+from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST, Resource
 from legation.metrics import Metrics
 from legation.xds.status import ProxyStatus
 
-from .xds_harness import Mesh, cla, cluster, eventually, listener, names_of, route
+from .xds_harness import (
+    Mesh,
+    cla,
+    cluster,
+    eventually,
+    listener,
+    names_of,
+    route,
+    virtual_host,
+)
 
 NODE = "reviews-v1.shop"
 StatusOf = Callable[[str], ProxyStatus | None]
@@ -220,13 +229,18 @@ async def test_push_order_is_make_before_break(
                 route("r", "c"),
             ],
         )
-        pushed = await client.recv_all(6)
+        pushed = await client.recv_all(2)
+        # Cluster c is new: until the client ACKs it (Envoy does once it has warmed,
+        # i.e. got its endpoints), nothing that may lead to it goes out.
+        await client.expect_silence()
+        await client.ack(pushed[0])
+        pushed += await client.recv_all(4)
         await client.expect_silence()
     got = [(r.type_url, names_of(r), list(r.removed_resources)) for r in pushed]
     assert got == [
         (CLUSTER, ["c"], []),  # additions first, removals held back
         (ENDPOINT, ["a"], []),  # c is not subscribed yet: Envoy asks after CDS
-        (LISTENER, ["http"], []),
+        (LISTENER, ["http"], []),  # after the CDS ACK
         (ROUTE, ["r"], []),
         (ENDPOINT, [], ["b"]),  # then what nothing leads to any more
         (CLUSTER, [], ["b"]),
@@ -265,3 +279,63 @@ async def test_wildcard_rules_follow_the_spec_example(mesh: Mesh, delta: Any) ->
         await client.request(CLUSTER, subscribe=["b"])
         r3 = await client.recv()
         assert (names_of(r3), list(r3.removed_resources)) == (["b"], [])
+
+
+def with_virtual_hosts(*hosts: Resource) -> list[Resource]:
+    return [*base(), *hosts]
+
+
+async def test_virtual_hosts_go_to_a_legacy_wildcard_and_by_configuration_name(
+    mesh: Mesh, delta: Any
+) -> None:
+    """VHDS: Envoy's first VirtualHost request names nothing and wants the virtual hosts
+    of its route configurations; a configuration's name covers every ``<name>/<host>``."""
+    hosts = [virtual_host("r/a.shop:80", "a", "a"), virtual_host("r/b.shop:80", "b", "b"),
+             virtual_host("s/c.shop:80", "c", "a")]
+    mesh.publish(NODE, with_virtual_hosts(*hosts))
+    async with delta(NODE) as client:
+        await client.request(VIRTUAL_HOST)
+        resp = await client.recv()
+        assert names_of(resp) == ["r/a.shop:80", "r/b.shop:80", "s/c.shop:80"]
+        await client.ack(resp)
+        # b's virtual host changes, c's goes: just those
+        mesh.publish(NODE, with_virtual_hosts(hosts[0], virtual_host("r/b.shop:80", "b", "a")))
+        resp = await client.recv()
+        assert names_of(resp) == ["r/b.shop:80"] and list(resp.removed_resources) == [
+            "s/c.shop:80"]
+        await client.ack(resp)
+        await client.expect_silence()
+    async with delta("other.shop") as client:
+        mesh.publish("other.shop", with_virtual_hosts(*hosts))
+        await client.request(VIRTUAL_HOST, subscribe=["r"])
+        resp = await client.recv()
+        assert names_of(resp) == ["r/a.shop:80", "r/b.shop:80"]  # namespace r only
+        await client.ack(resp)
+        await client.request(VIRTUAL_HOST, unsubscribe=["r"], subscribe=["s"])
+        resp = await client.recv()
+        assert names_of(resp) == ["s/c.shop:80"]
+
+
+async def test_sotw_ignores_virtual_host_requests(mesh: Mesh, sotw: Any) -> None:
+    """VHDS is delta only (Envoy refuses it over SotW): a SotW ADS stream does not serve it."""
+    mesh.publish(NODE, with_virtual_hosts(virtual_host("r/a.shop:80", "a", "a")))
+    async with sotw(NODE) as client:
+        await client.request(VIRTUAL_HOST, ["r"])
+        await client.expect_silence()
+        await client.request(CLUSTER, [])
+        assert (await client.recv()).type_url == CLUSTER
+
+
+async def test_a_nack_of_new_clusters_releases_what_waited_for_them(
+    mesh: Mesh, delta: Any, proxy_status: StatusOf
+) -> None:
+    mesh.publish(NODE, base())
+    async with delta(NODE) as client:
+        await subscribe_all(client, proxy_status)
+        mesh.publish(NODE, [*base()[:4], cluster("c"), listener("http", 15002), route("r", "c")])
+        resp = await client.recv()
+        assert (resp.type_url, names_of(resp)) == (CLUSTER, ["c"])
+        await client.expect_silence()  # the listener and route wait for c to warm
+        await client.nack(resp, "c: no such thing")
+        rest = await client.recv_all(2)
+        assert [r.type_url for r in rest] == [LISTENER, ROUTE]

@@ -32,6 +32,7 @@ from legation.cache import (
     LISTENER,
     ROUTE,
     SECRET,
+    VIRTUAL_HOST,
     ProxyError,
     Resource,
     Snapshot,
@@ -106,6 +107,21 @@ def route(name: str, cluster_name: str) -> Resource:
         ],
     )
     return Resource.of(ROUTE, name, msg)
+
+
+def virtual_host(name: str, domain: str, cluster_name: str) -> Resource:
+    """A VHDS resource: `name` is ``<route configuration>/<host>``, also its own name."""
+    msg = route_components_pb2.VirtualHost(
+        name=name,
+        domains=[domain],
+        routes=[
+            route_components_pb2.Route(
+                match=route_components_pb2.RouteMatch(prefix="/"),
+                route=route_components_pb2.RouteAction(cluster=cluster_name),
+            )
+        ],
+    )
+    return Resource.of(VIRTUAL_HOST, name, msg)
 
 
 def secret(name: str, pem: str) -> Resource:

@@ -11,14 +11,26 @@ public entry points: same resources, same order, same bytes, same versions.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
+from envoy.config.route.v3 import route_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from legation.cache import CLUSTER, ENDPOINT, LISTENER, ROUTE, ProxyError, Snapshot, SnapshotCache
+from legation.cache import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    VIRTUAL_HOST,
+    ProxyError,
+    Resource,
+    Snapshot,
+    SnapshotCache,
+)
 from legation.mesh.memo import to_resources
 from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
@@ -28,6 +40,7 @@ from legation.sources.convert import convert_text
 from legation.translators import (
     resolve_proxy,
     route_key,
+    split_virtual_hosts,
     translate_mesh,
     translate_namespace,
     translate_proxy,
@@ -40,13 +53,23 @@ NODES = ["frontend.shop", "order-v1.shop", "catalog-v1.shop", "catalog-v2.shop",
          "payment-v1.shop", "catalog-v3.shop", "web.other", "ghost.shop"]
 
 
-def from_scratch(mesh: MeshSnapshot, node_id: str) -> Snapshot | ProxyError | None:
-    """What a proxy gets, assembled without any of the pipeline's reuse."""
+def from_scratch(
+    mesh: MeshSnapshot, node_id: str, *, vhds: bool = False
+) -> Snapshot | ProxyError | None:
+    """What a proxy gets, assembled without any of the pipeline's reuse (`vhds`: as a
+    delta ADS proxy, its route configurations split by `split_virtual_hosts`)."""
     proxy = resolve_proxy(mesh, node_id)
     if proxy is None:
         return None
     routes = translate_namespace(mesh, proxy.namespace, route_key(mesh, proxy), proxy.mode)
-    return Snapshot.build([*to_resources(translate_mesh(mesh)), *to_resources(routes),
+    route_resources = to_resources(routes)
+    if vhds:
+        route_resources = [r for r in route_resources if r.type_url != ROUTE]
+        for config in routes.routes:
+            bare, hosts = split_virtual_hosts(config)
+            route_resources += [Resource.of(ROUTE, bare.name, bare),
+                                *(Resource.of(VIRTUAL_HOST, vh.name, vh) for vh in hosts)]
+    return Snapshot.build([*to_resources(translate_mesh(mesh)), *route_resources,
                            *to_resources(translate_proxy(mesh, proxy))])
 
 
@@ -58,10 +81,13 @@ def served(entry: Snapshot | ProxyError | None) -> object:
             dict(entry.versions))
 
 
-def assert_serves_a_rebuild(pipeline: Pipeline, store: MeshStore, nodes: list[str]) -> None:
+def assert_serves_a_rebuild(
+    pipeline: Pipeline, store: MeshStore, nodes: list[str], *, vhds: bool = False
+) -> None:
     mesh = store.snapshot()
     for node in nodes:
-        assert served(pipeline.snapshot_for(node)) == served(from_scratch(mesh, node)), node
+        assert served(pipeline.snapshot_for(node)) == served(
+            from_scratch(mesh, node, vhds=vhds)), node
 
 
 def objects(text: str) -> tuple[MeshObject, ...]:
@@ -197,8 +223,65 @@ def test_after_any_changes_every_proxy_gets_what_a_rebuild_gives(changes: list[s
         assert_serves_a_rebuild(pipeline, store, NODES)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.sampled_from([*CHANGES, "delete"]), min_size=1, max_size=4))
+def test_delta_ads_proxies_get_what_a_rebuild_split_for_vhds_gives(changes: list[str]) -> None:
+    store = load_shop()
+    cache = SnapshotCache()
+    pipeline = Pipeline(store, cache, Metrics())
+    with ExitStack() as watching:
+        for node in NODES:
+            watching.enter_context(cache.watch(node, vhds=True))
+        assert_serves_a_rebuild(pipeline, store, NODES, vhds=True)
+        for change in changes:
+            apply(store, change)
+            assert_serves_a_rebuild(pipeline, store, NODES, vhds=True)
+
+
+def joined(snapshot: Snapshot) -> dict[str, route_pb2.RouteConfiguration]:
+    """The route configurations a VHDS proxy ends up with: each bare configuration with
+    the virtual hosts under its name, renamed back (as Envoy assembles them)."""
+    out = {}
+    hosts = snapshot.of_type(VIRTUAL_HOST)
+    for name, r in snapshot.of_type(ROUTE).items():
+        config = route_pb2.RouteConfiguration.FromString(r.body)
+        assert config.HasField("vhds") and not config.virtual_hosts
+        config.ClearField("vhds")
+        for vh_name in sorted(n for n in hosts if n.startswith(f"{name}/")):
+            vh = config.virtual_hosts.add()
+            vh.MergeFromString(hosts[vh_name].body)
+            vh.name = vh_name.removeprefix(f"{name}/")
+        out[name] = config
+    return out
+
+
 @pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)
-def test_every_golden_case_is_served_as_rebuilt(case: Path) -> None:
+def test_vhds_routes_exactly_as_the_whole_configuration(case: Path) -> None:
+    """Split and reassembled, every golden case's route configurations are what a SotW
+    proxy gets (virtual host order aside: domains are unique, so it does not matter)."""
+    store, nodes = load_golden(case)
+    cache = SnapshotCache()
+    pipeline = Pipeline(store, cache, Metrics())
+    whole = {n: pipeline.snapshot_for(n) for n in nodes}
+    with ExitStack() as watching:
+        for node in nodes:
+            watching.enter_context(cache.watch(node, vhds=True))
+        for node in nodes:
+            split, full = pipeline.snapshot_for(node), whole[node]
+            if not isinstance(full, Snapshot):
+                continue
+            assert isinstance(split, Snapshot)
+            expected = {}
+            for name, r in full.of_type(ROUTE).items():
+                config = route_pb2.RouteConfiguration.FromString(r.body)
+                config.virtual_hosts.sort(key=lambda vh: vh.name)
+                expected[name] = config
+            assert joined(split) == expected, node
+            for t in (CLUSTER, ENDPOINT, LISTENER):
+                assert split.of_type(t) == full.of_type(t)
+
+
+def load_golden(case: Path) -> tuple[MeshStore, list[str]]:
     extra = case / "security.yaml"
     fields = (yaml.safe_load(extra.read_text()) or {}) if extra.exists() else {}
     store = MeshStore(security=MeshSecurity(**fields))
@@ -207,6 +290,12 @@ def test_every_golden_case_is_served_as_rebuilt(case: Path) -> None:
     listed = case / "proxies.txt"
     nodes = [n.strip() for n in (listed.read_text().splitlines() if listed.exists() else [])
              if n.strip() and not n.startswith("#")]
+    return store, nodes
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)
+def test_every_golden_case_is_served_as_rebuilt(case: Path) -> None:
+    store, nodes = load_golden(case)
     assert_serves_a_rebuild(Pipeline(store, SnapshotCache(), Metrics()), store, nodes)
 
 

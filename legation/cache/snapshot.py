@@ -183,6 +183,9 @@ class Snapshot:
     extra: Mapping[str, Mapping[str, Resource]] = field(
         default_factory=dict, compare=False, repr=False)
     given: tuple[Resource, ...] = field(default=(), compare=False, repr=False)  # `build` input
+    # Types whose base resources a client gets only by naming them (on-demand: a
+    # wildcard subscription of such a type covers the snapshot's own resources only).
+    by_name: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -192,6 +195,7 @@ class Snapshot:
         changed_at: float = 0.0,
         base: SnapshotBase | None = None,
         prior: Snapshot | None = None,
+        by_name: frozenset[str] = frozenset(),
     ) -> Snapshot:
         """The snapshot of `base`'s resources followed by `resources`: the last
         resource of a (type, name) wins. Equal to building from the concatenation.
@@ -218,7 +222,7 @@ class Snapshot:
                 by_type[t], versions[t] = index.resources, index.version
         for t, mine in extra.items():  # types the base has none of
             by_type[t], versions[t] = mine, version_of(mine)
-        return cls(by_type, versions, changed_at, base, own, given)
+        return cls(by_type, versions, changed_at, base, own, given, by_name)
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, {})
@@ -263,10 +267,10 @@ class Snapshot:
         if base is not None and not gone.isdisjoint(base.types.get(type_url, _EMPTY_INDEX).names):
             kept = [r for t, rs in self.resources.items() for n, r in rs.items()
                     if t != type_url or n not in gone]
-            return Snapshot.build(kept, changed_at=self.changed_at)
+            return Snapshot.build(kept, changed_at=self.changed_at, by_name=self.by_name)
         kept = [r for t, rs in self.extra.items() for n, r in rs.items()
                 if t != type_url or n not in gone]
-        return Snapshot.build(kept, changed_at=self.changed_at, base=base)
+        return Snapshot.build(kept, changed_at=self.changed_at, base=base, by_name=self.by_name)
 
     def version(self, type_url: str) -> str:
         return self.versions.get(type_url, _EMPTY_VERSION)

@@ -13,7 +13,7 @@ same message as `DiscoveryResponse(...).SerializeToString()`
 Field numbers: envoy/service/discovery/v3/discovery.proto (DiscoveryResponse
 version_info=1 resources=2 type_url=4 nonce=5; DeltaDiscoveryResponse
 system_version_info=1 resources=2 type_url=4 nonce=5 removed_resources=6;
-Resource version=1 resource=2 name=3) and google/protobuf/any.proto
+Resource version=1 resource=2 name=3 aliases=4) and google/protobuf/any.proto
 (type_url=1 value=2).
 """
 
@@ -57,6 +57,18 @@ def sotw_entry(type_url: str, body: bytes) -> bytes:
 def delta_entry(name: str, version: str, type_url: str, body: bytes) -> bytes:
     """One element of DeltaDiscoveryResponse.resources (field 2, Resource)."""
     resource = text(1, version) + field(2, any_message(type_url, body)) + text(3, name)
+    return field(2, resource)
+
+
+def alias_entry(name: str, version: str, type_url: str, body: bytes,
+                aliases: Iterable[str]) -> bytes:
+    """A DeltaDiscoveryResponse.resources element answering VHDS aliases: the resource
+    with the aliases it was found by, or (empty `body`) a resource-less entry saying an
+    alias resolves to nothing (Envoy's VhdsSubscription takes both)."""
+    resource = text(1, version)
+    if body:
+        resource += field(2, any_message(type_url, body))
+    resource += text(3, name) + b"".join(text(4, a) for a in aliases)
     return field(2, resource)
 
 

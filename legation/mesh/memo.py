@@ -20,7 +20,7 @@ call, no I/O. A memo is used by one thread at a time (`Pipeline`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envoy.config.route.v3 import route_pb2
 
@@ -336,6 +336,11 @@ class Memo:
         return found
 
 
+# What an on-demand proxy (sidecar.legation.io/on-demand, delta ADS, explicit mode) gets
+# only by asking: the outbound clusters (on-demand CDS) and virtual hosts (VHDS aliases).
+ON_DEMAND_TYPES: frozenset[str] = frozenset({CLUSTER, VIRTUAL_HOST})
+
+
 def build_snapshot(
     memo: Memo,
     node_id: str,
@@ -346,7 +351,9 @@ def build_snapshot(
 ) -> Snapshot | ProxyError:
     """One proxy's snapshot from a memo and its already issued `secrets`: no CA call, no
     I/O (the memo's caches are the only state it touches). `vhds`: the proxy is on delta
-    ADS and gets its virtual hosts as VHDS resources."""
+    ADS and gets its virtual hosts as VHDS resources; then a workload that asks for
+    on-demand config (explicit mode only) gets outbound clusters and virtual hosts only
+    by naming them (`ON_DEMAND_TYPES`)."""
     proxy: Proxy | None = resolve_proxy(memo.mesh, node_id)
     if proxy is None:
         return ProxyError(
@@ -355,6 +362,9 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
+    on_demand = vhds and proxy.workload.on_demand and proxy.mode is InterceptionMode.EXPLICIT
+    if on_demand:
+        proxy = replace(proxy, on_demand=True)
     scope = memo.scope(proxy)
     base = memo.base_for(scope)
     key: RouteKey = (proxy.namespace, memo.route_key(proxy), proxy.mode, scope)
@@ -367,7 +377,8 @@ def build_snapshot(
         client = [r for r in client if r.name in assignments]
     own = [*routes, *memo.own_resources(node_id, proxy), *client, *secrets]
     snapshot = Snapshot.build(own, changed_at=changed_at, base=base,
-                              prior=memo.prior_built.get(node_id))
+                              prior=memo.prior_built.get(node_id),
+                              by_name=ON_DEMAND_TYPES if on_demand else frozenset())
     memo.built[node_id] = snapshot
     return snapshot
 

@@ -137,6 +137,8 @@ class Workload:
     node_name: str = ""  # Pods: spec.nodeName
     # sidecar.istio.io/interceptionMode; the converter defaults Pods to TRANSPARENT
     interception: InterceptionMode = InterceptionMode.EXPLICIT
+    # sidecar.legation.io/on-demand: outbound virtual hosts and clusters on first use
+    on_demand: bool = False
 
     def port_named(self, name: str) -> int | None:
         return next((p for n, p in self.ports if n == name), None)

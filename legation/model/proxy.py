@@ -14,6 +14,9 @@ class Proxy:
     node_id: str
     workload: Workload
     mode: InterceptionMode = InterceptionMode.EXPLICIT
+    # Outbound virtual hosts and clusters on first use: the workload asked for it
+    # (sidecar.legation.io/on-demand), and the proxy is on delta ADS in explicit mode.
+    on_demand: bool = False
 
     @property
     def namespace(self) -> str:

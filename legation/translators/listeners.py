@@ -20,6 +20,7 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.on_demand.v3 import on_demand_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
@@ -40,12 +41,16 @@ TCP_PROXY_FILTER = "envoy.filters.network.tcp_proxy"
 ROUTER_FILTER = "envoy.filters.http.router"
 CORS_FILTER = "envoy.filters.http.cors"  # per-route CorsPolicy: routeparts.py
 FAULT_FILTER = "envoy.filters.http.fault"  # per-route HTTPFault: routeparts.py
+ON_DEMAND_FILTER = "envoy.filters.http.on_demand"
+ON_DEMAND_TIMEOUT_S = 5  # how long a request waits for an on-demand cluster
 
 
 def outbound_listener(
-    workload: Workload, filters: frozenset[str] = frozenset()
+    workload: Workload, filters: frozenset[str] = frozenset(), *, on_demand: bool = False
 ) -> listener_pb2.Listener:
-    """`filters`: which optional HTTP filters (CORS_FILTER, FAULT_FILTER) to include."""
+    """`filters`: which optional HTTP filters (CORS_FILTER, FAULT_FILTER) to include.
+    `on_demand`: virtual hosts (VHDS) and clusters (on-demand CDS) are fetched on a
+    request's first use, by Envoy's on_demand filter before the others."""
     port = names.OUTBOUND_PROXY_PORT
     hcm = HCM(
         stat_prefix=names.outbound_stat_prefix(workload.address, port),
@@ -59,10 +64,21 @@ def outbound_listener(
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
-        http_filters=http_filters(filters),
+        http_filters=[*([on_demand_filter()] if on_demand else []), *http_filters(filters)],
     )
     hcm_filter = network_filter(HCM_FILTER, hcm)
     return _listener(workload.address, port, base_pb2.OUTBOUND, hcm_filter)
+
+
+def on_demand_filter() -> http_connection_manager_pb2.HttpFilter:
+    """Envoy's on_demand filter: a Host no virtual host answers is requested over VHDS
+    (alias ``<route configuration>/<host>``), a route's missing cluster over on-demand
+    CDS, both on the ADS stream; the request waits for them (Envoy docs, "On-demand
+    VHDS, S/RDS and CDS Updates")."""
+    config = on_demand_pb2.OnDemand(odcds=on_demand_pb2.OnDemandCds(
+        source=ads_config_source(), timeout=duration_pb2.Duration(seconds=ON_DEMAND_TIMEOUT_S)))
+    return http_connection_manager_pb2.HttpFilter(name=ON_DEMAND_FILTER,
+                                                  typed_config=pack(config))
 
 
 def http_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:

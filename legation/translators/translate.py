@@ -126,7 +126,8 @@ def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     out.clusters.extend(clusters.inbound_cluster(p) for p in ports)
     if is_ip(workload.address):
         out.listeners.append(
-            listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace))
+            listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace),
+                                        on_demand=proxy.on_demand)
         )
         for p in ports:
             security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC

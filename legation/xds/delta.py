@@ -34,7 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from legation.cache import CLUSTER, ENDPOINT, Resource, Snapshot, wire
+from legation.cache import CLUSTER, ENDPOINT, VIRTUAL_HOST, Resource, Snapshot, wire
+from legation.xds.aliases import index_of
 from legation.xds.protocol import Outgoing, ProtocolBase, TypeStateBase, eds_names, pushed_types
 from legation.xds.subscription import NAMESPACED_TYPES, Subscription, namespace_of
 
@@ -53,6 +54,10 @@ _REMOVED_LAST = (ENDPOINT, CLUSTER)
 @dataclass(slots=True)
 class _TypeState(TypeStateBase):
     has: dict[str, str] = field(default_factory=dict)  # name -> version the client holds
+    # On-demand VHDS (aliases.py): alias -> the virtual host it resolved to ("" none),
+    # and the aliases whose answer is still to be sent.
+    aliases: dict[str, str] = field(default_factory=dict)
+    announce: set[str] = field(default_factory=set)
     # nonce -> (system version, names of the resources it carried, names it removed)
     in_flight: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = field(
         default_factory=dict)
@@ -91,10 +96,15 @@ class DeltaProtocol(ProtocolBase):
                 del st.has[name]
         for name in change.removed:
             st.has.pop(name, None)
+            st.aliases.pop(name, None)
+            st.announce.discard(name)
         for name in change.added:
             if not first:
                 st.has.pop(name, None)  # newly requested names must be sent again
             st.reconsider(name)
+            if type_url == VIRTUAL_HOST:  # maybe an alias: answered by name, once more
+                st.aliases.pop(name, None)
+                st.announce.add(name)
         if first or change.added or (change.wildcard_changed and st.sub.wildcard):
             st.answer = True
         return st.answer or released
@@ -133,6 +143,11 @@ class DeltaProtocol(ProtocolBase):
                 continue  # new clusters are warming (protocol.ProtocolBase)
             st = self.states[type_url]
             if not st.fresh(snapshot):
+                continue
+            if type_url in snapshot.by_name:
+                updates, gone, answers = self._diff_by_name(st, snapshot)
+                if updates or gone or answers or st.answer:
+                    yield self._emit(st, snapshot, updates, gone, answers=answers)
                 continue
             updates, gone, whole = self._diff(st, snapshot)
             if self.env.aggregated and type_url in _REMOVED_LAST:
@@ -182,6 +197,42 @@ class DeltaProtocol(ProtocolBase):
                 updates.append(r)
         return updates, gone, False
 
+    def _diff_by_name(
+        self, st: _TypeState, snapshot: Snapshot
+    ) -> tuple[list[Resource], list[str], dict[str, list[str]]]:
+        """On demand (`Snapshot.by_name`): the client gets the snapshot's own resources if
+        it subscribes to the wildcard, and the others only by name, or for virtual hosts
+        by alias. (updates, removals, resource name -> the aliases it answers; "" keys
+        the aliases nothing answers). The named set is small: every diff is whole."""
+        type_url = st.sub.type_url
+        resources = snapshot.of_type(type_url)
+        st.last, st.resend = snapshot, set()
+        names = st.sub.names
+        wanted = {n for n in snapshot.extra.get(type_url, {}) if st.sub.wildcard}
+        wanted.update(n for n in names if n in resources)
+        answers: dict[str, list[str]] = {}
+        if type_url == VIRTUAL_HOST:
+            index = None
+            for alias in sorted(names):
+                if alias in resources:
+                    continue
+                target = st.aliases.get(alias)
+                if not target or target not in resources:  # new, unresolved or gone
+                    index = index or index_of(resources)
+                    target = index.resolve(alias)
+                    if st.aliases.get(alias) != target:
+                        st.announce.add(alias)
+                    st.aliases[alias] = target
+                if target:
+                    wanted.add(target)
+                if alias in st.announce:
+                    answers.setdefault(target, []).append(alias)
+            st.announce.clear()
+        updates = [resources[n] for n in sorted(wanted)
+                   if st.has.get(n) != resources[n].version or n in answers]
+        gone = sorted(n for n in st.has if n not in wanted)
+        return updates, gone, answers
+
     def _emit(
         self,
         st: _TypeState,
@@ -190,6 +241,7 @@ class DeltaProtocol(ProtocolBase):
         gone: list[str],
         *,
         whole: bool = False,
+        answers: dict[str, list[str]] | None = None,
     ) -> Outgoing:
         type_url = st.sub.type_url
         added = type_url == CLUSTER and any(r.name not in st.has for r in updates)
@@ -209,6 +261,11 @@ class DeltaProtocol(ProtocolBase):
         st.answer = False
         entries = (snapshot.entries(type_url, snapshot.of_type(type_url), "delta") if whole
                    else [r.delta_entry for r in updates])
+        if answers:  # on-demand VHDS: say which aliases each virtual host answers
+            entries = [wire.alias_entry(r.name, r.version, type_url, r.body, answers[r.name])
+                       if r.name in answers else r.delta_entry for r in updates]
+            entries += [wire.alias_entry(alias, "", type_url, b"", [alias])
+                        for alias in answers.get("", ())]
         message = wire.delta_response(version, type_url, nonce, entries, gone)
         return Outgoing(type_url, version, nonce, message, snapshot)
 

@@ -339,3 +339,43 @@ async def test_a_nack_of_new_clusters_releases_what_waited_for_them(
         await client.nack(resp, "c: no such thing")
         rest = await client.recv_all(2)
         assert [r.type_url for r in rest] == [LISTENER, ROUTE]
+
+
+async def test_on_demand_clusters_and_virtual_hosts_go_by_name_and_alias(
+    mesh: Mesh, delta: Any
+) -> None:
+    """An on-demand snapshot: the wildcard gets the proxy's own resources; outbound
+    clusters go when named (on-demand CDS), virtual hosts when an alias finds them,
+    with the alias listed, and an alias nothing answers gets a resource-less entry."""
+    shared = [cluster("a"), cluster("b"), virtual_host("http_proxy/a", "a.shop:80", "a")]
+    own = [cluster("inbound|9080||"), route("http_proxy", "a")]
+    mesh.publish(NODE, own, shared=shared, by_name=frozenset({CLUSTER, VIRTUAL_HOST}))
+    async with delta(NODE) as client:
+        await client.request(CLUSTER)
+        resp = await client.recv()
+        assert names_of(resp) == ["inbound|9080||"]
+        await client.ack(resp)
+        await client.request(VIRTUAL_HOST)
+        resp = await client.recv()
+        assert names_of(resp) == []
+        await client.ack(resp)
+
+        await client.request(VIRTUAL_HOST, subscribe=["http_proxy/a.shop:80"])
+        resp = await client.recv()
+        [found] = resp.resources
+        assert (found.name, list(found.aliases)) == ("http_proxy/a", ["http_proxy/a.shop:80"])
+        assert found.HasField("resource")
+        await client.ack(resp)
+        await client.request(VIRTUAL_HOST, subscribe=["http_proxy/zzz:80"])
+        resp = await client.recv()
+        [missing] = resp.resources
+        assert (missing.name, list(missing.aliases)) == ("http_proxy/zzz:80",
+                                                        ["http_proxy/zzz:80"])
+        assert not missing.HasField("resource")
+        await client.ack(resp)
+
+        await client.request(CLUSTER, subscribe=["a"])
+        resp = await client.recv()
+        assert names_of(resp) == ["a"]
+        await client.ack(resp)
+        await client.expect_silence()

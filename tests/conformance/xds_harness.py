@@ -36,6 +36,7 @@ from legation.cache import (
     ProxyError,
     Resource,
     Snapshot,
+    SnapshotBase,
     SnapshotCache,
 )
 
@@ -171,9 +172,17 @@ class Mesh:
         self.cache.set(node_id, entry)
 
     def publish(
-        self, node_id: str, resources: Iterable[Resource], *, changed_at: float = 0.0
+        self,
+        node_id: str,
+        resources: Iterable[Resource],
+        *,
+        changed_at: float = 0.0,
+        shared: Iterable[Resource] = (),
+        by_name: frozenset[str] = frozenset(),
     ) -> Snapshot:
-        snap = Snapshot.build(resources, changed_at=changed_at)
+        """`shared`: resources of the snapshot's base (what `by_name` types hold back)."""
+        base = SnapshotBase.of(shared)
+        snap = Snapshot.build(resources, changed_at=changed_at, base=base, by_name=by_name)
         self.entries[node_id] = snap
         self.cache.set(node_id, snap)
         return snap

@@ -61,12 +61,16 @@ def workload_entry_yaml(
     labels: dict[str, str],
     app_ports: dict[int, int] | None = None,
     service_account: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> str:
     """A WorkloadEntry; `app_ports` maps a target port to where its app listens (127.0.0.1)."""
     meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    notes = dict(annotations or {})
     if app_ports:
         mapping = ",".join(f"{t}={a}" for t, a in sorted(app_ports.items()))
-        meta["annotations"] = {"sidecar.legation.io/app-ports": mapping}
+        notes["sidecar.legation.io/app-ports"] = mapping
+    if notes:
+        meta["annotations"] = notes
     spec: dict[str, Any] = {"address": address, "labels": labels}
     if service_account:
         spec["serviceAccount"] = service_account
@@ -164,9 +168,10 @@ class MeshLab:
             name, {"app": app, "version": version}, app_ports={port: demo.port}, app=demo
         )
 
-    def client(self, name: str = "client", *, labels: dict[str, str] | None = None) -> MeshWorkload:
+    def client(self, name: str = "client", *, labels: dict[str, str] | None = None,
+               annotations: dict[str, str] | None = None) -> MeshWorkload:
         """A workload no service selects: only the outbound proxy matters."""
-        return self._workload(name, labels or {"app": name})
+        return self._workload(name, labels or {"app": name}, annotations=annotations)
 
     def _workload(
         self,
@@ -175,10 +180,12 @@ class MeshLab:
         *,
         app_ports: dict[int, int] | None = None,
         app: DemoApp | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> MeshWorkload:
         address = self.loopback.next()
         text = workload_entry_yaml(
-            name, self.namespace, address=address, labels=labels, app_ports=app_ports
+            name, self.namespace, address=address, labels=labels, app_ports=app_ports,
+            annotations=annotations,
         )
         w = MeshWorkload(
             name=name,

@@ -44,6 +44,8 @@ _ADDRESS_EXPECTED = (
 _SA_EXPECTED = "a service account name (a DNS-1123 subdomain)"
 _MAX_WEIGHT = 2**32 - 1  # Envoy's load_balancing_weight is a uint32
 INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
+# Legation's opt-in: outbound virtual hosts and clusters on first use (translators/vhds.py)
+ON_DEMAND_ANNOTATION = "sidecar.legation.io/on-demand"
 _INTERCEPTION = {  # Istio's values (ProxyConfig.InboundInterceptionMode)
     "REDIRECT": InterceptionMode.TRANSPARENT,
     "TPROXY": InterceptionMode.TRANSPARENT,
@@ -61,6 +63,7 @@ def convert_workload_entry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Wor
     # Istio: spec.labels when present, else metadata.labels (istio/istio#25930).
     labels = ctx.string_map(spec, "labels", "spec", problem="labels") or dict(meta.labels)
     weight = ctx.integer(spec, "weight", "spec", problem="weight", low=0, high=_MAX_WEIGHT)
+    interception = interception_mode(ctx, meta, InterceptionMode.EXPLICIT)
     return Workload(
         ref=ctx.ref,
         kind=WorkloadKind.WORKLOAD_ENTRY,
@@ -73,7 +76,8 @@ def convert_workload_entry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Wor
         locality=_locality(ctx, spec),
         weight=weight or 0,
         app_ports=app_ports(ctx, meta),
-        interception=interception_mode(ctx, meta, InterceptionMode.EXPLICIT),
+        interception=interception,
+        on_demand=on_demand(ctx, meta, interception),
     )
 
 
@@ -91,6 +95,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
     node_name = ctx.string(spec, "nodeName", "spec", problem="node-name")
     extra = app_ports(ctx, meta)
     interception = interception_mode(ctx, meta, InterceptionMode.TRANSPARENT)
+    lazy = on_demand(ctx, meta, interception)
     if ctx.failed:
         return None
     if phase in ("Succeeded", "Failed"):
@@ -112,6 +117,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
         app_ports=extra,
         node_name=node_name,
         interception=interception,
+        on_demand=lazy,
     )
 
 
@@ -126,6 +132,26 @@ def app_ports(ctx: Ctx, meta: Meta) -> tuple[tuple[int, AppAddress], ...]:
         ctx.error(child_path("metadata.annotations", APP_PORTS_ANNOTATION), "app-ports-invalid",
                   f"{exc}; expected {APP_PORTS_EXPECTED}.")
         return ()
+
+
+def on_demand(ctx: Ctx, meta: Meta, interception: InterceptionMode) -> bool:
+    """`sidecar.legation.io/on-demand: "true"`; anything but true/false is warned about,
+    and so is asking for it in transparent mode, which it does not apply to."""
+    text = meta.annotations.get(ON_DEMAND_ANNOTATION)
+    if text is None or text in ("false", "False"):
+        return False
+    path = child_path("metadata.annotations", ON_DEMAND_ANNOTATION)
+    if text not in ("true", "True"):
+        ctx.warn(path, "on-demand-invalid",
+                 f'found {describe(text)}; expected "true" or "false". Off.')
+        return False
+    if interception is InterceptionMode.TRANSPARENT:
+        ctx.warn(path, "on-demand-transparent",
+                 "on-demand config applies to explicit mode (the HTTP proxy port 15001); "
+                 "this workload's sidecar intercepts traffic transparently, so it gets its "
+                 "whole outbound config (expected interceptionMode NONE).")
+        return False
+    return True
 
 
 def interception_mode(ctx: Ctx, meta: Meta, default: InterceptionMode) -> InterceptionMode:

@@ -14,6 +14,14 @@ Each Envoy's admin `/config_dump` is polled (every `poll_s`) until it shows
 the new endpoint address, or the new cluster among the active (warmed)
 clusters and in its route configuration. Reported: the time from the file
 write to the store seeing it, and to each Envoy showing it.
+
+On delta, one more sidecar asks for on-demand config
+(`sidecar.legation.io/on-demand`): it starts with no outbound virtual hosts
+or clusters, and a request for each of `on_demand_hosts` services is timed
+through it twice (the first fetches the virtual host over VHDS and the
+cluster over on-demand CDS, the second finds them) and once through an eager
+sidecar. Nothing listens behind the services, so every answer is Envoy's 503
+after a refused connection: the same work on every path but the fetch.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from benchmarks.stats import ms, spread, table
 from legation.app import App
 from legation.bootstrap import build_bootstrap
 from legation.demo.envoy import Envoy, EnvoyError, envoy_binary
+from legation.demo.http import request
 from legation.settings import HostPort, Settings
 
 _SIDECAR_PORTS = (15001, meshgen.PORT)  # what a sidecar binds on its workload address
@@ -47,6 +56,7 @@ class EnvoyConfig:
     poll_s: float = 0.02
     start_timeout_s: float = 30.0
     change_timeout_s: float = 20.0
+    on_demand_hosts: int = 5
     mesh: meshgen.MeshSpec = field(
         default_factory=lambda: meshgen.MeshSpec(services=10, namespaces=2)
     )
@@ -126,6 +136,9 @@ async def _one_mode(config: EnvoyConfig, mode: str, work: Path) -> dict[str, Any
                 for i in range(config.repeats):
                     change = await _change(config, app, envoys, config_dir, kind, i)
                     result["changes"].append(change)
+            if mode == "delta" and config.on_demand_hosts:
+                result["on_demand"] = await _on_demand(
+                    config, app, sidecars[0][1], config_dir, envoy_dir)
             return result
         finally:
             await asyncio.gather(*(e.stop() for e in envoys), return_exceptions=True)
@@ -200,6 +213,44 @@ async def _change(
     }
 
 
+async def _on_demand(
+    config: EnvoyConfig, app: App, eager: str, config_dir: Path, workdir: Path
+) -> dict[str, Any]:
+    """First-request latency of an on-demand sidecar (see the module docstring)."""
+    address = meshgen.address(len(config.mesh.workloads()) + 7)
+    if not _free(address):
+        return {"error": f"on-demand sidecar address in use: {address}"}
+    ns = config.mesh.namespace_of(0)
+    version = app.store.version
+    (config_dir / "on-demand.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        f"metadata:\n  name: lazy\n  namespace: {ns}\n"
+        "  annotations: {sidecar.legation.io/on-demand: \"true\"}\n"
+        f"spec:\n  address: {address}\n  labels: {{app: lazy}}\n")
+    await app.store.wait_changed(version)
+    bootstrap = build_bootstrap(
+        node_id=f"lazy.{ns}", node_cluster=ns, xds_host="127.0.0.1", xds_port=app.xds.port,
+        admin_host=address, admin_port=0, delta=True)
+    lazy = Envoy(name="delta-on-demand", bootstrap=bootstrap, workdir=workdir)
+    await lazy.start(wait="ready", timeout=config.start_timeout_s)
+    first: list[float] = []
+    again: list[float] = []
+    eager_s: list[float] = []
+    statuses: set[int] = set()
+    try:
+        for i in range(1, min(config.on_demand_hosts, config.mesh.services) + 1):
+            host = f"{meshgen.service_name(i)}.{config.mesh.namespace_of(i)}:{meshgen.PORT}"
+            for proxy, into in ((address, first), (address, again), (eager, eager_s)):
+                t0 = time.monotonic()
+                resp = await request(proxy, 15001, headers={"host": host}, timeout=10)
+                into.append(time.monotonic() - t0)
+                statuses.add(resp.status)
+    finally:
+        await lazy.stop()
+    return {"hosts": len(first), "first_s": spread(first), "again_s": spread(again),
+            "eager_s": spread(eager_s), "statuses": sorted(statuses)}
+
+
 async def _store_saw(app: App, version: int, t0: float) -> float:
     await app.store.wait_changed(version)
     return time.monotonic() - t0
@@ -255,5 +306,14 @@ def summary(result: dict[str, Any]) -> str:
     text = table(title, ["mode", "change", "all", "store saw file", "LAST envoy"], rows)
     text += "".join(f"\n  {mode}: all Envoys started and ready in {t}"
                     for mode, t in starts.items())
+    for r in result["runs"]:
+        od = r.get("on_demand")
+        if od and "first_s" in od:
+            text += (f"\n  {r['mode']} on-demand sidecar, {od['hosts']} hosts (HTTP "
+                     f"{od['statuses']}): first request {ms(od['first_s']['p50'])} (max "
+                     f"{ms(od['first_s']['max'])}), again {ms(od['again_s']['p50'])}, "
+                     f"eager sidecar {ms(od['eager_s']['p50'])} (p50)")
+        elif od:
+            text += f"\n  on-demand: {od.get('error')}"
     errors = [r.get("error") for r in result["runs"] if r.get("error")]
     return text + "".join(f"\n  error: {e}" for e in errors)

@@ -51,6 +51,7 @@ from legation.translators import (
     Translated,
     assignments_for,
     client_of,
+    gateway_resources,
     locality_targets,
     outbound_services,
     proxy_view,
@@ -168,6 +169,7 @@ class Memo:
     # with the virtual hosts added (one lineage per key)
     splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
         default_factory=dict)
+    gateways: dict[str, tuple[Proxy, list[Resource]]] = field(default_factory=dict)
     prior_splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
         default_factory=dict)
     vhds_bases: dict[RouteKey, tuple[list[Resource], SnapshotBase]] = field(
@@ -317,6 +319,17 @@ class Memo:
         self.own[node_id] = entry
         return entry.resources
 
+    def gateway(self, node_id: str, proxy: Proxy) -> list[Resource]:
+        """A gateway proxy's listeners and route configurations (translators/gateway.py),
+        once per memo; its findings join the memo's."""
+        entry = self.gateways.get(node_id)
+        if entry is None or entry[0] != proxy:
+            t = gateway_resources(self.mesh, proxy)
+            seen = set(self.diagnostics)
+            self.diagnostics.extend(d for d in t.diagnostics if d not in seen)
+            entry = self.gateways[node_id] = (proxy, to_resources(t))
+        return entry[1]
+
     def _intern(self, r: Resource) -> Resource:
         known = self.interned.setdefault((r.type_url, r.name, r.version), r)
         return known if known.body == r.body else r
@@ -362,6 +375,12 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
+    if proxy.gateways:  # a gateway: its servers' listeners and routes, no sidecar config
+        own = [*memo.gateway(node_id, proxy), *memo.client_resources(proxy), *secrets]
+        snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),
+                                  prior=memo.prior_built.get(node_id))
+        memo.built[node_id] = snapshot
+        return snapshot
     on_demand = vhds and proxy.workload.on_demand and proxy.mode is InterceptionMode.EXPLICIT
     if on_demand:
         proxy = replace(proxy, on_demand=True)

@@ -25,6 +25,7 @@ from legation.model import (
     DestinationRule,
     Diagnostic,
     EndpointSlice,
+    Gateway,
     MeshObject,
     MeshSecurity,
     MeshSnapshot,
@@ -202,6 +203,12 @@ class MeshStore:
             sidecars=tuple(
                 sorted(
                     (o for o in ordered if isinstance(o, Sidecar)),
+                    key=lambda p: (p.namespace, p.name),
+                )
+            ),
+            gateways=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, Gateway)),
                     key=lambda p: (p.namespace, p.name),
                 )
             ),

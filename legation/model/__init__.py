@@ -2,6 +2,7 @@
 
 from legation.model.destination import DestinationRule, effective_policy
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
+from legation.model.gateway import Gateway, GatewayHost, GatewayServer, gateway_key
 from legation.model.identity import (
     SpiffeId,
     SpiffeIdError,
@@ -23,7 +24,6 @@ from legation.model.mesh import (
     Node,
     ObjectKey,
     PolicyObject,
-    Protocol,
     Service,
     ServicePort,
     SliceEndpoint,
@@ -35,6 +35,7 @@ from legation.model.mesh import (
     object_key,
     selector_matches,
 )
+from legation.model.protocol import Protocol
 from legation.model.proxy import Proxy
 from legation.model.security import (
     AuthorizationPolicy,
@@ -55,6 +56,9 @@ __all__ = [
     "EgressHost",
     "Endpoint",
     "EndpointSlice",
+    "Gateway",
+    "GatewayHost",
+    "GatewayServer",
     "HealthStatus",
     "InterceptionMode",
     "Labels",
@@ -87,6 +91,7 @@ __all__ = [
     "WorkloadKind",
     "duplicate_definition",
     "effective_policy",
+    "gateway_key",
     "labels_of",
     "object_key",
     "selector_matches",

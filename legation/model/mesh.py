@@ -16,28 +16,14 @@ from typing import Any
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
+from legation.model.gateway import Gateway
 from legation.model.labels import Labels, labels_of, selector_matches
+from legation.model.protocol import Protocol
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
 from legation.model.sidecar import Sidecar
 from legation.model.traffic import VirtualService
 
 DEFAULT_DOMAIN = "cluster.local"
-
-
-class Protocol(StrEnum):
-    """Istio's protocol selection: from `appProtocol` or the port name prefix."""
-
-    HTTP = "HTTP"
-    HTTP2 = "HTTP2"
-    GRPC = "GRPC"
-    HTTPS = "HTTPS"
-    TLS = "TLS"
-    TCP = "TCP"
-    UNKNOWN = "UNKNOWN"  # Istio sniffs; in explicit mode we treat it as HTTP
-
-    @property
-    def is_http(self) -> bool:
-        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC, Protocol.UNKNOWN)
 
 
 class HealthStatus(StrEnum):
@@ -230,7 +216,7 @@ class PolicyObject:
 
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
-    | VirtualService | DestinationRule | Sidecar
+    | VirtualService | DestinationRule | Sidecar | Gateway
     | PeerAuthentication | AuthorizationPolicy
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from legation.model.gateway import Gateway
 from legation.model.mesh import InterceptionMode, Workload
 
 __all__ = ["InterceptionMode", "Proxy"]  # InterceptionMode lives in mesh.py (Workload uses it)
@@ -17,6 +18,8 @@ class Proxy:
     # Outbound virtual hosts and clusters on first use: the workload asked for it
     # (sidecar.legation.io/on-demand), and the proxy is on delta ADS in explicit mode.
     on_demand: bool = False
+    # The Istio Gateways whose selector picks the workload: it is a gateway proxy
+    gateways: tuple[Gateway, ...] = ()
 
     @property
     def namespace(self) -> str:

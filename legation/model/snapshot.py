@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
+from legation.model.gateway import Gateway, gateway_key
 from legation.model.hosts import MergeNote, Qualified, qualify, select_rule
 from legation.model.mesh import (
     DEFAULT_DOMAIN,
@@ -70,6 +71,7 @@ class MeshSnapshot:
     peer_authentications: tuple[PeerAuthentication, ...] = ()  # by (ns, name)
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
     sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
+    gateways: tuple[Gateway, ...] = ()  # by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
     diagnostics: tuple[Diagnostic, ...] = ()
 
@@ -241,6 +243,15 @@ class MeshSnapshot:
                 if vs.applies_to_sidecars and vs.visible_in(namespace)
             )
         return found
+
+    def gateways_of(self, labels: Labels) -> tuple[Gateway, ...]:
+        """The Gateways whose selector picks a workload with `labels` (any namespace)."""
+        return tuple(g for g in self.gateways if g.selects(labels))
+
+    def bound_to(self, gateway: Gateway) -> tuple[VirtualService, ...]:
+        """VirtualServices in force that name `gateway` in `gateways`, by (ns, name)."""
+        return tuple(vs for vs in self.virtual_services
+                     if any(gateway_key(g, vs.namespace) == gateway.key for g in vs.gateways))
 
     def scope_of(self, workload: Workload) -> Scope | None:
         """What a workload's proxy may see (model/sidecar.py): its Sidecar's egress hosts

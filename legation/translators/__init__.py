@@ -16,6 +16,8 @@ piece once and every proxy that needs it gets the same serialized bytes:
   (`route_key(mesh, proxy)`). Once per (mesh version, namespace, key).
 - `split_virtual_hosts(config)`: a route configuration for a delta ADS proxy,
   its virtual hosts as VHDS resources of their own (vhds.py).
+- `gateway_resources(mesh, proxy)`: a gateway proxy's listeners and route
+  configurations (Istio Gateways selecting its workload; gateway.py).
 - `translate_proxy(mesh, proxy)`: what belongs to one workload: its inbound
   clusters and its listeners (`translate_workload`), and the assignments
   locality load balancing changes for it (`assignments_for`).
@@ -28,6 +30,7 @@ the mesh-wide resources. Locality load balancing is found once per mesh
 (`locality_targets`) and computed once per `Client` (`client_of`).
 """
 
+from legation.translators.gateway import gateway_resources
 from legation.translators.result import Translated
 from legation.translators.subsets import (
     Client,
@@ -57,6 +60,7 @@ __all__ = [
     "Translated",
     "assignments_for",
     "client_of",
+    "gateway_resources",
     "locality_targets",
     "outbound_services",
     "proxy_view",

@@ -28,7 +28,14 @@ from typing import Any
 from envoy.config.route.v3 import route_components_pb2 as rc
 from google.protobuf import struct_pb2
 
-from legation.model import Diagnostic, MeshSnapshot, Proxy, Severity, selector_matches
+from legation.model import (
+    Diagnostic,
+    MeshSnapshot,
+    Proxy,
+    Severity,
+    gateway_key,
+    selector_matches,
+)
 from legation.model.destination import ConsistentHash, HashKey, effective_policy
 from legation.model.traffic import (
     MESH_GATEWAY,
@@ -75,10 +82,12 @@ def source_key(mesh: MeshSnapshot, proxy: Proxy) -> SourceKey:
 
 
 def _applies(vs: VirtualService, rule: HttpRoute, index: int, match: HttpMatch, *, port: int,
-             namespace: str, source: SourceKey) -> bool:
+             namespace: str, source: SourceKey, gateway: str = "") -> bool:
     if match.port and match.port != port:
         return False
     if match.gateways:  # Istio: gateways in a match override the source conditions
+        if gateway:
+            return any(gateway_key(g, vs.namespace) == gateway for g in match.gateways)
         return MESH_GATEWAY in match.gateways
     if match.source_namespace and match.source_namespace != namespace:
         return False
@@ -86,9 +95,11 @@ def _applies(vs: VirtualService, rule: HttpRoute, index: int, match: HttpMatch, 
 
 
 def virtual_service_routes(
-    mesh: MeshSnapshot, vs: VirtualService, *, port: int, namespace: str, source: SourceKey
+    mesh: MeshSnapshot, vs: VirtualService, *, port: int, namespace: str, source: SourceKey,
+    gateway: str = "",
 ) -> tuple[list[rc.Route], list[Diagnostic]]:
-    """The routes `vs` gives requests arriving for `port`, seen from a client."""
+    """The routes `vs` gives requests arriving for `port`, seen from a client (a sidecar
+    of `namespace`, or the gateway `gateway`, ``ns/name``)."""
     out: list[rc.Route] = []
     diagnostics: list[Diagnostic] = []
     for rule in vs.http:
@@ -96,7 +107,8 @@ def virtual_service_routes(
             [(i, m) for i, m in enumerate(rule.match)] if rule.match else [(0, None)])
         for i, match in blocks:
             if match is not None and not _applies(vs, rule, i, match, port=port,
-                                                  namespace=namespace, source=source):
+                                                  namespace=namespace, source=source,
+                                                  gateway=gateway):
                 continue
             route = _route(mesh, vs, rule, match, port, diagnostics)
             out.append(route)

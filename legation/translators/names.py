@@ -247,6 +247,11 @@ INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"
 INBOUND_CATCHALL_CHAIN = "virtualInbound-catchall-tcp"
 
 
+def gateway_route(port: int) -> str:
+    """A gateway's RouteConfiguration for one server port (Istio's ``http.<port>``)."""
+    return f"http.{port}"
+
+
 def port_route(port: int) -> str:
     """The RouteConfiguration of one outbound HTTP port: the port number, as Istio."""
     return str(port)

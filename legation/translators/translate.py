@@ -20,6 +20,7 @@ from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy
 from legation.translators import clusters, listeners, names, routes, subsets, transparent
 from legation.translators.authn import inbound_security
 from legation.translators.common import is_ip
+from legation.translators.gateway import gateway_resources
 from legation.translators.httproute import (
     SourceKey,
     filter_sources,
@@ -103,7 +104,8 @@ def translate_proxy(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     makes different for it (`subsets.client_assignments`; they replace the mesh-wide
     ones of the same name in its snapshot).
     """
-    out = translate_workload(mesh, proxy)
+    # A gateway proxy gets its servers' listeners and routes instead of a sidecar's.
+    out = gateway_resources(mesh, proxy) if proxy.gateways else translate_workload(mesh, proxy)
     out.endpoints.extend(subsets.client_assignments(mesh, proxy))
     return out
 
@@ -148,7 +150,8 @@ def resolve_proxy(mesh: MeshSnapshot, node_id: str) -> Proxy | None:
     workload = mesh.workload(namespace, name)
     if workload is None:
         return None
-    return Proxy(node_id=node_id, workload=workload, mode=workload.interception)
+    return Proxy(node_id=node_id, workload=workload, mode=workload.interception,
+                 gateways=mesh.gateways_of(workload.labels))
 
 
 def _unique(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -18,6 +18,7 @@ from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, InterceptionMode, MeshSecurity, MeshSnapshot
 from legation.sources.convert import convert_text
 from legation.translators import (
+    Translated,
     resolve_proxy,
     route_key,
     translate_mesh,
@@ -93,9 +94,9 @@ def render(case: Path) -> dict[str, str]:
             outputs[proxy_file(node_id)] = dump({"proxy": None})
             continue
         own = translate_proxy(mesh, proxy)
-        namespace = translate_namespace(
+        namespace = Translated() if proxy.gateways else translate_namespace(
             mesh, proxy.namespace, route_key(mesh, proxy), proxy.mode
-        )
+        )  # a gateway gets its own routes only (translate_proxy)
         own_endpoints = {"endpoints": [to_dict(e) for e in own.endpoints]} if own.endpoints else {}
         outputs[proxy_file(node_id)] = dump(
             {
@@ -110,7 +111,7 @@ def render(case: Path) -> dict[str, str]:
                 # transparent proxies share virtualOutbound and two clusters per namespace
                 "listeners": [to_dict(x) for x in (*namespace.listeners, *own.listeners)],
                 "clusters": [to_dict(c) for c in (*own.clusters, *namespace.clusters)],
-                "routes": [to_dict(r) for r in namespace.routes],
+                "routes": [to_dict(r) for r in (*namespace.routes, *own.routes)],
             }
         )
         scope = proxy.namespace + ("" if proxy.mode is InterceptionMode.EXPLICIT else

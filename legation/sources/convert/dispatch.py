@@ -19,6 +19,7 @@ from legation.sources.convert.cluster import convert_namespace, convert_node
 from legation.sources.convert.destinationrule import convert_destination_rule
 from legation.sources.convert.endpointslice import convert_endpoint_slice
 from legation.sources.convert.fields import Ctx, describe
+from legation.sources.convert.gateway import convert_gateway
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
 from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
@@ -65,9 +66,10 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
     ]
     specs.append(KindSpec(group="networking.istio.io", kind="Sidecar",
                           versions=ISTIO_NETWORKING_VERSIONS, convert=convert_sidecar))
-    for kind in ("ServiceEntry", "Gateway"):
-        specs.append(KindSpec(group="networking.istio.io", kind=kind,
-                              versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
+    specs.append(KindSpec(group="networking.istio.io", kind="Gateway",
+                          versions=ISTIO_NETWORKING_VERSIONS, convert=convert_gateway))
+    specs.append(KindSpec(group="networking.istio.io", kind="ServiceEntry",
+                          versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
     specs.append(KindSpec(group="security.istio.io", kind="PeerAuthentication",
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_peer_authentication))
     specs.append(KindSpec(group="security.istio.io", kind="AuthorizationPolicy",

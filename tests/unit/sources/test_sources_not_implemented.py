@@ -7,8 +7,6 @@ import pytest
 from legation.sources.convert import convert_text
 
 MANIFESTS = {
-    "Gateway": "networking.istio.io/v1\nkind: Gateway\n"
-               "spec: {selector: {istio: ingressgateway}}",
     "ServiceEntry": "networking.istio.io/v1\nkind: ServiceEntry\n"
                     "spec: {hosts: [api.example.com]}",
     "RequestAuthentication": "security.istio.io/v1\nkind: RequestAuthentication\n"

@@ -1,0 +1,71 @@
+"""Istio Gateway: servers, hosts and what is not served yet, each with its diagnostic."""
+
+from __future__ import annotations
+
+import pytest
+from sources_builders import convert, marked_line, only
+
+from legation.model import Gateway, GatewayHost, Protocol, Severity
+
+HEAD = ("apiVersion: networking.istio.io/v1\nkind: Gateway\n"
+        "metadata: {name: edge, namespace: shop}\nspec:\n")
+
+
+def test_servers_hosts_and_selector() -> None:
+    gw = only(convert(HEAD + """\
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: http}
+    hosts: ["*", "shop/bookinfo.example.com", "./*.internal"]
+    tls: {httpsRedirect: true}
+"""))
+    assert isinstance(gw, Gateway) and gw.key == "shop/edge"
+    assert gw.selector == (("istio", "ingressgateway"),)
+    (server,) = gw.servers
+    assert (server.port, server.protocol, server.https_redirect) == (8080, Protocol.HTTP, True)
+    assert server.hosts == (GatewayHost(namespace="*", host="*"),
+                            GatewayHost(namespace="shop", host="bookinfo.example.com"),
+                            GatewayHost(namespace=".", host="*.internal"))
+    assert server.admits("shop", "shop") == ("*", "bookinfo.example.com", "*.internal")
+    assert server.admits("shop", "other") == ("*",)
+
+
+@pytest.mark.parametrize(("server", "code", "severity"), [
+    ('  - port: {number: 443, protocol: HTTPS}  # <-\n    hosts: ["*"]\n',
+     "gateway.server-not-applied", Severity.WARNING),
+    ('  - port: {number: 80, protocol: SMTP}  # <-\n    hosts: ["*"]\n',
+     "gateway.protocol-invalid", Severity.ERROR),
+    ('  - port: {number: 80, protocol: HTTP}\n    hosts: ["a/b/c"]  # <-\n',
+     "gateway.host-invalid", Severity.ERROR),
+    ('  - port: {number: 80, protocol: HTTP}\n    bind: 0.0.0.0  # <-\n    hosts: ["*"]\n',
+     "gateway.field-not-applied", Severity.WARNING),
+    ('  - port: {number: 80, protocol: HTTP}\n    hosts: ["*"]\n'
+     '    tls: {mode: SIMPLE}  # <-\n', "gateway.field-not-applied", Severity.WARNING),
+], ids=["https", "bad-protocol", "bad-host", "bind", "tls-on-http"])
+def test_what_is_not_served_is_said(server: str, code: str, severity: Severity) -> None:
+    text = HEAD + "  selector: {istio: ingressgateway}\n  servers:\n" + server
+    result = convert(text)
+    found = [d for d in result.diagnostics if d.code == code]
+    assert found, [d.format() for d in result.diagnostics]
+    assert (found[0].severity, found[0].line) == (severity, marked_line(text))
+
+
+def test_one_port_one_protocol() -> None:
+    text = HEAD + """\
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 80, protocol: TCP}  # <-
+    hosts: ["*"]
+"""
+    result = convert(text)
+    (d,) = [d for d in result.diagnostics if d.code == "gateway.port-conflict"]
+    assert d.severity is Severity.ERROR and d.line == marked_line(text)
+    assert "port 80 is TCP here but HTTP" in d.message
+
+
+def test_an_empty_selector_is_a_warning() -> None:
+    result = convert(HEAD + "  servers:\n  - port: {number: 80, protocol: HTTP}\n"
+                     "    hosts: ['*']\n")
+    assert [d.code for d in result.diagnostics] == ["gateway.selector-empty"]

@@ -292,11 +292,11 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
     xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
-    account = _bootstrap_service_account(a)
+    account, node_id = _bootstrap_workload(a)
     ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
     text = render_bootstrap(
         build_bootstrap(
-            node_id=f"{a.workload}.{a.namespace}",
+            node_id=node_id,
             node_cluster=a.namespace,
             xds_host=xds.host,
             xds_port=xds.port,
@@ -318,13 +318,17 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_service_account(a: argparse.Namespace) -> str | None:
-    """The workload's service account: --service-account, else from --config-dir."""
-    from legation.model import Workload
+def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str]:
+    """(the workload's service account: --service-account, else from --config-dir; its
+    node id: ``<workload>.<namespace>``, or Istio's ``router~<ip>~<workload>.<ns>~...`` when
+    a Gateway in --config-dir selects it, as an Istio gateway's)."""
+    from legation.model import Gateway, Workload
     from legation.sources.files import load_dirs
+    from legation.translators import names
 
+    plain = f"{a.workload}.{a.namespace}"
     if not a.config_dir:
-        return str(a.service_account) if a.service_account else None
+        return (str(a.service_account) if a.service_account else None), plain
     _check_dirs(a.config_dir)
     result = load_dirs(list(a.config_dir))
     found = next(
@@ -342,7 +346,10 @@ def _bootstrap_service_account(a: argparse.Namespace) -> str | None:
             f"bootstrap: --service-account {a.service_account} but {a.namespace}/{a.workload} "
             f"runs as {found.service_account} in " + ", ".join(map(str, a.config_dir))
         )
-    return found.service_account
+    gateway = any(isinstance(o, Gateway) and o.selects(found.labels) for o in result.objects)
+    node_id = names.istio_node_id(a.workload, a.namespace, ip=found.address,
+                                  node_type="router") if gateway else plain
+    return found.service_account, node_id
 
 
 def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[str, str]:

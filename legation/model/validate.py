@@ -30,7 +30,8 @@ from legation.model.diagnostics import Diagnostic, Severity
 from legation.model.hosts import host_matches
 from legation.model.mesh import ObjectKey, Service, selector_matches
 from legation.model.snapshot import MeshSnapshot
-from legation.model.traffic import Destination, VirtualService
+from legation.model.gateway import gateway_key
+from legation.model.traffic import MESH_GATEWAY, Destination, VirtualService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,8 +68,10 @@ def check_traffic(mesh: MeshSnapshot, *, incumbents: frozenset[ObjectKey] = froz
                   ) -> TrafficCheck:
     """Every cross-object finding; `incumbents` win host conflicts (they were in force)."""
     out = TrafficCheck()
+    gateways = {g.key for g in mesh.gateways}
     for vs in mesh.virtual_services:
         _check_hosts(mesh, vs, out)
+        _check_gateways(vs, gateways, out)
         for path, dest in vs.destinations():
             _check_destination(mesh, vs, path, dest, out)
     _check_conflicts(mesh, incumbents, out)
@@ -98,6 +101,22 @@ def _check_hosts(mesh: MeshSnapshot, vs: VirtualService, out: TrafficCheck) -> N
         q = mesh.qualify_host(host, vs.namespace)
         if q.expanded:
             out.warnings.append(_not_fqdn(vs, f"spec.hosts[{i}]", host, q.fqdn))
+
+
+def _check_gateways(vs: VirtualService, known: set[str], out: TrafficCheck) -> None:
+    """A gateway the VirtualService binds to that no Gateway defines (Istio IST0101): its
+    rules reach no proxy there until one does."""
+    refs = [(f"spec.gateways[{i}]", g) for i, g in enumerate(vs.gateways)]
+    refs += [(f"{rule.path}.match[{j}].gateways[{k}]", g)
+             for rule in vs.http for j, m in enumerate(rule.match)
+             for k, g in enumerate(m.gateways)]
+    for path, ref in refs:
+        if ref != MESH_GATEWAY and gateway_key(ref, vs.namespace) not in known:
+            out.warnings.append(_diag(
+                vs, path, "virtualservice.gateway-not-found",
+                f"gateway {gateway_key(ref, vs.namespace)} is not defined: expected a Gateway "
+                f"of that namespace/name (or 'mesh'); until one exists these rules apply to "
+                "no gateway.", Severity.WARNING))
 
 
 def _check_destination(mesh: MeshSnapshot, vs: VirtualService, path: str, dest: Destination,

@@ -69,3 +69,36 @@ def test_an_empty_selector_is_a_warning() -> None:
     result = convert(HEAD + "  servers:\n  - port: {number: 80, protocol: HTTP}\n"
                      "    hosts: ['*']\n")
     assert [d.code for d in result.diagnostics] == ["gateway.selector-empty"]
+
+
+def test_a_virtual_service_naming_no_gateway_is_warned_about() -> None:
+    from legation.mesh.store import MeshStore
+
+    text = HEAD + """\
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [edge, other/missing]  # <-
+  http:
+  - route: [{destination: {host: web}}]
+"""
+    result = convert(text)
+    store = MeshStore()
+    store.replace_source("test", result.objects, result.diagnostics)
+    found = [d for d in store.snapshot().diagnostics
+             if d.code == "virtualservice.gateway-not-found"]
+    assert [(d.field, d.severity, d.line) for d in found] == [
+        ("spec.gateways[1]", Severity.WARNING, marked_line(text))]
+    assert "other/missing is not defined" in found[0].message

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity
+from legation.model.gateway import gateway_key
 from legation.model.hosts import host_matches
 from legation.model.mesh import ObjectKey, Service, selector_matches
 from legation.model.snapshot import MeshSnapshot
-from legation.model.gateway import gateway_key
 from legation.model.traffic import MESH_GATEWAY, Destination, VirtualService
 
 

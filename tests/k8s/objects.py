@@ -130,6 +130,19 @@ def service_entry(name: str, ns: str, host: str, *, version: str = "v1") -> Obj:
                      "ports": [{"number": 443, "name": "https", "protocol": "TLS"}]}}
 
 
+def gateway(name: str, ns: str, *, version: str = "v1") -> Obj:
+    return {"apiVersion": f"networking.istio.io/{version}", "kind": "Gateway",
+            "metadata": _meta(name, ns),
+            "spec": {"selector": {"istio": "ingressgateway"},
+                     "servers": [{"port": {"number": 8080, "name": "http", "protocol": "HTTP"},
+                                  "hosts": ["*"]}]}}
+
+
+def sidecar(name: str, ns: str, *, version: str = "v1") -> Obj:
+    return {"apiVersion": f"networking.istio.io/{version}", "kind": "Sidecar",
+            "metadata": _meta(name, ns), "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}
+
+
 def peer_authentication(name: str, ns: str, *, mode: str = "STRICT", version: str = "v1") -> Obj:
     return {"apiVersion": f"security.istio.io/{version}", "kind": "PeerAuthentication",
             "metadata": _meta(name, ns), "spec": {"mtls": {"mode": mode}}}
@@ -172,6 +185,8 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(virtual_service("reviews", n, host))
         out.append(destination_rule("reviews", n, host))
         out.append(service_entry("external-api", n, "api.example.com"))
+        out.append(gateway("ingress", n))
+        out.append(sidecar("default", n))
         out.append(workload_entry("vm-1", n, f"192.168.50.{len(n)}", labels={"app": "vm"}))
         out.append(peer_authentication("default", n))
         out.append(authorization_policy("allow-frontend", n, app="svc-1",

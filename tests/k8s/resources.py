@@ -72,6 +72,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "serviceentries", "ServiceEntry", _NET),
     _crd(ISTIO_NETWORKING, "virtualservices", "VirtualService", _NET),
     _crd(ISTIO_NETWORKING, "destinationrules", "DestinationRule", _NET),
+    _crd(ISTIO_NETWORKING, "gateways", "Gateway", _NET),
+    _crd(ISTIO_NETWORKING, "sidecars", "Sidecar", _NET),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
     _writable("", "secrets", "Secret"),

@@ -62,6 +62,8 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _crd("ServiceEntry", "serviceentries", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("VirtualService", "virtualservices", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("DestinationRule", "destinationrules", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
+    _crd("Gateway", "gateways", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
+    _crd("Sidecar", "sidecars", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("PeerAuthentication", "peerauthentications", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("AuthorizationPolicy", "authorizationpolicies", ISTIO_SECURITY, _SECURITY_VERSIONS),
 )

@@ -36,6 +36,7 @@ from legation.model import (
     PolicyObject,
     Service,
     Sidecar,
+    TlsCredential,
     VirtualService,
     Workload,
     duplicate_definition,
@@ -209,6 +210,12 @@ class MeshStore:
             gateways=tuple(
                 sorted(
                     (o for o in ordered if isinstance(o, Gateway)),
+                    key=lambda p: (p.namespace, p.name),
+                )
+            ),
+            credentials=tuple(
+                sorted(
+                    (o for o in ordered if isinstance(o, TlsCredential)),
                     key=lambda p: (p.namespace, p.name),
                 )
             ),

@@ -2,7 +2,13 @@
 
 from legation.model.destination import DestinationRule, effective_policy
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
-from legation.model.gateway import Gateway, GatewayHost, GatewayServer, gateway_key
+from legation.model.gateway import (
+    Gateway,
+    GatewayHost,
+    GatewayServer,
+    TlsCredential,
+    gateway_key,
+)
 from legation.model.identity import (
     SpiffeId,
     SpiffeIdError,
@@ -84,6 +90,7 @@ __all__ = [
     "SourceRef",
     "SpiffeId",
     "SpiffeIdError",
+    "TlsCredential",
     "TrustBundle",
     "VirtualService",
     "Workload",

@@ -34,6 +34,10 @@ class GatewayServer:
     protocol: Protocol
     hosts: tuple[GatewayHost, ...]
     https_redirect: bool = False  # tls.httpsRedirect: answer 301 to https
+    # HTTPS: "SIMPLE" or "MUTUAL", and the Secret (in the gateway workload's namespace)
+    # holding the certificate, key and, for MUTUAL, the client CA
+    tls_mode: str = ""
+    credential: str = ""
 
     def admits(self, gateway_namespace: str, vs_namespace: str) -> tuple[str, ...]:
         """The host patterns VirtualServices of `vs_namespace` may bind on this server."""
@@ -66,3 +70,18 @@ class Gateway:
 def gateway_key(reference: str, vs_namespace: str) -> str:
     """A VirtualService's `gateways` entry as ``namespace/name`` (short: its namespace)."""
     return reference if "/" in reference else f"{vs_namespace}/{reference}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsCredential:
+    """A Secret a gateway server names in `credentialName` (Istio's layouts): a
+    `kubernetes.io/tls` or generic Secret with `tls.crt`/`tls.key` (or `cert`/`key`)
+    and optionally `ca.crt` (`cacert`); a Secret holding only the CA is named
+    `<credentialName>-cacert`. PEM text, checked by the converter."""
+
+    ref: SourceRef
+    name: str
+    namespace: str
+    cert_chain: str = ""
+    private_key: str = field(default="", repr=False)
+    ca_cert: str = ""

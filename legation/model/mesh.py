@@ -16,7 +16,7 @@ from typing import Any
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
-from legation.model.gateway import Gateway
+from legation.model.gateway import Gateway, TlsCredential
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.protocol import Protocol
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
@@ -216,7 +216,7 @@ class PolicyObject:
 
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
-    | VirtualService | DestinationRule | Sidecar | Gateway
+    | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential
     | PeerAuthentication | AuthorizationPolicy
 )
 

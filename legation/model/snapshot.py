@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
-from legation.model.gateway import Gateway, gateway_key
+from legation.model.gateway import Gateway, TlsCredential, gateway_key
 from legation.model.hosts import MergeNote, Qualified, qualify, select_rule
 from legation.model.mesh import (
     DEFAULT_DOMAIN,
@@ -72,6 +72,7 @@ class MeshSnapshot:
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
     sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
     gateways: tuple[Gateway, ...] = ()  # by (ns, name)
+    credentials: tuple[TlsCredential, ...] = ()  # TLS Secrets, by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
     diagnostics: tuple[Diagnostic, ...] = ()
 
@@ -247,6 +248,10 @@ class MeshSnapshot:
     def gateways_of(self, labels: Labels) -> tuple[Gateway, ...]:
         """The Gateways whose selector picks a workload with `labels` (any namespace)."""
         return tuple(g for g in self.gateways if g.selects(labels))
+
+    def credential(self, namespace: str, name: str) -> TlsCredential | None:
+        return next((c for c in self.credentials
+                     if c.namespace == namespace and c.name == name), None)
 
     def bound_to(self, gateway: Gateway) -> tuple[VirtualService, ...]:
         """VirtualServices in force that name `gateway` in `gateways`, by (ns, name)."""

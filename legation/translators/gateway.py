@@ -24,15 +24,28 @@ from collections.abc import Iterable
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
-from legation.model import Gateway, GatewayServer, MeshSnapshot, Proxy, VirtualService
+from legation.model import (
+    Diagnostic,
+    Gateway,
+    GatewayServer,
+    MeshSnapshot,
+    Protocol,
+    Proxy,
+    Severity,
+    VirtualService,
+)
 from legation.model.hosts import host_matches, specificity
+from legation.model.traffic import line_of
 from legation.translators import names
-from legation.translators.common import ads_config_source, socket_address
+from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
+from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.httproute import virtual_service_routes
 from legation.translators.listeners import (
     CORS_FILTER,
@@ -43,51 +56,143 @@ from legation.translators.listeners import (
     network_filter,
 )
 from legation.translators.result import Translated
+from legation.translators.secrets import credential_secrets, sds
 
 
 def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
-    """The listeners and route configurations of a gateway proxy (`proxy.gateways`)."""
+    """The listeners, route configurations and credential secrets of a gateway proxy
+    (`proxy.gateways`)."""
     out = Translated()
     by_port: dict[int, list[tuple[Gateway, GatewayServer]]] = {}
     for gw in proxy.gateways:
         for server in gw.servers:
             by_port.setdefault(server.port, []).append((gw, server))
+    address = proxy.workload.address
     for port in sorted(by_port):
         servers = by_port[port]
+        if servers[0][1].protocol is Protocol.HTTPS:  # the converter keeps a port's family
+            _https_port(mesh, proxy, port, servers, out)
+            continue
         bound = [(gw, s, mesh.bound_to(gw)) for gw, s in servers]
-        config = _route_config(mesh, port, bound)
+        out.routes.append(_route_config(mesh, names.gateway_route(port), port, bound))
         filters = _needed_filters(vs for _, _, found in bound for vs in found)
-        out.routes.append(config)
-        out.listeners.append(_listener(proxy.workload.address, port, filters))
+        chain = listener_components_pb2.FilterChain(
+            filters=[_hcm(address, port, names.gateway_route(port), filters)])
+        out.listeners.append(_listener(address, port, [chain]))
     return out
 
 
-def _listener(address: str, port: int, filters: frozenset[str]) -> listener_pb2.Listener:
+def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
+                servers: list[tuple[Gateway, GatewayServer]], out: Translated) -> None:
+    """One filter chain per HTTPS server, chosen by SNI (its hosts; none for ``*``),
+    terminating TLS with the server's credential and routing as an HTTP server does."""
+    address = proxy.workload.address
+    chains: list[listener_components_pb2.FilterChain] = []
+    seen: dict[tuple[str, ...], GatewayServer] = {}
+    for gw, server in servers:
+        secrets = _credentials(mesh, proxy, gw, server, out)
+        if secrets is None:
+            continue
+        sni = tuple(sorted({h.host for h in server.hosts}))
+        sni = () if "*" in sni else sni
+        if sni in seen:
+            out.diagnostics.append(_server_diag(
+                gw, server, "hosts", "gateway.server-duplicate",
+                f"another HTTPS server on port {port} (spec.servers[{seen[sni].index}]) "
+                "answers the same SNI names; this one is not built (expected distinct "
+                "hosts per HTTPS server of a port)."))
+            continue
+        seen[sni] = server
+        route = names.gateway_tls_route(port, server.port_name or str(server.index),
+                                        gw.name, gw.namespace)
+        services = mesh.bound_to(gw)
+        out.routes.append(_route_config(mesh, route, port, [(gw, server, services)]))
+        out.secrets.extend(secrets)
+        context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificate_sds_secret_configs=[sds(names.credential_secret(server.credential))],
+            alpn_protocols=["h2", "http/1.1"]))
+        if server.tls_mode == "MUTUAL":
+            context.require_client_certificate.value = True
+            context.common_tls_context.validation_context_sds_secret_config.CopyFrom(
+                sds(names.credential_ca_secret(server.credential)))
+        chains.append(listener_components_pb2.FilterChain(
+            filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
+            transport_socket=base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET,
+                                                      typed_config=pack(context)),
+            filters=[_hcm(address, port, route, _needed_filters(services))]))
+    if chains:
+        inspector = listener_components_pb2.ListenerFilter(
+            name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
+        out.listeners.append(_listener(address, port, chains, [inspector]))
+
+
+def _credentials(mesh: MeshSnapshot, proxy: Proxy, gw: Gateway, server: GatewayServer,
+                 out: Translated) -> list[secret_pb2.Secret] | None:
+    """The server's credential as SDS secrets; None (reported) when it cannot be served.
+    Istio reads `credentialName` in the gateway workload's namespace."""
+    namespace = proxy.workload.namespace
+    found = mesh.credential(namespace, server.credential)
+    if found is None or not found.cert_chain:
+        out.diagnostics.append(_server_diag(
+            gw, server, "tls.credentialName", "gateway.credential-not-found",
+            f"no Secret {namespace}/{server.credential} with a certificate and key (expected "
+            "a kubernetes.io/tls Secret in the gateway workload's namespace); the server is "
+            "not built until it exists."))
+        return None
+    ca_from = None
+    if server.tls_mode == "MUTUAL":
+        ca_from = found if found.ca_cert else mesh.credential(
+            namespace, f"{server.credential}-cacert")
+        if ca_from is None or not ca_from.ca_cert:
+            out.diagnostics.append(_server_diag(
+                gw, server, "tls.mode", "gateway.client-ca-not-found",
+                f"MUTUAL needs the client CA: ca.crt in Secret {namespace}/"
+                f"{server.credential} or a Secret {server.credential}-cacert; the server is "
+                "not built until one exists."))
+            return None
+    return credential_secrets(found, ca_from=ca_from)
+
+
+def _server_diag(gw: Gateway, server: GatewayServer, field: str, code: str,
+                 message: str) -> Diagnostic:
+    path = f"spec.servers[{server.index}].{field}"
+    return Diagnostic(ref=gw.ref, field=path, code=code, message=message,
+                      severity=Severity.WARNING, line=line_of(gw.lines, path, gw.ref.line))
+
+
+def _hcm(address: str, port: int, route: str,
+         filters: frozenset[str]) -> listener_components_pb2.Filter:
     hcm = HCM(
         stat_prefix=f"gateway_{address}_{port}",
         codec_type=HCM.AUTO,
         rds=http_connection_manager_pb2.Rds(config_source=ads_config_source(),
-                                            route_config_name=names.gateway_route(port)),
+                                            route_config_name=route),
         # The gateway is the edge: it appends the peer to X-Forwarded-For and trusts
         # nothing before it (Istio sets this on gateways).
         use_remote_address=wrappers_pb2.BoolValue(value=True),
         http_filters=http_filters(filters),
     )
+    return network_filter(HCM_FILTER, hcm)
+
+
+def _listener(address: str, port: int, chains: list[listener_components_pb2.FilterChain],
+              listener_filters: list[listener_components_pb2.ListenerFilter] | None = None,
+              ) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=names.listener_name(address, port),
         address=socket_address(address, port),
         traffic_direction=base_pb2.INBOUND,
-        filter_chains=[listener_components_pb2.FilterChain(
-            filters=[network_filter(HCM_FILTER, hcm)])],
+        listener_filters=listener_filters or [],
+        filter_chains=chains,
     )
 
 
 def _route_config(
-    mesh: MeshSnapshot, port: int,
+    mesh: MeshSnapshot, name: str, port: int,
     bound: list[tuple[Gateway, GatewayServer, tuple[VirtualService, ...]]],
 ) -> route_pb2.RouteConfiguration:
     config = route_pb2.RouteConfiguration(
-        name=names.gateway_route(port), validate_clusters=wrappers_pb2.BoolValue(value=False))
+        name=name, validate_clusters=wrappers_pb2.BoolValue(value=False))
     hosts: dict[str, route_components_pb2.VirtualHost] = {}
     for gw, server, services in bound:
         for vs in services:

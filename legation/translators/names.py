@@ -252,6 +252,21 @@ def gateway_route(port: int) -> str:
     return f"http.{port}"
 
 
+def gateway_tls_route(port: int, server: str, gateway: str, namespace: str) -> str:
+    """The routes of one HTTPS server (its port name, else its index), as Istio names them:
+    ``https.<port>.<server>.<gateway>.<namespace>``."""
+    return f"https.{port}.{server}.{gateway}.{namespace}"
+
+
+def credential_secret(name: str) -> str:
+    """A `credentialName` Secret over SDS (Istio's ``kubernetes://<name>``)."""
+    return f"kubernetes://{name}"
+
+
+def credential_ca_secret(name: str) -> str:
+    return f"kubernetes://{name}-cacert"
+
+
 def port_route(port: int) -> str:
     """The RouteConfiguration of one outbound HTTP port: the port number, as Istio."""
     return str(port)

@@ -17,7 +17,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 
-from legation.model import TrustBundle, WorkloadCertificate
+from legation.model import TlsCredential, TrustBundle, WorkloadCertificate
 from legation.translators import names
 from legation.translators.common import ads_config_source
 
@@ -41,6 +41,27 @@ def root_secret(bundle: TrustBundle) -> secret_pb2.Secret:
             trusted_ca=base_pb2.DataSource(inline_string=bundle.pem)
         ),
     )
+
+
+def credential_secrets(credential: TlsCredential, *, ca_from: TlsCredential | None = None
+                       ) -> list[secret_pb2.Secret]:
+    """A gateway server's `credentialName` Secret as SDS resources, under Istio's names:
+    ``kubernetes://<name>`` (chain and key) and, when a CA is given (`ca_from`, the
+    same Secret's ca.crt or the ``<name>-cacert`` Secret), ``kubernetes://<name>-cacert``."""
+    out = [secret_pb2.Secret(
+        name=names.credential_secret(credential.name),
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_string=credential.cert_chain),
+            private_key=base_pb2.DataSource(inline_string=credential.private_key),
+        ),
+    )]
+    if ca_from is not None:
+        out.append(secret_pb2.Secret(
+            name=names.credential_ca_secret(credential.name),
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=base_pb2.DataSource(inline_string=ca_from.ca_cert)),
+        ))
+    return out
 
 
 def sds(name: str) -> secret_pb2.SdsSecretConfig:

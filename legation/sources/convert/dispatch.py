@@ -23,6 +23,7 @@ from legation.sources.convert.gateway import convert_gateway
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
 from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
+from legation.sources.convert.secret import convert_secret
 from legation.sources.convert.service import convert_service
 from legation.sources.convert.sidecar import convert_sidecar
 from legation.sources.convert.virtualservice import convert_virtual_service
@@ -55,6 +56,7 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
         KindSpec(group="", kind="Namespace", versions=("v1",), convert=convert_namespace,
                  namespaced=False, name_rule=NameRule.DNS1123_LABEL),
         KindSpec(group="", kind="Node", versions=("v1",), convert=convert_node, namespaced=False),
+        KindSpec(group="", kind="Secret", versions=("v1",), convert=convert_secret),
         KindSpec(group="discovery.k8s.io", kind="EndpointSlice", versions=("v1",),
                  convert=convert_endpoint_slice),
         KindSpec(group="networking.istio.io", kind="WorkloadEntry",

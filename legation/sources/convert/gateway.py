@@ -7,9 +7,12 @@ namespace a name, ``*`` or ``.``; the name an FQDN, ``*`` or ``*.suffix``).
 Two servers on one port must agree on the protocol.
 
 Served now: plaintext HTTP, HTTP2 and GRPC servers, and `tls.httpsRedirect`
-on them. A server of another protocol (HTTPS, TLS, TCP, MONGO, ...) is
-reported and not built, as are the fields without effect here (`bind`,
-`defaultEndpoint`, other `tls` settings): never dropped in silence.
+on them; HTTPS servers with `tls.mode` SIMPLE or MUTUAL and a
+`credentialName` (a Secret in the gateway workload's namespace, served over
+SDS). A server of another protocol or mode (TLS, TCP, MONGO, PASSTHROUGH,
+ISTIO_MUTUAL, ...) is reported and not built, as are the fields without
+effect here (`bind`, `defaultEndpoint`, other `tls` settings): never dropped
+in silence.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ TLS_FIELDS = ("httpsRedirect", "mode", "serverCertificate", "privateKey", "caCer
 # Istio's server protocols (gateway.proto Port.protocol), case-insensitive.
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS")
 SERVED = {"HTTP": Protocol.HTTP, "HTTP2": Protocol.HTTP2, "GRPC": Protocol.GRPC}
+HTTPS_MODES = ("SIMPLE", "MUTUAL")
 _HOST_EXPECTED = ("'[namespace/]host': the namespace a name, '*' or '.'; the host an FQDN, "
                   "'*' or '*.suffix', e.g. '*' or 'shop/bookinfo.example.com'")
 
@@ -96,19 +100,27 @@ def _server(ctx: Ctx, index: int, path: str, item: Any,
                   "sharing a port must share its protocol (expected the same protocol, or "
                   "another port).")
         return None
+    if protocol == "HTTPS":
+        mode, credential = _https(ctx, server, path)
+        if not credential:
+            return None
+        return GatewayServer(index=index, port=number, port_name=str(port.get("name") or ""),
+                             protocol=Protocol.HTTPS, hosts=hosts, tls_mode=mode,
+                             credential=credential)
     redirect = _tls(ctx, server, path, protocol)
     served = SERVED.get(protocol)
     if served is None:
         ctx.warn(child_path(port_path, "protocol"), "server-not-applied",
                  f"{protocol} servers are not served yet: no listener is built for port "
-                 f"{number} (served: HTTP, HTTP2, GRPC).")
+                 f"{number} (served: HTTP, HTTP2, GRPC, and HTTPS with tls.mode SIMPLE or "
+                 "MUTUAL and a credentialName).")
         return None
     return GatewayServer(index=index, port=number, port_name=str(port.get("name") or ""),
                          protocol=served, hosts=hosts, https_redirect=redirect)
 
 
 def _family(protocol: str) -> str:
-    return "http" if protocol in SERVED else protocol
+    return "http" if protocol in SERVED else protocol  # HTTPS servers share a port by SNI
 
 
 def _hosts(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[GatewayHost, ...]:
@@ -126,6 +138,36 @@ def _hosts(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[GatewayHost,
             continue
         out.append(GatewayHost(namespace=ns if slash else "*", host=name.rstrip(".")))
     return tuple(dict.fromkeys(out))
+
+
+def _https(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[str, str]:
+    """(tls.mode, tls.credentialName) of an HTTPS server; ("", "") when it cannot be served
+    (reported)."""
+    tls_path = child_path(path, "tls")
+    tls = istio.section(ctx, server, "tls", path)
+    if tls is None:
+        ctx.missing(tls_path, "tls", "TLS settings for an HTTPS server: "
+                    "{mode: SIMPLE, credentialName: <Secret>}")
+        return "", ""
+    istio.check_fields(ctx, tls, tls_path, TLS_FIELDS, what="server TLS settings")
+    mode = istio.string(ctx, tls, "mode", tls_path) or "SIMPLE"
+    credential = istio.string(ctx, tls, "credentialName", tls_path)
+    if mode not in HTTPS_MODES:
+        ctx.warn(child_path(tls_path, "mode"), "server-not-applied",
+                 f"tls.mode {mode} is not served yet: no listener is built for this server "
+                 f"(served: {', '.join(HTTPS_MODES)}).")
+        return "", ""
+    if not credential:
+        ctx.warn(tls_path, "server-not-applied",
+                 "an HTTPS server is served from a Secret named by tls.credentialName; "
+                 "certificate file paths (serverCertificate, privateKey) are not read, so no "
+                 "listener is built for this server.")
+        return "", ""
+    others = sorted(k for k in tls if k not in ("mode", "credentialName", "httpsRedirect"))
+    if others:
+        ctx.warn(child_path(tls_path, others[0]), "field-not-applied",
+                 f"tls.{', tls.'.join(others)} not applied: Envoy's TLS defaults hold.")
+    return mode, credential
 
 
 def _tls(ctx: Ctx, server: Mapping[str, Any], path: str, protocol: str) -> bool:

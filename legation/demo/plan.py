@@ -4,9 +4,13 @@ Pure: a `MeshSnapshot` (and the directory's files, for the live change) in,
 a `Plan` out; nothing is started here. Every WorkloadEntry gets a stock Envoy
 sidecar on its own loopback address and a demo app wherever its sidecar
 forwards inbound traffic (`sidecar.legation.io/app-ports`). The workload
-that no service selects is the client: traffic enters the mesh through its
-sidecar. Services no app calls are the entry points; for the shop, order
-calls catalog and payment through its own sidecar (`CALLS`).
+that no service and no Gateway selects is the client: traffic enters the mesh
+through its sidecar. A workload a Gateway selects is an ingress gateway: its
+Envoy binds the Gateway's server ports, and an HTTPS server with a
+credential whose Secret holds the CA (`ca.crt`) is probed from outside
+(`Ingress`), the certificate verified against that CA. Services no app
+calls are the entry points; for the shop, order calls catalog and payment
+through its own sidecar (`CALLS`).
 
 The live change: with traffic rules in the directory (VirtualService,
 DestinationRule), they are taken away and put back (the split changes);
@@ -73,12 +77,25 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Ingress:
+    """An HTTPS request from outside the mesh through an ingress gateway."""
+
+    gateway: str  # the gateway workload
+    address: str
+    port: int
+    host: str  # SNI and Host; the certificate must be valid for it
+    ca_pem: str  # what the client trusts (the credential Secret's ca.crt)
+    path: str = "/shop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     sidecars: tuple[SidecarSpec, ...]
     apps: tuple[AppSpec, ...]
     client: SidecarSpec
     entries: tuple[str, ...]  # host:port the traffic asks the client's sidecar for
     change: Change | None
+    ingress: Ingress | None = None
 
 
 def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
@@ -87,7 +104,8 @@ def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
         raise PlanError(f"{config_dir}: no WorkloadEntry to run (the demo runs WorkloadEntries)")
     sidecars = tuple(_sidecar(mesh, w, delta=i % 2 == 1) for i, w in enumerate(workloads))
     pairs = zip(sidecars, workloads, strict=True)
-    clients = [s for s, w in pairs if not mesh.services_selecting(w)]
+    clients = [s for s, w in pairs
+               if not mesh.services_selecting(w) and not mesh.gateways_of(w.labels)]
     if not clients:
         raise PlanError(
             f"{config_dir}: every workload is behind a service; the demo needs a client "
@@ -107,7 +125,21 @@ def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
         client=clients[0],
         entries=entries,
         change=traffic_rules_change(config_dir) or workload_change(mesh),
+        ingress=_ingress(mesh, workloads),
     )
+
+
+def _ingress(mesh: MeshSnapshot, workloads: list[Workload]) -> Ingress | None:
+    """The first HTTPS server of a gateway workload whose credential carries its CA."""
+    for w in workloads:
+        for gw in mesh.gateways_of(w.labels):
+            for server in gw.servers:
+                credential = mesh.credential(w.namespace, server.credential)
+                hosts = [h.host for h in server.hosts if "*" not in h.host]
+                if server.tls_mode == "SIMPLE" and credential and credential.ca_cert and hosts:
+                    return Ingress(gateway=w.name, address=w.address, port=server.port,
+                                   host=hosts[0], ca_pem=credential.ca_cert)
+    return None
 
 
 def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
@@ -121,12 +153,13 @@ def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
             "every workload on this machine, so it needs a 127.x.y.z address"
         )
     ports, _ = inbound_ports(mesh, w)
+    servers = [s.port for g in mesh.gateways_of(w.labels) for s in g.servers]
     return SidecarSpec(
         workload=w.name,
         namespace=w.namespace,
         address=w.address,
         delta=delta,
-        inbound=tuple(p.port for p in ports),
+        inbound=tuple(dict.fromkeys([*(p.port for p in ports), *servers])),
     )
 
 

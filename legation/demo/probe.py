@@ -11,10 +11,12 @@ e.g. `frontend → POST payment.shop:9080/pay → 403 RBAC: access denied`.
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from dataclasses import dataclass
 
-from legation.demo.http import HttpError, request
-from legation.demo.plan import OUTBOUND_PORT, Plan
+from legation.demo.http import HttpError, read_response, request
+from legation.demo.plan import OUTBOUND_PORT, Ingress, Plan
 
 GUARDED = "payment"  # the service examples/shop/security.yaml protects
 PATH = "/pay"
@@ -59,3 +61,35 @@ async def run_probe(call: ProbeCall, *, timeout: float = 5.0) -> str:
 
 def title(call: ProbeCall) -> str:
     return f"{call.caller} → POST {call.target}{PATH}"
+
+
+async def run_ingress(ingress: Ingress, *, timeout: float = 5.0) -> str:
+    """An HTTPS GET through the ingress gateway, as a client outside the mesh: SNI and
+    Host `ingress.host`, the certificate verified against `ingress.ca_pem`."""
+    context = ssl.create_default_context(cadata=ingress.ca_pem)
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                ingress.address, ingress.port, ssl=context, server_hostname=ingress.host)
+            try:
+                subject = writer.get_extra_info("peercert") or {}
+                writer.write(f"GET {ingress.path} HTTP/1.1\r\nhost: {ingress.host}\r\n"
+                             "connection: close\r\n\r\n".encode())
+                await writer.drain()
+                resp = await read_response(reader)
+            finally:
+                writer.close()
+    except ssl.SSLError as e:
+        return f"TLS failed ({e.reason or e})"
+    except (OSError, TimeoutError, HttpError) as e:
+        return f"no answer ({type(e).__name__})"
+    names = [v for k, v in (p for rdn in subject.get("subject", ()) for p in rdn)
+             if k == "commonName"]
+    who = resp.header("x-served-by") or "?"
+    return (f"{resp.status} (served by {who}; certificate for "
+            f"{names[0] if names else '?'} verified)")
+
+
+def ingress_title(ingress: Ingress) -> str:
+    return (f"outside → GET https://{ingress.host}:{ingress.port}{ingress.path} via "
+            f"{ingress.gateway} ({ingress.address})")

@@ -46,7 +46,7 @@ from legation.demo.plan import (
     make_plan,
 )
 from legation.demo.ports import Need, PortError, check_free, needed_ports
-from legation.demo.probe import probe_calls, run_probe
+from legation.demo.probe import ingress_title, probe_calls, run_ingress, run_probe
 from legation.demo.probe import title as probe_title
 from legation.demo.traffic import Load
 from legation.demo.view import ChangeEvent, Frame, ProxyRow, render, status_line, summary_line
@@ -117,6 +117,7 @@ class Demo:
         self.startup: float | None = None
         self.envoys: list[Envoy] = []
         self.t0 = 0.0  # monotonic time of the first request
+        self.ingress = ""  # what the HTTPS request through the ingress gateway got
 
     # -- the whole run -------------------------------------------------------
 
@@ -285,6 +286,14 @@ class Demo:
             self.events.append(event)
             if not self.tty:
                 self._say(f"security {event.at:5.1f}s  {event.title} → {event.result}\n")
+        if self.plan.ingress is not None:
+            event = ChangeEvent(at=time.monotonic() - self.t0,
+                                title=ingress_title(self.plan.ingress))
+            event.result = await run_ingress(self.plan.ingress)
+            self.ingress = event.result
+            self.events.append(event)
+            if not self.tty:
+                self._say(f"ingress  {event.at:5.1f}s  {event.title} → {event.result}\n")
 
     # -- the view --------------------------------------------------------------
 
@@ -324,9 +333,11 @@ class Demo:
             startup=self.startup,
             nacks=int(sum(_nack_samples(app))),
             events=tuple(self.events),
-            diagnostics=tuple(d.format() for d in app.diagnostics()),
+            # warnings and errors: what needs the user's attention (infos: legation analyze)
+            diagnostics=tuple(d.format() for d in app.diagnostics() if d.severity != "info"),
             identities=tuple(sorted(tally.identities.items())),
             canary=tuple(sorted(tally.canary.items())),
+            ingress=self.ingress,
             footer=(
                 f"look closer: http://{ADMIN}/debug/proxies · Envoy admin on each sidecar's "
                 f"address, port {ENVOY_ADMIN_PORT} · logs in {self.work}"

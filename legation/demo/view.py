@@ -51,6 +51,7 @@ class Frame:
     footer: str = ""  # where to look further (admin URLs, logs)
     identities: tuple[tuple[str, str], ...] = ()  # (workload, SPIFFE ID it presented)
     canary: tuple[tuple[Key, int], ...] = ()  # what requests with x-canary: true reached
+    ingress: str = ""  # what the HTTPS request through the ingress gateway got
 
 
 def clock(seconds: float) -> str:
@@ -118,9 +119,10 @@ def _config(f: Frame) -> list[str]:
     synced = sum(1 for p in live if p.view.in_sync)
     startup = f"all ACKed {f.startup:.2f}s after the sidecars started" if f.startup else "starting"
     types = sorted({t for p in f.proxies for t in p.view.acked})
+    w = max([14, *(len(p.workload) + 1 for p in f.proxies)])
     lines = [
         f"config   {synced}/{len(live)} proxies in sync · {startup} · {f.nacks} NACKs",
-        f"  {'proxy':<14} {'xDS':<10} " + " ".join(f"{t:<9}" for t in types),
+        f"  {'proxy':<{w}} {'xDS':<10} " + " ".join(f"{t:<9}" for t in types),
     ]
     for p in f.proxies:
         mode = "ADS delta" if p.delta else "ADS sotw"
@@ -131,9 +133,9 @@ def _config(f: Frame) -> list[str]:
         else:
             versions = " ".join(f"{p.view.acked.get(t, '-')[:8]:<9}" for t in types)
             state = versions + ("" if p.view.in_sync else " (syncing)")
-        lines.append(f"  {p.workload:<14} {mode:<10} {state}")
+        lines.append(f"  {p.workload:<{w}} {mode:<10} {state}")
         if p.view.nack:
-            lines.append(f"  {'':<14} NACK: {p.view.nack[:100]}")
+            lines.append(f"  {'':<{w}} NACK: {p.view.nack[:100]}")
     return lines
 
 
@@ -190,5 +192,6 @@ def summary_line(f: Frame) -> str:
         ("canary", ",".join(f"{w}:{n}" for (s, w), n in f.canary if s.startswith("catalog"))
          or "-"),
         *((f"identity.{w}", i) for w, i in f.identities),
+        ("ingress", f.ingress.split(" ", 1)[0] if f.ingress else "-"),
     ]
     return "summary " + " ".join(f"{k}={v}" for k, v in pairs)

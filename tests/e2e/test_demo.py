@@ -69,7 +69,12 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert got["errors"] == "0", out
     assert int(got["catalog-v1"]) > 0 and int(got["catalog-v2"]) > 0, out
     assert got["order-v1"] == got["payment-v1"] == got["requests"], out
-    assert got["in_sync"] == "5/5" and got["nacks"] == "0", out
+    assert got["in_sync"] == "6/6" and got["nacks"] == "0", out
+    # From outside the mesh, over HTTPS through the ingress gateway, certificate verified.
+    assert got["ingress"] == "200", out
+    assert re.search(r"outside → GET https://shop.example.com:8443/shop via ingress-gateway "
+                     r"\(127.0.10.6\) → 200 \(served by order-v1; certificate for "
+                     r"shop.example.com verified\)", out), out
     assert float(got["startup_s"]) > 0, out
     # A newcomer sees the mTLS identity each workload presented, and the header route:
     # requests sent with x-canary: true go to catalog-v2 (the split alone sends it 10%;
@@ -81,7 +86,7 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     changes = [x for x in out.splitlines() if x.startswith("change ")]
     assert len(changes) == 2, out  # made live, then undone, each in sync everywhere
     assert all(re.search(r"→ (\d)/\1 proxies in sync [\d.]+s after the write", c) for c in changes)
-    assert "stopped: 5 Envoys (0 still running)" in out
+    assert "stopped: 6 Envoys (0 still running)" in out
     [workdir] = set(re.findall(r"(/\S*legation-demo-[^/\s]+)/", out))
     assert not Path(workdir).exists()  # the temporary copy and logs are cleaned up
     assert _processes_mentioning(workdir) == []  # no Envoy (or anything) left running

@@ -15,7 +15,8 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 def _shop() -> MeshSnapshot:
     result = load_dirs([EXAMPLES / "shop"])
-    assert [d.format() for d in result.diagnostics] == []
+    # the one finding: the ingress VirtualService is for the gateway only (by design)
+    assert [d.code for d in result.diagnostics] == ["virtualservice.gateways-only"]
     return MeshSnapshot(
         namespaces=tuple(o for o in result.objects if isinstance(o, Namespace)),
         services=tuple(o for o in result.objects if isinstance(o, Service)),
@@ -30,6 +31,7 @@ def test_shop_mesh_loads_without_diagnostics() -> None:
     selected = {w.name: sorted(s.name for s in mesh.services_selecting(w)) for w in mesh.workloads}
     assert selected == {
         "frontend": [],
+        "ingress-gateway": [],
         "order-v1": ["order"],
         "catalog-v1": ["catalog"],
         "catalog-v2": ["catalog"],
@@ -42,9 +44,10 @@ def test_shop_mesh_loads_without_diagnostics() -> None:
 def test_shop_workloads_never_share_an_address_or_app_port() -> None:
     mesh = _shop()
     addresses = [w.address for w in mesh.workloads]
-    app_ports = [w.app_address(9080).port for w in mesh.workloads if w.name != "frontend"]
+    app_ports = [w.app_address(9080).port for w in mesh.workloads
+                 if w.name not in ("frontend", "ingress-gateway")]
 
-    assert len(set(addresses)) == len(addresses) == 5
+    assert len(set(addresses)) == len(addresses) == 6
     assert all(a.startswith("127.0.10.") for a in addresses)
     assert len(set(app_ports)) == len(app_ports) == 4
     assert 9080 not in app_ports  # an inbound listener must not forward to itself

@@ -126,3 +126,19 @@ def test_a_taken_port_is_named(shop: Path) -> None:
 
         with pytest.raises(PortError, match=rf"127\.0\.0\.1:{port} \(for the thing\) is already"):
             check_free([("127.0.0.1", port, "the thing")])
+
+
+def test_a_gateway_workload_is_an_ingress_not_the_client(shop: Path) -> None:
+    for name in ("gateway.yaml", "secret-shop-tls.yaml"):
+        shutil.copy(SHOP / name, shop / name)
+
+    plan = plan_of(shop)
+
+    assert plan.client.workload == "frontend"  # the gateway is selected by a Gateway
+    [gateway] = [s for s in plan.sidecars if s.workload == "ingress-gateway"]
+    assert (gateway.address, gateway.inbound) == ("127.0.10.6", (8443,))
+    assert plan.ingress is not None
+    assert (plan.ingress.gateway, plan.ingress.address, plan.ingress.port,
+            plan.ingress.host) == ("ingress-gateway", "127.0.10.6", 8443, "shop.example.com")
+    assert plan.ingress.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
+    assert not any(a.name == "ingress-gateway" for a in plan.apps)  # no app behind it

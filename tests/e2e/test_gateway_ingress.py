@@ -180,3 +180,56 @@ async def test_https_gateway_with_a_secret_backed_certificate_rotates(mesh: Mesh
     second, _, cert_pem, key_pem = _pem_pair("bookinfo.example.com", signer=(ca, ca_key))
     mesh.write("secret.yaml", _tls_secret("bookinfo-cert", cert_pem, key_pem))
     await eventually(lambda: served_with(second.serial_number), what="the rotated certificate")
+
+
+def _tls_secret_with_ca(name: str, cert_pem: str, key_pem: str, ca_pem: str) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",  # Istio's generic layout
+        "metadata": {"name": name, "namespace": "default"},
+        "stringData": {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": ca_pem},
+    })
+
+
+async def test_mutual_tls_gateway_requires_a_client_certificate(mesh: MeshLab,
+                                                                tmp_path: Path) -> None:
+    mesh.namespace = "default"
+    mesh.service("productpage")
+    await mesh.backend("productpage-v1", app="productpage")
+    gateway = mesh.client("ingressgateway", labels={"istio": "ingressgateway"})
+    ca, ca_key, ca_pem, _ = _pem_pair("Bookinfo Test CA", ca=True)
+    _, _, cert_pem, key_pem = _pem_pair("bookinfo.example.com", signer=(ca, ca_key))
+    mesh.write("secret.yaml", _tls_secret_with_ca("bookinfo-cert", cert_pem, key_pem, ca_pem))
+    mesh.write("gateway.yaml", HTTPS_GATEWAY.replace("mode: SIMPLE", "mode: MUTUAL"))
+    await mesh.start()
+    _, _, client_cert, client_key = _pem_pair("client.example.com", signer=(ca, ca_key))
+    (tmp_path / "client.pem").write_text(client_cert + client_key)
+
+    async def get(with_cert: bool) -> int:
+        context = ssl.create_default_context(cadata=ca_pem)
+        if with_cert:
+            context.load_cert_chain(tmp_path / "client.pem")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            gateway.address, 8443, ssl=context, server_hostname="bookinfo.example.com"), 5)
+        try:
+            writer.write(b"GET /productpage HTTP/1.1\r\nhost: bookinfo.example.com\r\n"
+                         b"connection: close\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readline(), 5)
+            return int(head.split()[1]) if head else 0
+        finally:
+            writer.close()
+
+    async def served() -> bool:
+        try:
+            return await get(with_cert=True) == 200
+        except (OSError, TimeoutError, ssl.SSLError):
+            return False
+
+    await eventually(served, what="HTTPS served to a client with a certificate")
+    # Without a client certificate the gateway ends the handshake: TLS 1.3 reports it on
+    # the first read (an alert, or the connection closed), never an HTTP answer.
+    try:
+        status = await get(with_cert=False)
+    except (ssl.SSLError, ConnectionResetError):
+        status = -1
+    assert status in (-1, 0), status

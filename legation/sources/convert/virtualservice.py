@@ -109,10 +109,6 @@ def _gateways(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[str, ...]:
                                                                       is_dns1123_label(ns))):
             ctx.invalid(f"spec.gateways[{i}]", "gateway", g,
                         "'mesh' or a gateway name, optionally as <namespace>/<name>")
-    if values and MESH_GATEWAY not in values:
-        ctx.info("spec.gateways", "gateways-only",
-                 "this VirtualService applies to gateways only (no 'mesh' in gateways), so "
-                 "Legation's sidecars do not use it.")
     return values
 
 

@@ -14,10 +14,10 @@ SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
 
 
 def test_analyze_finds_nothing_in_the_shop(capsys: pytest.CaptureFixture[str]) -> None:
-    assert analyze_paths([SHOP]) == ([], 14)
+    assert analyze_paths([SHOP]) == ([], 18)
     assert main(["analyze", str(SHOP)]) == 0
     # A newcomer sees that it ran (issue 10): one line, not silence.
-    assert capsys.readouterr().out == "legation analyze: 14 objects read: no problems found\n"
+    assert capsys.readouterr().out == "legation analyze: 18 objects read: no problems found\n"
 
 
 def test_analyze_accepts_files_and_summarises_findings(
@@ -36,7 +36,7 @@ def test_analyze_accepts_files_and_summarises_findings(
 def test_the_shop_has_the_canary_and_the_order_policy() -> None:
     objects = load_dirs([SHOP]).objects
     routes = {o.name: o for o in objects if isinstance(o, VirtualService)}
-    assert sorted(routes) == ["catalog", "order"]
+    assert sorted(routes) == ["catalog", "order", "shop-ingress"]
     canary, split = routes["catalog"].http
     assert canary.match[0].headers[0].name == "x-canary"
     assert [(d.destination.subset, d.weight) for d in split.route] == [("v1", 90), ("v2", 10)]

@@ -209,9 +209,6 @@ VS_FINDINGS = [
             field="spec.http[0].headers.request.set[:path]", message="pseudo-header", severity=W,
             yaml=vs("hosts: [catalog]\nhttp:\n- headers:\n    request:\n      set:\n"
                     "        ':path': /x  # <-\n  route: [{destination: {host: catalog}}]")),
-    Finding(id="gateways-only", code="virtualservice.gateways-only", field="spec.gateways",
-            message="applies to gateways only", severity=INFO,
-            yaml=vs("hosts: [catalog]\ngateways: [ingress]  # <-\n" + ROUTE)),
 ]
 
 DR_FINDINGS = [

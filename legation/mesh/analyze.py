@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from legation.mesh.memo import Memo
 from legation.model import Diagnostic, MeshSnapshot, Proxy
-from legation.translators import route_key
+from legation.translators import resolve_proxy, route_key
 
 
 def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
@@ -15,5 +15,11 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
     for w in mesh.workloads:  # route configurations that depend on sourceLabels
         memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
                        w.interception)
+    for w in mesh.workloads:  # gateways: their servers (a missing credential, ...)
+        if mesh.gateways_of(w.labels):
+            node_id = f"{w.name}.{w.namespace}"
+            proxy = resolve_proxy(mesh, node_id)
+            if proxy is not None:
+                memo.gateway(node_id, proxy)
     found = {*mesh.diagnostics, *memo.diagnostics}
     return sorted(found, key=lambda d: (d.ref.file, d.at_line, d.code, d.message))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sources_builders import convert, marked_line, only
 
@@ -107,3 +109,23 @@ spec:
     assert [(d.field, d.severity, d.line) for d in found] == [
         ("spec.gateways[1]", Severity.WARNING, marked_line(text))]
     assert "other/missing is not defined" in found[0].message
+
+
+def test_analyze_reports_a_gateway_credential_that_is_missing(tmp_path: Path) -> None:
+    from legation.cli import analyze_paths
+
+    (tmp_path / "mesh.yaml").write_text(HEAD + """\
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: absent}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: gw, namespace: shop}
+spec: {address: 10.0.0.1, labels: {istio: ingressgateway}}
+""")
+    found, _ = analyze_paths([tmp_path])
+    assert [(d.code, d.field) for d in found] == [
+        ("gateway.credential-not-found", "spec.servers[0].tls.credentialName")]

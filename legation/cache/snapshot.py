@@ -39,6 +39,7 @@ class _TypeIndex:
     # extra resources (by object identity, in order) -> (merged mapping, its version)
     merged: dict[tuple[int, ...], tuple[dict[str, Resource], str]]
     blobs: dict[str, bytes]  # "sotw" / "delta" -> every entry, in name order (`entries`)
+    held: dict[str, dict[str, str]]  # "" -> name -> version of every resource (`versions`)
 
     @classmethod
     def of(cls, resources: dict[str, Resource]) -> _TypeIndex:
@@ -49,7 +50,7 @@ class _TypeIndex:
             offsets.append(offsets[-1] + len(e))
         encoded = b"".join(entries)
         version = hashlib.sha256(encoded).hexdigest()[:16]
-        return cls(resources, names, encoded, tuple(offsets), version, {}, {})
+        return cls(resources, names, encoded, tuple(offsets), version, {}, {}, {})
 
     def blob(self, kind: str) -> bytes:
         """Every resource's encoded response entry (wire.py), concatenated once and then
@@ -59,6 +60,14 @@ class _TypeIndex:
             rs = self.resources
             found = self.blobs[kind] = b"".join(
                 rs[n].sotw_entry if kind == "sotw" else rs[n].delta_entry for n in self.names)
+        return found
+
+    def versions(self) -> dict[str, str]:
+        """name -> version of every resource, built once: what a client that was sent the
+        whole set holds (delta streams share it until theirs diverges). Read only."""
+        found = self.held.get("")
+        if found is None:
+            found = self.held[""] = {n: r.version for n, r in self.resources.items()}
         return found
 
     def with_extra(self, extra: dict[str, Resource]) -> tuple[dict[str, Resource], str]:
@@ -258,6 +267,17 @@ class Snapshot:
         if kind == "sotw":
             return [resources[n].sotw_entry for n in sorted(resources)]
         return [resources[n].delta_entry for n in sorted(resources)]
+
+    def versions_of(self, type_url: str) -> Mapping[str, str] | None:
+        """name -> version of the type's whole set when it is exactly its base's (shared by
+        every snapshot on that base, read only); None otherwise."""
+        base = self.base
+        if base is None:
+            return None
+        index = base.types.get(type_url)
+        if index is None or self.resources.get(type_url) is not index.resources:
+            return None
+        return index.versions()
 
     def without(self, type_url: str, names: Iterable[str]) -> Snapshot:
         """This snapshot less some resources of one type (all from `extra`); the rest,

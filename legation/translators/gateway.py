@@ -46,7 +46,7 @@ from legation.model.traffic import line_of
 from legation.translators import names
 from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
 from legation.translators.common import ads_config_source, pack, socket_address
-from legation.translators.httproute import virtual_service_routes
+from legation.translators.httproute import source_key, virtual_service_routes
 from legation.translators.listeners import (
     CORS_FILTER,
     FAULT_FILTER,
@@ -74,7 +74,7 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
             _https_port(mesh, proxy, port, servers, out)
             continue
         bound = [(gw, s, mesh.bound_to(gw)) for gw, s in servers]
-        out.routes.append(_route_config(mesh, names.gateway_route(port), port, bound))
+        out.routes.append(_route_config(mesh, proxy, names.gateway_route(port), port, bound))
         filters = _needed_filters(vs for _, _, found in bound for vs in found)
         chain = listener_components_pb2.FilterChain(
             filters=[_hcm(address, port, names.gateway_route(port), filters)])
@@ -106,7 +106,7 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
         route = names.gateway_tls_route(port, server.port_name or str(server.index),
                                         gw.name, gw.namespace)
         services = mesh.bound_to(gw)
-        out.routes.append(_route_config(mesh, route, port, [(gw, server, services)]))
+        out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
         out.secrets.extend(secrets)
         context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
             tls_certificate_sds_secret_configs=[sds(names.credential_secret(server.credential))],
@@ -188,11 +188,13 @@ def _listener(address: str, port: int, chains: list[listener_components_pb2.Filt
 
 
 def _route_config(
-    mesh: MeshSnapshot, name: str, port: int,
+    mesh: MeshSnapshot, proxy: Proxy, name: str, port: int,
     bound: list[tuple[Gateway, GatewayServer, tuple[VirtualService, ...]]],
 ) -> route_pb2.RouteConfiguration:
+    """`sourceLabels` and `sourceNamespace` are the gateway workload's own (Istio)."""
     config = route_pb2.RouteConfiguration(
         name=name, validate_clusters=wrappers_pb2.BoolValue(value=False))
+    source = source_key(mesh, proxy, (vs for _, _, services in bound for vs in services))
     hosts: dict[str, route_components_pb2.VirtualHost] = {}
     for gw, server, services in bound:
         for vs in services:
@@ -204,8 +206,9 @@ def _route_config(
                         name=names.virtual_host_name(host, port), domains=_domains(host, port))
                     if server.https_redirect:
                         vh.require_tls = route_components_pb2.VirtualHost.ALL
-                routes, _ = virtual_service_routes(mesh, vs, port=port, namespace=gw.namespace,
-                                                   source=frozenset(), gateway=gw.key)
+                routes, _ = virtual_service_routes(mesh, vs, port=port,
+                                                   namespace=proxy.namespace, source=source,
+                                                   gateway=gw.key)
                 vh.routes.extend(routes)
     config.virtual_hosts.extend(hosts[h] for h in sorted(hosts, key=specificity))
     return config

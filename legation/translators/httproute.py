@@ -23,6 +23,7 @@ with equal keys share one route configuration (see translate.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -68,10 +69,13 @@ SourceKey = frozenset[MatchId]
 _CONFIG_PATH = "/apis/networking.istio.io/v1/namespaces/{ns}/virtual-service/{name}"
 
 
-def source_key(mesh: MeshSnapshot, proxy: Proxy) -> SourceKey:
-    """The `sourceLabels` match blocks this proxy's workload satisfies."""
+def source_key(mesh: MeshSnapshot, proxy: Proxy,
+               services: Iterable[VirtualService] | None = None) -> SourceKey:
+    """The `sourceLabels` match blocks this proxy's workload satisfies, among `services`
+    (default: the VirtualServices its sidecar applies; a gateway passes those bound to it:
+    Istio matches sourceLabels against the gateway's own labels there)."""
     found: set[MatchId] = set()
-    for vs in mesh.virtual_services_for(proxy.namespace):
+    for vs in mesh.virtual_services_for(proxy.namespace) if services is None else services:
         for rule in vs.http:
             for i, m in enumerate(rule.match):
                 if m.source_labels and not m.gateways and selector_matches(

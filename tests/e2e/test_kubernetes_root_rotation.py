@@ -62,16 +62,21 @@ def _state(snap: Snapshot) -> tuple[list[str], str]:
 
 
 def _record_published(app: App) -> list[tuple[list[str], str]]:
-    """Every distinct state `app` publishes for NODE from now on, in order."""
+    """Every state `app` publishes for NODE from now on that differs from the one before
+    it, in order. The state held now counts as the one before: a rebuild that republishes
+    it (the pipeline may run one for an unrelated reason) is no change."""
     seen: list[tuple[list[str], str]] = []
     publish = app.cache.set
+    held = app.cache.get(NODE)
+    last = [_state(held)] if isinstance(held, Snapshot) else []
 
     def recording(node_id: str, entry: Snapshot | ProxyError) -> None:
         publish(node_id, entry)
         if node_id == NODE and isinstance(entry, Snapshot):
             state = _state(entry)
-            if not seen or seen[-1] != state:
+            if not last or last[-1] != state:
                 seen.append(state)
+                last[:] = [state]
 
     app.cache.set = recording  # type: ignore[method-assign]
     return seen

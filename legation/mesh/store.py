@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from legation.mesh.lastgood import LastGood, Verdict
 from legation.model import (
@@ -179,9 +179,9 @@ class MeshStore:
             domain=self._domain,
             root_namespace=self._root_namespace,
             namespaces=tuple(o for o in ordered if isinstance(o, Namespace)),
-            services=_sorted(o for o in ordered if isinstance(o, Service)),
-            workloads=_sorted(o for o in ordered if isinstance(o, Workload)),
-            endpoint_slices=_sorted(o for o in ordered if isinstance(o, EndpointSlice)),
+            services=_sorted(ordered, Service),
+            workloads=_sorted(ordered, Workload),
+            endpoint_slices=_sorted(ordered, EndpointSlice),
             nodes=tuple(o for o in ordered if isinstance(o, Node)),
             policies=tuple(
                 sorted(
@@ -189,36 +189,11 @@ class MeshStore:
                     key=lambda p: (p.kind, p.namespace, p.name),
                 )
             ),
-            peer_authentications=tuple(
-                sorted(
-                    (o for o in ordered if isinstance(o, PeerAuthentication)),
-                    key=lambda p: (p.namespace, p.name),
-                )
-            ),
-            authorization_policies=tuple(
-                sorted(
-                    (o for o in ordered if isinstance(o, AuthorizationPolicy)),
-                    key=lambda p: (p.namespace, p.name),
-                )
-            ),
-            sidecars=tuple(
-                sorted(
-                    (o for o in ordered if isinstance(o, Sidecar)),
-                    key=lambda p: (p.namespace, p.name),
-                )
-            ),
-            gateways=tuple(
-                sorted(
-                    (o for o in ordered if isinstance(o, Gateway)),
-                    key=lambda p: (p.namespace, p.name),
-                )
-            ),
-            credentials=tuple(
-                sorted(
-                    (o for o in ordered if isinstance(o, TlsCredential)),
-                    key=lambda p: (p.namespace, p.name),
-                )
-            ),
+            peer_authentications=_sorted(ordered, PeerAuthentication),
+            authorization_policies=_sorted(ordered, AuthorizationPolicy),
+            sidecars=_sorted(ordered, Sidecar),
+            gateways=_sorted(ordered, Gateway),
+            credentials=_sorted(ordered, TlsCredential),
             security=self._security,
             diagnostics=tuple(diagnostics),
         )
@@ -236,9 +211,18 @@ class MeshStore:
         return mesh
 
 
-_T = TypeVar("_T", Service, Workload, EndpointSlice)
+class _Named(Protocol):
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
 
-def _sorted(items: Iterable[_T]) -> tuple[_T, ...]:
-    return tuple(sorted(items, key=lambda o: (o.namespace, o.name)))
+_T = TypeVar("_T", bound=_Named)
 
+
+def _sorted(objects: Iterable[MeshObject], kind: type[_T]) -> tuple[_T, ...]:
+    """The objects of one kind, by (namespace, name)."""
+    return tuple(sorted((o for o in objects if isinstance(o, kind)),
+                        key=lambda o: (o.namespace, o.name)))

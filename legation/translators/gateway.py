@@ -19,8 +19,6 @@ host no virtual host answers gets Envoy's 404.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
@@ -46,10 +44,8 @@ from legation.model.traffic import line_of
 from legation.translators import names
 from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
 from legation.translators.common import ads_config_source, pack, socket_address
-from legation.translators.httproute import source_key, virtual_service_routes
+from legation.translators.httproute import filters_used, source_key, virtual_service_routes
 from legation.translators.listeners import (
-    CORS_FILTER,
-    FAULT_FILTER,
     HCM,
     HCM_FILTER,
     http_filters,
@@ -75,7 +71,7 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
             continue
         bound = [(gw, s, mesh.bound_to(gw)) for gw, s in servers]
         out.routes.append(_route_config(mesh, proxy, names.gateway_route(port), port, bound))
-        filters = _needed_filters(vs for _, _, found in bound for vs in found)
+        filters = filters_used(vs for _, _, found in bound for vs in found)
         chain = listener_components_pb2.FilterChain(
             filters=[_hcm(address, port, names.gateway_route(port), filters)])
         out.listeners.append(_listener(address, port, [chain]))
@@ -119,7 +115,7 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
             filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
             transport_socket=base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET,
                                                       typed_config=pack(context)),
-            filters=[_hcm(address, port, route, _needed_filters(services))]))
+            filters=[_hcm(address, port, route, filters_used(services))]))
     if chains:
         inspector = listener_components_pb2.ListenerFilter(
             name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
@@ -229,15 +225,3 @@ def _intersect(vs_hosts: tuple[str, ...], patterns: tuple[str, ...]) -> list[str
 
 def _domains(host: str, port: int) -> list[str]:
     return [host] if host == "*" else [host, f"{host}:{port}"]
-
-
-def _needed_filters(services: Iterable[VirtualService]) -> frozenset[str]:
-    """The optional HTTP filters (CORS, fault) the bound VirtualServices use."""
-    found: set[str] = set()
-    for vs in services:
-        for rule in vs.http:
-            if rule.cors is not None:
-                found.add(CORS_FILTER)
-            if rule.fault is not None:
-                found.add(FAULT_FILTER)
-    return frozenset(found)

@@ -254,8 +254,13 @@ def hash_policy(ch: ConsistentHash | None) -> rc.RouteAction.HashPolicy | None:
 
 def needed_filters(mesh: MeshSnapshot, namespace: str) -> frozenset[str]:
     """The optional HTTP filters (CORS, fault) some route seen from `namespace` may use."""
+    return filters_used(filter_sources(mesh, namespace))
+
+
+def filters_used(services: Iterable[VirtualService]) -> frozenset[str]:
+    """The optional HTTP filters (CORS, fault) the rules of `services` use."""
     found: set[str] = set()
-    for vs in filter_sources(mesh, namespace):
+    for vs in services:
         for rule in vs.http:
             if rule.cors is not None:
                 found.add(CORS_FILTER)

@@ -105,13 +105,18 @@ def _pem_pair(common_name: str, *, signer: tuple[Any, Any] | None = None,
                               serialization.NoEncryption()).decode())
 
 
-def _tls_secret(name: str, cert_pem: str, key_pem: str) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": {"name": name, "namespace": "default"},
-        "data": {"tls.crt": base64.b64encode(cert_pem.encode()).decode(),
-                 "tls.key": base64.b64encode(key_pem.encode()).decode()},
-    })
+def _tls_secret(name: str, cert_pem: str, key_pem: str, ca_pem: str = "") -> str:
+    """A kubernetes.io/tls Secret (base64 data); with `ca_pem`, Istio's generic layout
+    (stringData with ca.crt), as MUTUAL servers use."""
+    if ca_pem:
+        body: dict[str, Any] = {"type": "Opaque", "stringData": {
+            "tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": ca_pem}}
+    else:
+        body = {"type": "kubernetes.io/tls", "data": {
+            "tls.crt": base64.b64encode(cert_pem.encode()).decode(),
+            "tls.key": base64.b64encode(key_pem.encode()).decode()}}
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
+                           "metadata": {"name": name, "namespace": "default"}, **body})
 
 
 HTTPS_GATEWAY = """\
@@ -137,32 +142,49 @@ spec:
 """
 
 
-async def _https_get(address: str, port: int, ca_pem: str) -> tuple[int, int]:
+async def _https_get(address: str, port: int, ca_pem: str,
+                     client_pem: Path | None = None) -> tuple[int, int]:
     """(HTTP status, serial of the certificate the gateway presented), verified against
-    `ca_pem` for bookinfo.example.com (SNI and name check)."""
+    `ca_pem` for bookinfo.example.com (SNI and name check); `client_pem`: the client's
+    certificate and key. Status 0: the connection ended without an answer (serial 0: the
+    handshake did not finish)."""
     context = ssl.create_default_context(cadata=ca_pem)
+    if client_pem is not None:
+        context.load_cert_chain(client_pem)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(
         address, port, ssl=context, server_hostname="bookinfo.example.com"), 5)
     try:
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        try:
+            der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        except ValueError:  # the server ended the handshake (a refused client certificate)
+            return 0, 0
         writer.write(b"GET /productpage HTTP/1.1\r\nhost: bookinfo.example.com\r\n"
                      b"connection: close\r\n\r\n")
         await writer.drain()
         head = await asyncio.wait_for(reader.readline(), 5)
-        return int(head.split()[1]), x509.load_der_x509_certificate(der).serial_number
+        status = int(head.split()[1]) if head else 0
+        return status, x509.load_der_x509_certificate(der).serial_number
     finally:
         writer.close()
 
 
-async def test_https_gateway_with_a_secret_backed_certificate_rotates(mesh: MeshLab) -> None:
+async def _https_lab(mesh: MeshLab, mode: str = "SIMPLE") -> tuple[Any, Any, Any, str]:
+    """productpage behind a gateway with an HTTPS server (`mode`) on 8443 whose credential
+    is signed by a fresh CA: (gateway workload, CA certificate, CA key, CA PEM). The
+    Secret is written by the test (`_tls_secret`)."""
     mesh.namespace = "default"
     mesh.service("productpage")
     await mesh.backend("productpage-v1", app="productpage")
     gateway = mesh.client("ingressgateway", labels={"istio": "ingressgateway"})
     ca, ca_key, ca_pem, _ = _pem_pair("Bookinfo Test CA", ca=True)
+    mesh.write("gateway.yaml", HTTPS_GATEWAY.replace("mode: SIMPLE", f"mode: {mode}"))
+    return gateway, ca, ca_key, ca_pem
+
+
+async def test_https_gateway_with_a_secret_backed_certificate_rotates(mesh: MeshLab) -> None:
+    gateway, ca, ca_key, ca_pem = await _https_lab(mesh)
     first, _, cert_pem, key_pem = _pem_pair("bookinfo.example.com", signer=(ca, ca_key))
     mesh.write("secret.yaml", _tls_secret("bookinfo-cert", cert_pem, key_pem))
-    mesh.write("gateway.yaml", HTTPS_GATEWAY)
     await mesh.start()
 
     async def served_with(serial: int) -> bool:
@@ -182,46 +204,19 @@ async def test_https_gateway_with_a_secret_backed_certificate_rotates(mesh: Mesh
     await eventually(lambda: served_with(second.serial_number), what="the rotated certificate")
 
 
-def _tls_secret_with_ca(name: str, cert_pem: str, key_pem: str, ca_pem: str) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",  # Istio's generic layout
-        "metadata": {"name": name, "namespace": "default"},
-        "stringData": {"tls.crt": cert_pem, "tls.key": key_pem, "ca.crt": ca_pem},
-    })
-
-
 async def test_mutual_tls_gateway_requires_a_client_certificate(mesh: MeshLab,
                                                                 tmp_path: Path) -> None:
-    mesh.namespace = "default"
-    mesh.service("productpage")
-    await mesh.backend("productpage-v1", app="productpage")
-    gateway = mesh.client("ingressgateway", labels={"istio": "ingressgateway"})
-    ca, ca_key, ca_pem, _ = _pem_pair("Bookinfo Test CA", ca=True)
+    gateway, ca, ca_key, ca_pem = await _https_lab(mesh, "MUTUAL")
     _, _, cert_pem, key_pem = _pem_pair("bookinfo.example.com", signer=(ca, ca_key))
-    mesh.write("secret.yaml", _tls_secret_with_ca("bookinfo-cert", cert_pem, key_pem, ca_pem))
-    mesh.write("gateway.yaml", HTTPS_GATEWAY.replace("mode: SIMPLE", "mode: MUTUAL"))
+    mesh.write("secret.yaml", _tls_secret("bookinfo-cert", cert_pem, key_pem, ca_pem))
     await mesh.start()
     _, _, client_cert, client_key = _pem_pair("client.example.com", signer=(ca, ca_key))
-    (tmp_path / "client.pem").write_text(client_cert + client_key)
-
-    async def get(with_cert: bool) -> int:
-        context = ssl.create_default_context(cadata=ca_pem)
-        if with_cert:
-            context.load_cert_chain(tmp_path / "client.pem")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            gateway.address, 8443, ssl=context, server_hostname="bookinfo.example.com"), 5)
-        try:
-            writer.write(b"GET /productpage HTTP/1.1\r\nhost: bookinfo.example.com\r\n"
-                         b"connection: close\r\n\r\n")
-            await writer.drain()
-            head = await asyncio.wait_for(reader.readline(), 5)
-            return int(head.split()[1]) if head else 0
-        finally:
-            writer.close()
+    client = tmp_path / "client.pem"
+    client.write_text(client_cert + client_key)
 
     async def served() -> bool:
         try:
-            return await get(with_cert=True) == 200
+            return (await _https_get(gateway.address, 8443, ca_pem, client))[0] == 200
         except (OSError, TimeoutError, ssl.SSLError):
             return False
 
@@ -229,7 +224,7 @@ async def test_mutual_tls_gateway_requires_a_client_certificate(mesh: MeshLab,
     # Without a client certificate the gateway ends the handshake: TLS 1.3 reports it on
     # the first write or read (an alert, a reset, a broken pipe), never an HTTP answer.
     try:
-        status = await get(with_cert=False)
+        status, _ = await _https_get(gateway.address, 8443, ca_pem)
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
         status = -1
     assert status in (-1, 0), status

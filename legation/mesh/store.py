@@ -35,6 +35,7 @@ from legation.model import (
     PeerAuthentication,
     PolicyObject,
     Service,
+    ServiceEntry,
     Sidecar,
     TlsCredential,
     VirtualService,
@@ -179,7 +180,7 @@ class MeshStore:
             domain=self._domain,
             root_namespace=self._root_namespace,
             namespaces=tuple(o for o in ordered if isinstance(o, Namespace)),
-            services=_sorted(ordered, Service),
+            services=_services(ordered),
             workloads=_sorted(ordered, Workload),
             endpoint_slices=_sorted(ordered, EndpointSlice),
             nodes=tuple(o for o in ordered if isinstance(o, Node)),
@@ -220,6 +221,12 @@ class _Named(Protocol):
 
 
 _T = TypeVar("_T", bound=_Named)
+
+
+def _services(objects: list[MeshObject]) -> tuple[Service, ...]:
+    """Kubernetes Services and the hosts of ServiceEntries, by (namespace, name)."""
+    hosts = [s for o in objects if isinstance(o, ServiceEntry) for s in o.services()]
+    return _sorted([*objects, *hosts], Service)
 
 
 def _sorted(objects: Iterable[MeshObject], kind: type[_T]) -> tuple[_T, ...]:

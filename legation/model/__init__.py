@@ -31,6 +31,7 @@ from legation.model.mesh import (
     ObjectKey,
     PolicyObject,
     Service,
+    ServiceEntry,
     ServicePort,
     SliceEndpoint,
     SlicePort,
@@ -49,6 +50,7 @@ from legation.model.security import (
     MtlsMode,
     PeerAuthentication,
 )
+from legation.model.serviceentry import EntryEndpoint, EntryInfo, Location, Resolution
 from legation.model.sidecar import EgressHost, Scope, Sidecar
 from legation.model.snapshot import MeshSnapshot
 from legation.model.traffic import VirtualService
@@ -62,6 +64,8 @@ __all__ = [
     "EgressHost",
     "Endpoint",
     "EndpointSlice",
+    "EntryEndpoint",
+    "EntryInfo",
     "Gateway",
     "GatewayHost",
     "GatewayServer",
@@ -69,6 +73,7 @@ __all__ = [
     "InterceptionMode",
     "Labels",
     "Locality",
+    "Location",
     "MeshObject",
     "MeshSecurity",
     "MeshSnapshot",
@@ -80,8 +85,10 @@ __all__ = [
     "PolicyObject",
     "Protocol",
     "Proxy",
+    "Resolution",
     "Scope",
     "Service",
+    "ServiceEntry",
     "ServicePort",
     "Severity",
     "Sidecar",

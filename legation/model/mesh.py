@@ -20,6 +20,7 @@ from legation.model.gateway import Gateway, TlsCredential
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.protocol import Protocol
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
+from legation.model.serviceentry import EntryInfo, Resolution
 from legation.model.sidecar import Sidecar
 from legation.model.traffic import VirtualService
 
@@ -80,6 +81,9 @@ class Service:
     # annotation networking.istio.io/exportTo: "*" (or empty) everywhere, "." its own
     # namespace, else the namespaces listed
     export_to: tuple[str, ...] = ()
+    # A host of a ServiceEntry (model/serviceentry.py): `name` is the host, which is also
+    # its FQDN; None for a Kubernetes Service
+    entry: EntryInfo | None = None
 
     def visible_in(self, namespace: str) -> bool:
         if not self.export_to or "*" in self.export_to:
@@ -88,10 +92,43 @@ class Service:
                                                and namespace == self.namespace)
 
     def fqdn(self, domain: str = DEFAULT_DOMAIN) -> str:
+        if self.entry is not None:
+            return self.name
         return f"{self.name}.{self.namespace}.svc.{domain}"
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.port == number), None)
+
+    @property
+    def uses_eds(self) -> bool:
+        """Its endpoints are sent over EDS (a ServiceEntry's DNS and forward-proxy
+        clusters find their own)."""
+        return self.entry is None or self.entry.resolution is Resolution.STATIC
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceEntry:
+    """Istio's ServiceEntry: hosts added to the registry (model/serviceentry.py)."""
+
+    ref: SourceRef
+    name: str
+    namespace: str
+    hosts: tuple[str, ...]  # lowercase; `*.suffix` wildcards allowed
+    ports: tuple[ServicePort, ...] = ()
+    workload_selector: Labels = ()
+    export_to: tuple[str, ...] = ()
+    info: EntryInfo = field(default_factory=EntryInfo)
+
+    def services(self) -> tuple[Service, ...]:
+        """One service per host, named by the host; its first IP address as cluster IP
+        (transparent proxies match it as the destination)."""
+        vip = next((a for a in self.info.addresses if "/" not in a), "")
+        return tuple(
+            Service(ref=self.ref, name=host, namespace=self.namespace,
+                    selector=self.workload_selector, ports=self.ports, cluster_ip=vip,
+                    export_to=self.export_to, entry=self.info)
+            for host in self.hosts
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,7 +253,7 @@ class PolicyObject:
 
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
-    | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential
+    | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
     | PeerAuthentication | AuthorizationPolicy
 )
 

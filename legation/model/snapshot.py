@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
@@ -27,6 +27,7 @@ from legation.model.mesh import (
     Node,
     PolicyObject,
     Service,
+    ServiceEntry,
     ServicePort,
     Workload,
     WorkloadKind,
@@ -39,6 +40,8 @@ from legation.model.security import (
 )
 from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
 from legation.model.traffic import VirtualService
+
+_TLS_MODE_LABEL = "security.istio.io/tlsMode"  # Istio: the workload runs a sidecar
 
 
 @dataclass(slots=True)
@@ -175,6 +178,8 @@ class MeshSnapshot:
                                      if k[0] == obj.namespace)
                 elif isinstance(obj, EndpointSlice):
                     stale.add((obj.namespace, obj.service_name))
+                elif isinstance(obj, ServiceEntry):
+                    stale.update((obj.namespace, host) for host in obj.hosts)
         object.__setattr__(self, "_endpoints", {
             k: v for k, v in prior._endpoints.items() if (k[0], k[1]) not in stale
         })
@@ -300,6 +305,8 @@ class MeshSnapshot:
 
     def _find_endpoints(self, service: Service, port: ServicePort) -> tuple[Endpoint, ...]:
         found: dict[tuple[str, int], Endpoint] = {}
+        if service.entry is not None:
+            return self._entry_endpoints(service, port, found)
         slices = self._slices.get((service.namespace, service.name), ())
         for es in slices:
             self._slice_endpoints(es, port, found)
@@ -312,6 +319,36 @@ class MeshSnapshot:
             if target is None or w.health is HealthStatus.UNHEALTHY:
                 continue
             found.setdefault((w.address, target), self._endpoint(w, w.address, target, w.health))
+        return tuple(found[k] for k in sorted(found))
+
+    def _entry_endpoints(self, service: Service, port: ServicePort,
+                         found: dict[tuple[str, int], Endpoint]) -> tuple[Endpoint, ...]:
+        """A ServiceEntry host's endpoints: its `endpoints` (a port from their `ports` by
+        the service port's name, else the target port), or the workloads its
+        workloadSelector picks. Outside the mesh (MESH_EXTERNAL) nothing is dialled with
+        the mesh's mTLS, whatever the labels say (Istio)."""
+        entry = service.entry
+        assert entry is not None
+        default = port.target_port if isinstance(port.target_port, int) else port.port
+        internal = not entry.external
+        for ep in entry.endpoints:
+            target = ep.port_for(port.name, default)
+            region, zone, subzone = ep.locality
+            found.setdefault((ep.address, target), Endpoint(
+                address=ep.address, port=target, health=HealthStatus.HEALTHY,
+                locality=Locality(region=region, zone=zone, subzone=subzone),
+                labels=ep.labels, service_account=ep.service_account, workload="",
+                weight=ep.weight,
+                has_sidecar=internal and dict(ep.labels).get(_TLS_MODE_LABEL) == "istio"))
+        for w in self._selectable(service.namespace, service.selector):
+            at = w.endpoint_port(port)
+            if (not selector_matches(service.selector, w.labels) or at is None
+                    or w.health is HealthStatus.UNHEALTHY):
+                continue
+            e = self._endpoint(w, w.address, at, w.health)
+            if not internal and e.has_sidecar:
+                e = replace(e, has_sidecar=False)
+            found.setdefault((w.address, at), e)
         return tuple(found[k] for k in sorted(found))
 
     def _selectable(self, namespace: str, selector: Labels) -> tuple[Workload, ...]:
@@ -372,7 +409,7 @@ class MeshSnapshot:
             service_account=w.service_account,
             workload=f"{w.namespace}/{w.name}",
             weight=w.weight,
-            has_sidecar=dict(w.labels).get("security.istio.io/tlsMode") == "istio",
+            has_sidecar=dict(w.labels).get(_TLS_MODE_LABEL) == "istio",
         )
 
     def _locality(self, node_name: str, zone: str) -> Locality:

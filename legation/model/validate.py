@@ -129,15 +129,15 @@ def _check_destination(mesh: MeshSnapshot, vs: VirtualService, path: str, dest: 
         out.error(vs_key(vs), _diag(
             vs, f"{path}.host", "virtualservice.host-unknown",
             f"destination host {dest.host!r} ({q.fqdn}) is no Service of the mesh; expected "
-            "a Service's name, name.namespace or FQDN (Legation does not read ServiceEntries "
-            "yet)."))
+            "a Service's name, name.namespace or FQDN, or a host of a ServiceEntry as written "
+            "there (a wildcard entry host is routed by its own name, e.g. *.example.com)."))
         return
     if dest.port and svc.port(dest.port) is None:
         ports = ", ".join(str(p.port) for p in svc.ports) or "none"
         out.error(vs_key(vs), _diag(
             vs, f"{path}.port.number", "virtualservice.port-unknown",
-            f"Service {svc.namespace}/{svc.name} has no port {dest.port}; expected one of its "
-            f"ports ({ports})."))
+            f"{svc.ref.kind} {svc.namespace}/{svc.name} has no port {dest.port}; expected one "
+            f"of its ports ({ports})."))
     if not dest.subset:
         return
     rule = mesh.destination_rule_for(q.fqdn)

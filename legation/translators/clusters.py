@@ -26,6 +26,7 @@ from legation.model import (
     Diagnostic,
     MeshSnapshot,
     Protocol,
+    Resolution,
     Service,
     ServicePort,
     Severity,
@@ -34,6 +35,7 @@ from legation.model import (
 from legation.translators import names
 from legation.translators.common import (
     CONNECT_TIMEOUT_SECONDS,
+    DNS_LOOKUP_FAMILY,
     PASSTHROUGH_BIND,
     ads_config_source,
     default_circuit_breakers,
@@ -42,6 +44,8 @@ from legation.translators.common import (
     socket_address,
     upstream_protocol_options,
 )
+from legation.translators.endpoints import dns_assignment
+from legation.translators.forwardproxy import make_forward_proxy
 from legation.translators.inbound import InboundPort
 from legation.translators.trafficpolicy import apply_policy
 from legation.translators.upstream_tls import (
@@ -87,16 +91,29 @@ def outbound_cluster(
     fqdn = svc.fqdn(mesh.domain)
     cluster = cluster_pb2.Cluster(
         name=names.outbound_cluster(fqdn, port.port, subset),
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source()),
         connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
         # Istio's default load balancer (istio/istio
         # releasenotes/notes/new_lb_algorithm_default.yaml: ROUND_ROBIN -> LEAST_REQUEST).
         lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
         circuit_breakers=default_circuit_breakers(),
     )
-    policy = effective_policy(mesh.destination_rule_for(fqdn), subset, port.port)
+    rule = mesh.destination_rule_for(fqdn)
+    policy = effective_policy(rule, subset, port.port)
     apply_policy(cluster, policy, port.protocol)
+    resolution = svc.entry.resolution if svc.entry is not None else Resolution.STATIC
+    if resolution.forwarded:
+        make_forward_proxy(cluster)
+    elif resolution.by_dns:
+        cluster.type = (cluster_pb2.Cluster.STRICT_DNS if resolution is Resolution.DNS
+                        else cluster_pb2.Cluster.LOGICAL_DNS)
+        cluster.dns_lookup_family = DNS_LOOKUP_FAMILY
+        cluster.respect_dns_ttl = True
+        selector = next((s.labels for s in (rule.subsets if rule else ()) if s.name == subset),
+                        ())
+        cluster.load_assignment.CopyFrom(dns_assignment(mesh, svc, port, subset, selector))
+    else:
+        cluster.type = cluster_pb2.Cluster.EDS
+        cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
     tls_context = cluster_tls_context(mesh, svc, port, subset)
     socket = upstream_transport_socket(policy.tls, tls_context)
     if socket is not None:

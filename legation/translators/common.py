@@ -11,7 +11,7 @@ import functools
 import ipaddress
 from typing import Any
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import address_pb2, config_source_pb2, protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
@@ -32,6 +32,10 @@ _UNLIMITED = 4294967295  # math.MaxUint32
 # which Istio's iptables rules do not redirect (istio/istio pilot/pkg/networking/core,
 # InboundPassthroughBindIpv4: "6 is the magical number for inbound: 15006, 127.0.0.6").
 PASSTHROUGH_BIND = "127.0.0.6"
+
+# How Envoy resolves names (ServiceEntry DNS clusters, the dynamic forward proxy): IPv4
+# first, IPv6 when a name has no IPv4 address.
+DNS_LOOKUP_FAMILY = cluster_pb2.Cluster.V4_PREFERRED
 
 HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 

@@ -49,7 +49,11 @@ def load_assignment(
     subset: str = "",
     selector: Labels = (),
     client: Placement | None = None,
+    *,
+    resolved: bool = False,
 ) -> tuple[endpoint_pb2.ClusterLoadAssignment, list[Diagnostic]]:
+    """`resolved`: Envoy resolves the addresses (a DNS cluster's own assignment), so
+    host names are kept; otherwise they are reported and left out."""
     name = names.outbound_cluster(svc.fqdn(mesh.domain), port.port, subset)
     groups: dict[tuple[int, Locality], list[endpoint_components_pb2.LbEndpoint]] = (
         defaultdict(list))
@@ -58,7 +62,7 @@ def load_assignment(
     for ep in mesh.endpoints(svc, port):  # sorted by (address, port)
         if selector and not selector_matches(selector, ep.labels):
             continue
-        if not is_ip(ep.address):
+        if not resolved and not is_ip(ep.address):
             diagnostics.append(_not_ip(mesh, svc, ep))
             continue
         level = priority(client, ep) if client is not None else 0
@@ -83,6 +87,25 @@ def load_assignment(
                 )
             )
     return cla, diagnostics
+
+
+def dns_assignment(
+    mesh: MeshSnapshot, svc: Service, port: ServicePort, subset: str = "",
+    selector: Labels = (),
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """The endpoints of a ServiceEntry host with DNS resolution, inline in its cluster:
+    its endpoints (names or IPs), or with none listed the host itself on the target port
+    (Istio: "the host field will be used as the DNS name of the endpoint")."""
+    entry = svc.entry
+    if entry is not None and not entry.endpoints and not svc.selector:
+        target = port.target_port if isinstance(port.target_port, int) else port.port
+        name = names.outbound_cluster(svc.fqdn(mesh.domain), port.port, subset)
+        return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=[
+            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[
+                endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(
+                    address=socket_address(svc.name, target)))])])
+    cla, _ = load_assignment(mesh, svc, port, subset, selector, resolved=True)
+    return cla
 
 
 def _lb_endpoint(ep: Endpoint) -> endpoint_components_pb2.LbEndpoint:

@@ -32,6 +32,7 @@ from legation.model import Diagnostic, Workload, WorkloadKind
 from legation.translators import names
 from legation.translators.authn import InboundSecurity, filter_chains
 from legation.translators.common import ads_config_source, pack, socket_address
+from legation.translators.forwardproxy import forward_proxy_filter
 from legation.translators.inbound import InboundPort
 
 HCM = http_connection_manager_pb2.HttpConnectionManager
@@ -82,8 +83,9 @@ def on_demand_filter() -> http_connection_manager_pb2.HttpFilter:
 
 
 def http_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:
-    """The optional filters `filters` names (CORS_FILTER, FAULT_FILTER), then the router."""
-    return [*_optional_filters(filters), _router()]
+    """The optional filters `filters` names (CORS_FILTER, FAULT_FILTER), the dynamic
+    forward proxy (forwardproxy.py: a no-op but for routes to its clusters), the router."""
+    return [*_optional_filters(filters), forward_proxy_filter(), _router()]
 
 
 def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:

@@ -8,11 +8,14 @@ namespace only), ``name.ns``, ``name.ns.svc`` and the FQDN.
 A Host header without a port means port 80 in HTTP, so the portless forms go
 to ONE port per service: its port 80 when that port is HTTP-ish, otherwise
 its lowest HTTP-ish port (so ``http://catalog/`` reaches a service that only
-serves HTTP on 9080). Envoy rejects a RouteConfiguration in which two virtual
-hosts share a domain, so a domain is given to the first virtual host that
-claims it (services sorted by namespace/name, then port) and a diagnostic
-reports the loser. There is no catch-all virtual host: an unknown Host gets
-Envoy's 404, never some random service.
+serves HTTP on 9080). A ServiceEntry host is called by that name only, and
+one resolved by the dynamic forward proxy gets the portless form on port 80
+only (that proxy dials the Host header's port, 80 when it has none). Envoy
+rejects a RouteConfiguration in which two virtual hosts share a domain, so a
+domain is given to the first virtual host that claims it (services sorted by
+namespace/name, then port) and a diagnostic reports the loser. There is no
+catch-all virtual host: an unknown Host gets Envoy's 404, never some random
+service.
 
 A VirtualService visible in `namespace` replaces a service's default route
 with its own rules (httproute.py) on every HTTP port where they yield a
@@ -230,7 +233,9 @@ def _portless_ports(
     http_ports: dict[tuple[str, str], list[int]] = {}
     for svc, sp in ports:
         bucket = http_ports.setdefault((svc.namespace, svc.name), [])
-        if sp.protocol.is_http:
+        # A forward-proxy cluster dials the port of the Host header, 80 when it has none.
+        forwarded = svc.entry is not None and svc.entry.resolution.forwarded
+        if sp.protocol.is_http and (sp.port == HTTP_DEFAULT_PORT or not forwarded):
             bucket.append(sp.port)
     return {
         key: HTTP_DEFAULT_PORT if HTTP_DEFAULT_PORT in found else min(found, default=0)
@@ -240,9 +245,12 @@ def _portless_ports(
 
 def _domains(svc: Service, sp: ServicePort, fqdn: str, namespace: str, portless: bool,
              vip: str = "") -> list[str]:
-    hosts = [f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn]
-    if svc.namespace == namespace:
-        hosts.insert(0, svc.name)
+    if svc.entry is not None:
+        hosts = [fqdn]  # a ServiceEntry host is called by that name only
+    else:
+        hosts = [f"{svc.name}.{svc.namespace}", f"{svc.name}.{svc.namespace}.svc", fqdn]
+        if svc.namespace == namespace:
+            hosts.insert(0, svc.name)
     if vip:
         hosts.append(f"[{vip}]" if ":" in vip else vip)  # an IPv6 Host is bracketed
     out = []

@@ -73,6 +73,8 @@ def service_outbound(
     for sp in ports:
         for subset, selector in variants:
             out.clusters.append(clusters.outbound_cluster(mesh, svc, sp, subset))
+            if not svc.uses_eds:
+                continue
             cla, found = endpoints.load_assignment(mesh, svc, sp, subset, selector)
             out.endpoints.append(cla)
             out.diagnostics.extend(found)
@@ -122,7 +124,7 @@ def locality_targets(mesh: MeshSnapshot) -> tuple[LocalityTarget, ...]:
     ports, _ = clusters.outbound_cluster_ports(mesh)
     for svc, sp in ports:
         rule = mesh.destination_rule_for(svc.fqdn(mesh.domain))
-        if rule is None:
+        if rule is None or not svc.uses_eds:
             continue
         for subset, selector in [("", ())] + [(s.name, s.labels) for s in rule.subsets]:
             policy = effective_policy(rule, subset, sp.port)

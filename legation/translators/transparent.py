@@ -185,6 +185,10 @@ def virtual_outbound(
             continue
         claimed[(sp.port, vip)] = name
         cluster = names.outbound_cluster(svc.fqdn(mesh.domain), sp.port)
+        if svc.entry is not None and svc.entry.resolution.forwarded:
+            # Raw TCP names no host for a forward proxy: to where the app dialled (Istio's
+            # original-destination cluster for resolution NONE)
+            cluster = names.PASSTHROUGH_CLUSTER
         chains.append(_tcp_chain(name, _match(sp.port, [vip]), cluster))
     listener = listener_pb2.Listener(
         name=names.VIRTUAL_OUTBOUND,

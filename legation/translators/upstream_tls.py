@@ -81,6 +81,8 @@ def cluster_tls_context(
     sans = sorted(
         {mesh.security.spiffe_uri(namespace, ep.service_account) for ep in meshed
          if ep.service_account}
+        # a ServiceEntry's subjectAltNames are accepted too (Istio)
+        | set(svc.entry.subject_alt_names if svc.entry is not None else ())
     )
     return ClusterTlsContext(
         fqdn=svc.fqdn(mesh.domain),

@@ -25,6 +25,7 @@ from legation.sources.convert.peerauthentication import convert_peer_authenticat
 from legation.sources.convert.policy import convert_policy
 from legation.sources.convert.secret import convert_secret
 from legation.sources.convert.service import convert_service
+from legation.sources.convert.serviceentry import convert_service_entry
 from legation.sources.convert.sidecar import convert_sidecar
 from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
@@ -71,7 +72,7 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
     specs.append(KindSpec(group="networking.istio.io", kind="Gateway",
                           versions=ISTIO_NETWORKING_VERSIONS, convert=convert_gateway))
     specs.append(KindSpec(group="networking.istio.io", kind="ServiceEntry",
-                          versions=ISTIO_NETWORKING_VERSIONS, convert=convert_policy))
+                          versions=ISTIO_NETWORKING_VERSIONS, convert=convert_service_entry))
     specs.append(KindSpec(group="security.istio.io", kind="PeerAuthentication",
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_peer_authentication))
     specs.append(KindSpec(group="security.istio.io", kind="AuthorizationPolicy",

@@ -1,6 +1,6 @@
 """Istio kinds Legation reads but does not implement yet, kept as plain data.
 
-ServiceEntry and RequestAuthentication are checked to be
+RequestAuthentication is checked to be
 well-formed objects with a mapping `spec`, normalised to JSON-like data
 (string keys, no YAML timestamps or sets) and given a content hash so that
 equality is cheap. None of them changes what a proxy receives yet, so each
@@ -22,8 +22,6 @@ from legation.sources.convert.meta import Meta
 
 # What a user relying on each kind would miss.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "ServiceEntry": "hosts outside the mesh get no clusters or routes; requests to them "
-                    "follow the proxy's outbound path as for any unknown host.",
     "RequestAuthentication": "JWTs are not validated (no jwt_authn filter), so its "
                              "jwtRules neither reject bad tokens nor set request principals.",
 }

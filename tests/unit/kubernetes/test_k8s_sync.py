@@ -48,7 +48,8 @@ async def test_initial_sync_delivers_the_whole_cluster_once_every_kind_is_listed
     mesh = store.snapshot()
     pods = [w for w in mesh.workloads if w.kind is WorkloadKind.POD]
     assert len(pods) == 300
-    assert len(mesh.services) == 30
+    assert len([s for s in mesh.services if s.entry is None]) == 30
+    assert len([s for s in mesh.services if s.entry is not None]) == 3  # a host per entry
     assert len(mesh.endpoint_slices) == 30
     assert len(mesh.nodes) == 5 and len(mesh.namespaces) == 3
     assert {key[0] for key in want} == {k.kind for k in WATCHED_KINDS}  # every kind made it

@@ -169,8 +169,8 @@ def test_namespace_and_node() -> None:
 POLICIES = [
     # VirtualService and DestinationRule have typed models: tests/unit/traffic/;
     # PeerAuthentication and AuthorizationPolicy too: tests/unit/security/; Sidecar:
-    # tests/unit/test_pipeline_scope.py; Gateway: tests/unit/sources/test_sources_gateway.py
-    ("networking.istio.io/v1alpha3", "ServiceEntry"),
+    # tests/unit/test_pipeline_scope.py; Gateway: tests/unit/sources/test_sources_gateway.py;
+    # ServiceEntry: tests/unit/sources/test_sources_service_entry.py
     ("security.istio.io/v1", "RequestAuthentication"),
 ]
 

@@ -7,8 +7,6 @@ import pytest
 from legation.sources.convert import convert_text
 
 MANIFESTS = {
-    "ServiceEntry": "networking.istio.io/v1\nkind: ServiceEntry\n"
-                    "spec: {hosts: [api.example.com]}",
     "RequestAuthentication": "security.istio.io/v1\nkind: RequestAuthentication\n"
                              "spec: {jwtRules: [{issuer: issuer.example.com}]}",
 }

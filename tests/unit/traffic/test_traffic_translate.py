@@ -84,13 +84,12 @@ def test_fault_and_cors_filters_only_when_a_route_uses_them() -> None:
         listener.filter_chains[0].filters[0].typed_config.Unpack(config)
         return [f.name for f in config.http_filters]
 
-    assert filters(Mesh(dr=CATALOG_DR)) == ["envoy.filters.http.router"]
-    assert filters(Mesh(dr=CATALOG_DR, vs=TESTERS)) == [
-        "envoy.filters.http.fault", "envoy.filters.http.router"]
+    dfp, router = "envoy.filters.http.dynamic_forward_proxy", "envoy.filters.http.router"
+    assert filters(Mesh(dr=CATALOG_DR)) == [dfp, router]
+    assert filters(Mesh(dr=CATALOG_DR, vs=TESTERS)) == ["envoy.filters.http.fault", dfp, router]
     cors = vs("hosts: [catalog]\nhttp:\n- corsPolicy: {allowOrigins: [{exact: https://a}]}\n"
               "  route: [{destination: {host: catalog}}]")
-    assert filters(Mesh(dr=CATALOG_DR, vs=cors)) == [
-        "envoy.filters.http.cors", "envoy.filters.http.router"]
+    assert filters(Mesh(dr=CATALOG_DR, vs=cors)) == ["envoy.filters.http.cors", dfp, router]
 
 
 def test_retry_policy_conversion() -> None:

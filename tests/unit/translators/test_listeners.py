@@ -52,7 +52,8 @@ def test_outbound_listener_is_an_http_proxy_on_15001() -> None:
     assert hcm.rds.route_config_name == "http_proxy"
     assert hcm.rds.config_source.HasField("ads")
     assert hcm.http_protocol_options.allow_absolute_url.value is True
-    (router,) = hcm.http_filters
+    forward, router = hcm.http_filters  # the forward proxy acts on its own clusters only
+    assert forward.name == "envoy.filters.http.dynamic_forward_proxy"
     assert router.name == "envoy.filters.http.router"
     assert router.typed_config.Is(router_pb2.Router.DESCRIPTOR)
 

@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--debounce-max", default=None,
                        help="longest delay of a push (default: 1s)")
     serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
+    serve.add_argument(
+        "--mesh-config", type=Path, default=None, metavar="FILE",
+        help="Istio MeshConfig YAML (e.g. outboundTrafficPolicy), watched; wins over the "
+        "ConfigMap istio of the root namespace",
+    )
     serve.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
     serve.add_argument("--keepalive", default="30s", help="gRPC keepalive ping interval")
     serve.add_argument(
@@ -210,6 +215,7 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         raise SettingsError("serve: --kubeconfig and --in-cluster exclude each other")
     return Settings(
         config_dirs=tuple(d.resolve() for d in a.config_dir),
+        mesh_config=a.mesh_config.resolve() if a.mesh_config else None,
         ca_dir=a.ca_dir,
         xds_address=HostPort.parse(a.xds_address, flag="--xds-address"),
         admin_address=HostPort.parse(a.admin_address, flag="--admin-address"),

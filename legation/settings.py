@@ -63,6 +63,7 @@ ROOT_LIFETIME_S = 3650 * 86400.0  # of a root Legation creates (legation/securit
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     config_dirs: tuple[Path, ...] = ()
+    mesh_config: Path | None = None  # Istio MeshConfig YAML, watched
     ca_dir: Path | None = None
     xds_address: HostPort = field(default_factory=lambda: HostPort(host="127.0.0.1", port=15010))
     admin_address: HostPort = field(default_factory=lambda: HostPort(host="127.0.0.1", port=15014))
@@ -141,6 +142,9 @@ class Settings:
             raise SettingsError(
                 f"--workload-cert-ttl: expected at least 2s, got {self.workload_cert_ttl_s}s"
             )
+        if self.mesh_config is not None and not self.mesh_config.parent.is_dir():
+            raise SettingsError(f"--mesh-config {self.mesh_config}: its directory does not "
+                                "exist")
         for d in self.config_dirs:
             if not d.is_dir():
                 raise SettingsError(f"--config-dir {d}: not a readable directory")

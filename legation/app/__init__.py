@@ -30,7 +30,7 @@ from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot
 from legation.settings import HostPort, Settings, environ
-from legation.sources.files import FileSource
+from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
@@ -133,9 +133,11 @@ class App:
             if self.security is not None
             else None
         )
-        self.sources: list[FileSource | KubernetesSource] = []
+        self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store))
+        if settings.mesh_config is not None:
+            self.sources.append(MeshConfigFile(settings.mesh_config, self.store))
         if self._kube_api is not None:
             self.sources.append(
                 KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces)

@@ -19,6 +19,7 @@ call, no I/O. A memo is used by one thread at a time (`Pipeline`).
 
 from __future__ import annotations
 
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -231,7 +232,9 @@ class Memo:
             )
             view = self.scoped_views[scope] = MeshSnapshot(
                 domain=mesh.domain, root_namespace=mesh.root_namespace, services=services,
-                virtual_services=rules, destination_rules=mesh.destination_rules)
+                virtual_services=rules, destination_rules=mesh.destination_rules,
+                config=mesh.config if scope.outbound is None else replace(
+                    mesh.config, outbound_policy=scope.outbound))
         return view
 
     def route_key(self, proxy: Proxy) -> frozenset[tuple[str, str, int, int]]:

@@ -26,6 +26,7 @@ from legation.model import (
     Diagnostic,
     EndpointSlice,
     Gateway,
+    MeshConfig,
     MeshObject,
     MeshSecurity,
     MeshSnapshot,
@@ -36,6 +37,7 @@ from legation.model import (
     PolicyObject,
     Service,
     ServiceEntry,
+    Severity,
     Sidecar,
     TlsCredential,
     VirtualService,
@@ -196,6 +198,7 @@ class MeshStore:
             gateways=_sorted(ordered, Gateway),
             credentials=_sorted(ordered, TlsCredential),
             security=self._security,
+            config=self._mesh_config(ordered, diagnostics),
             diagnostics=tuple(diagnostics),
         )
         if self._snapshot is not None:
@@ -210,6 +213,25 @@ class MeshStore:
         if len(self._verdicts) > _VERDICTS_KEPT:  # never accepted: a reader without a pipeline
             del self._verdicts[min(self._verdicts)]
         return mesh
+
+
+    def _mesh_config(self, objects: list[MeshObject], diagnostics: list[Diagnostic]
+                     ) -> MeshConfig:
+        """The MeshConfig in force: `--mesh-config`'s (namespace ""), else the ConfigMap
+        ``istio`` of the root namespace; any other is reported as not used."""
+        found = [o for o in objects if isinstance(o, MeshConfig)]
+        ranked = sorted((c for c in found if c.namespace in ("", self._root_namespace)),
+                        key=lambda c: c.namespace != "")
+        chosen = ranked[0] if ranked else MeshConfig()
+        for c in found:
+            if c is not chosen:
+                why = (f"the mesh config of {chosen.ref.location or chosen.ref} is used"
+                       if ranked else f"only the root namespace {self._root_namespace}'s is read")
+                diagnostics.append(Diagnostic(
+                    ref=c.ref, field="data.mesh", code="meshconfig.not-used",
+                    message=f"this MeshConfig is not applied: {why} (Istio reads one, from "
+                    "istiod's own namespace).", severity=Severity.WARNING, line=c.ref.line))
+        return chosen
 
 
 class _Named(Protocol):

@@ -42,6 +42,7 @@ from legation.model.mesh import (
     object_key,
     selector_matches,
 )
+from legation.model.meshconfig import MeshConfig, OutboundPolicy
 from legation.model.protocol import Protocol
 from legation.model.proxy import Proxy
 from legation.model.security import (
@@ -74,6 +75,7 @@ __all__ = [
     "Labels",
     "Locality",
     "Location",
+    "MeshConfig",
     "MeshObject",
     "MeshSecurity",
     "MeshSnapshot",
@@ -81,6 +83,7 @@ __all__ = [
     "Namespace",
     "Node",
     "ObjectKey",
+    "OutboundPolicy",
     "PeerAuthentication",
     "PolicyObject",
     "Protocol",

@@ -18,6 +18,7 @@ from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
 from legation.model.gateway import Gateway, TlsCredential
 from legation.model.labels import Labels, labels_of, selector_matches
+from legation.model.meshconfig import MeshConfig
 from legation.model.protocol import Protocol
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
 from legation.model.serviceentry import EntryInfo, Resolution
@@ -254,6 +255,7 @@ class PolicyObject:
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
     | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
+    | MeshConfig
     | PeerAuthentication | AuthorizationPolicy
 )
 

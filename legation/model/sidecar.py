@@ -10,6 +10,7 @@ Istio's scoping rules (istio/api networking/v1alpha3/sidecar.proto):
   `*` (any), `.` (the proxy's own namespace) or `~` (none); the name part an
   FQDN, `*`, or a `*.suffix` wildcard. A service is visible when a host entry
   covers its namespace and FQDN.
+- `outboundTrafficPolicy.mode` overrides the MeshConfig's for its proxies.
 
 `Scope` is what all proxies with the same Sidecar and namespace share: the
 pipeline keys shared resources on it, so proxies of equal scope share every
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from legation.model.diagnostics import SourceRef
 from legation.model.hosts import host_matches
 from legation.model.labels import Labels, selector_matches
+from legation.model.meshconfig import OutboundPolicy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +40,7 @@ class Sidecar:
     namespace: str
     selector: Labels = ()  # empty: every workload of the namespace
     hosts: tuple[EgressHost, ...] = ()  # the union of every egress listener's hosts
+    outbound: OutboundPolicy | None = None  # outboundTrafficPolicy.mode; None: the mesh's
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Scope:
 
     namespace: str
     hosts: tuple[EgressHost, ...]
+    outbound: OutboundPolicy | None = None  # the Sidecar's outboundTrafficPolicy, if set
 
     def sees(self, namespace: str, name: str, fqdn: str) -> bool:
         """Whether the service `name` of `namespace` (`fqdn`) is in scope (its own

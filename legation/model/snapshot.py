@@ -33,6 +33,7 @@ from legation.model.mesh import (
     WorkloadKind,
     selector_matches,
 )
+from legation.model.meshconfig import MeshConfig
 from legation.model.security import (
     AuthorizationPolicy,
     MeshSecurity,
@@ -77,6 +78,7 @@ class MeshSnapshot:
     gateways: tuple[Gateway, ...] = ()  # by (ns, name)
     credentials: tuple[TlsCredential, ...] = ()  # TLS Secrets, by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
+    config: MeshConfig = field(default_factory=MeshConfig)  # MeshConfig in force
     diagnostics: tuple[Diagnostic, ...] = ()
 
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
@@ -269,7 +271,7 @@ class MeshSnapshot:
         sidecar = sidecar_for(self.sidecars, namespace=workload.namespace,
                               labels=workload.labels, root_namespace=self.root_namespace)
         if sidecar is not None:
-            return Scope(workload.namespace, sidecar.hosts)
+            return Scope(workload.namespace, sidecar.hosts, sidecar.outbound)
         if any(s.export_to and "*" not in s.export_to for s in self.services):
             return Scope(workload.namespace, (EgressHost(namespace="*", host="*"),))
         return None

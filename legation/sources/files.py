@@ -28,6 +28,7 @@ import watchfiles
 from legation.mesh.store import MeshStore
 from legation.model import (
     Diagnostic,
+    MeshConfig,
     MeshObject,
     ObjectKey,
     Severity,
@@ -36,6 +37,7 @@ from legation.model import (
     object_key,
 )
 from legation.sources.convert import ConvertResult, convert_text
+from legation.sources.convert.meshconfig import convert_mesh_config_text
 
 _log = structlog.get_logger("legation.sources.files")
 
@@ -373,3 +375,83 @@ class FileSource:
 
 def _source(path: Path) -> str:
     return f"file:{path}"
+
+
+# -- the --mesh-config file ---------------------------------------------------------
+
+
+class MeshConfigFile:
+    """Keeps the store's MeshConfig in step with one watched file (`--mesh-config`).
+
+    The file's directory is watched, not the file: editors and Kubernetes ConfigMap
+    volumes replace files (a rename, a swapped ``..data`` symlink) rather than write
+    them in place. A missing file is Istio's defaults; an invalid one keeps the last
+    good MeshConfig in force, with the error on the admin API and in the log.
+    """
+
+    def __init__(self, path: Path, store: MeshStore, *, debounce_ms: int = 50) -> None:
+        self._path = path
+        self._store = store
+        self._debounce_ms = max(1, debounce_ms)
+        self._source = f"mesh-config:{path}"
+        self._digest: bytes | None = None
+        self._good: MeshConfig | None = None
+        store.expect_source(self._source)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            changed = asyncio.Event()
+            tg.create_task(self._watch(changed))
+            await asyncio.sleep(0)  # the watcher is set up before the first read
+            while True:
+                await asyncio.to_thread(self.load)
+                await changed.wait()
+                changed.clear()
+
+    async def _watch(self, changed: asyncio.Event) -> None:
+        async for changes in watchfiles.awatch(
+            self._path.parent, watch_filter=None, debounce=self._debounce_ms,
+            step=min(_STEP_MS, self._debounce_ms), ignore_permission_denied=True,
+            poll_delay_ms=_POLL_MS,
+        ):
+            names = {Path(p).name for _, p in changes}
+            if self._path.name in names or any(n.startswith("..") for n in names):
+                changed.set()
+
+    def load(self) -> None:
+        """Read the file now and publish what it means (synchronous: also at start-up)."""
+        display = str(self._path)
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        except OSError as exc:
+            self._publish(None, [_broken(display, 0, "file.unreadable",
+                                         f"cannot read the MeshConfig ({exc.strerror or exc})."
+                                         ).diagnostics[0]])
+            return
+        digest = hashlib.sha256(raw).digest()
+        if digest == self._digest:
+            return
+        self._digest = digest
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            self._publish(None, [_broken(display, 0, "file.not-utf8",
+                                         "the MeshConfig is not UTF-8 text.").diagnostics[0]])
+            return
+        config, diagnostics, _ = convert_mesh_config_text(text, file=display)
+        self._publish(config, diagnostics)
+
+    def _publish(self, config: MeshConfig | None, diagnostics: list[Diagnostic]) -> None:
+        if config is not None:
+            self._good = config
+        elif self._good is not None:
+            note = " The last good MeshConfig stays in force until this is fixed."
+            diagnostics = [dataclasses.replace(d, message=d.message + note)
+                           if d.severity is Severity.ERROR else d for d in diagnostics]
+        kept = (self._good,) if self._good is not None else ()
+        self._store.replace_source(self._source, kept, tuple(diagnostics))
+        _log.info("files.mesh-config", file=str(self._path),
+                  mode=self._good.outbound_policy.value if self._good else "default",
+                  errors=sum(d.severity is Severity.ERROR for d in diagnostics))

@@ -34,6 +34,7 @@ from legation.translators.authn import InboundSecurity, filter_chains
 from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.forwardproxy import forward_proxy_filter
 from legation.translators.inbound import InboundPort
+from legation.translators.outbound import connect_upgrade
 
 HCM = http_connection_manager_pb2.HttpConnectionManager
 
@@ -66,6 +67,8 @@ def outbound_listener(
             allow_absolute_url=wrappers_pb2.BoolValue(value=True)
         ),
         http_filters=[*([on_demand_filter()] if on_demand else []), *http_filters(filters)],
+        # CONNECT tunnels (HTTPS through the proxy); the routes decide where (outbound.py)
+        upgrade_configs=[connect_upgrade()],
     )
     hcm_filter = network_filter(HCM_FILTER, hcm)
     return _listener(workload.address, port, base_pb2.OUTBOUND, hcm_filter)

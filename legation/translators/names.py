@@ -241,6 +241,7 @@ PASSTHROUGH_CLUSTER = "PassthroughCluster"  # outbound: to the original destinat
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"  # no endpoints: connections to it are closed
 ALLOW_ANY_VHOST = "allow_any"  # per-port routes: unknown hosts go to PassthroughCluster
+BLOCK_ALL_VHOST = "block_all"  # outboundTrafficPolicy REGISTRY_ONLY: unknown hosts get 502
 OUTBOUND_CATCHALL_CHAIN = "virtualOutbound-catchall-tcp"
 OUTBOUND_BLACKHOLE_CHAIN = "virtualOutbound-blackhole"
 INBOUND_BLACKHOLE_CHAIN = "virtualInbound-blackhole"

@@ -31,8 +31,12 @@ virtual hosts are the services with that port, built as above, except that
 every virtual host gets the portless forms (the port is already known) plus
 the service's cluster IP with and without ``:<port>`` (a client that dials
 the IP sends it as its Host); external VirtualService hosts go into route
-``80``; and a last virtual host ``allow_any`` (domain ``*``) sends unknown
-hosts to ``PassthroughCluster``, Istio's outboundTrafficPolicy ALLOW_ANY.
+``80``.
+
+Both modes end with the catch-all virtual host of the mesh's
+outboundTrafficPolicy (outbound.py). In explicit mode a non-HTTP service port
+gets a virtual host too, ``<fqdn>:<port>`` answering to its ``host:port``
+forms, whose one route tunnels CONNECT requests to its cluster.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from legation.model import (
     effective_policy,
 )
 from legation.model.hosts import host_matches, specificity
-from legation.translators import names
+from legation.translators import names, outbound
 from legation.translators.clusters import outbound_cluster_ports
 from legation.translators.common import service_vip
 from legation.translators.httproute import SourceKey, hash_policy, virtual_service_routes
@@ -73,8 +77,11 @@ def http_proxy_route(
     for svc, sp in ports:
         if sp.protocol.is_http:
             build.service_host(config, svc, sp, portless[(svc.namespace, svc.name)] == sp.port)
+        else:
+            build.tunnel_host(config, svc, sp)
     for host, vs in build.external:
         build.external_host(config, host, vs)
+    config.virtual_hosts.append(outbound.unknown_hosts(mesh.config, connect=True))
     build.diagnostics.extend(_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
                              if vs.tcp)
     _raise_body_limit(config)
@@ -102,7 +109,7 @@ def port_routes(
         if number == HTTP_DEFAULT_PORT:
             for host, vs in build.external:
                 build.external_host(config, host, vs)
-        config.virtual_hosts.append(_allow_any())
+        config.virtual_hosts.append(outbound.unknown_hosts(mesh.config, connect=False))
         _raise_body_limit(config)
         out.append(config)
     return out, build.diagnostics
@@ -167,6 +174,18 @@ class _Builder:
             )
         )
 
+    def tunnel_host(self, config: route_pb2.RouteConfiguration, svc: Service,
+                    sp: ServicePort) -> None:
+        """A non-HTTP port (explicit mode): CONNECT ``host:port`` tunnels to its cluster."""
+        fqdn = svc.fqdn(self.mesh.domain)
+        vhost = names.virtual_host_name(fqdn, sp.port)
+        domains = [d for d in _domains(svc, sp, fqdn, self.namespace, False)
+                   if self.claimed.setdefault(d, vhost) == vhost]
+        if domains:  # a forward-proxy cluster dials the CONNECT authority itself
+            config.virtual_hosts.append(route_components_pb2.VirtualHost(
+                name=vhost, domains=domains,
+                routes=[outbound.connect_route(names.outbound_cluster(fqdn, sp.port))]))
+
     def external_host(self, config: route_pb2.RouteConfiguration, host: str,
                       vs: VirtualService) -> None:
         vhost = names.virtual_host_name(host, HTTP_DEFAULT_PORT)
@@ -180,23 +199,6 @@ class _Builder:
         if routes and domains:
             config.virtual_hosts.append(
                 route_components_pb2.VirtualHost(name=vhost, domains=domains, routes=routes))
-
-
-def _allow_any() -> route_components_pb2.VirtualHost:
-    """Istio's ALLOW_ANY: a host the mesh does not know goes where the client dialled."""
-    return route_components_pb2.VirtualHost(
-        name=names.ALLOW_ANY_VHOST,
-        domains=["*"],
-        routes=[
-            route_components_pb2.Route(
-                name=names.ALLOW_ANY_VHOST,
-                match=route_components_pb2.RouteMatch(prefix="/"),
-                route=route_components_pb2.RouteAction(
-                    cluster=names.PASSTHROUGH_CLUSTER, timeout=duration_pb2.Duration(seconds=0)
-                ),
-            )
-        ],
-    )
 
 
 def _virtual_services(

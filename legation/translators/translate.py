@@ -17,7 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy
-from legation.translators import clusters, listeners, names, routes, subsets, transparent
+from legation.translators import (
+    clusters,
+    listeners,
+    names,
+    outbound,
+    routes,
+    subsets,
+    transparent,
+)
 from legation.translators.authn import inbound_security
 from legation.translators.common import is_ip
 from legation.translators.gateway import gateway_resources
@@ -58,7 +66,9 @@ def translate_namespace(
         out.diagnostics[:] = _unique(out.diagnostics)
         return out
     config, diagnostics = routes.http_proxy_route(mesh, namespace, source)
-    return Translated(routes=[config], diagnostics=_unique(diagnostics))
+    # the explicit-mode PassthroughCluster: unknown hosts under ALLOW_ANY (outbound.py)
+    return Translated(routes=[config], clusters=[outbound.forward_passthrough_cluster()],
+                      diagnostics=_unique(diagnostics))
 
 
 def route_key(mesh: MeshSnapshot, proxy: Proxy) -> SourceKey:
@@ -77,6 +87,7 @@ def route_view(mesh: MeshSnapshot) -> MeshSnapshot:
         services=mesh.services,
         virtual_services=mesh.virtual_services,
         destination_rules=mesh.destination_rules,
+        config=mesh.config,
     )
 
 

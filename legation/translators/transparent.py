@@ -196,8 +196,9 @@ def virtual_outbound(
         traffic_direction=base_pb2.OUTBOUND,
         use_original_dst=wrappers_pb2.BoolValue(value=True),
         filter_chains=chains,
-        default_filter_chain=_tcp_chain(
-            names.OUTBOUND_CATCHALL_CHAIN, None, names.PASSTHROUGH_CLUSTER),
+        default_filter_chain=_tcp_chain(  # outboundTrafficPolicy: outbound.py
+            names.OUTBOUND_CATCHALL_CHAIN, None,
+            names.PASSTHROUGH_CLUSTER if mesh.config.allow_any else names.BLACKHOLE_CLUSTER),
     )
     return listener, diagnostics
 

@@ -6,7 +6,7 @@ configuration answers by subscribing to the alias ``<configuration>/<Host>``
 The server answers with the virtual host whose `domains` match the Host as
 Envoy's own lookup would (RouteMatcher: an exact domain first, then the
 longest suffix wildcard ``*.example.com``, then the longest prefix wildcard
-``example.*``, then ``*``; case-insensitively), listing the alias in the
+``example.*``; case-insensitively; never the catch-all ``*``), listing the alias in the
 resource's `aliases`; or with a resource-less entry named by the alias when
 none does.
 
@@ -34,7 +34,7 @@ class DomainIndex:
         self.hosts = hosts  # kept alive: the cache is keyed by its identity
         # configuration -> domain (lowercase) -> virtual host resource name
         self.exact: dict[str, dict[str, str]] = {}
-        # configuration -> [(kind, pattern without "*", name)]: "suffix", "prefix", "any"
+        # configuration -> [(kind, pattern without "*", name)]: "suffix" or "prefix"
         self.wild: dict[str, list[tuple[str, str, str]]] = {}
         for name, r in hosts.items():
             config = namespace_of(name)
@@ -42,8 +42,11 @@ class DomainIndex:
             for domain in vh.domains:
                 d = domain.lower()
                 if d == "*":
-                    self.wild.setdefault(config, []).append(("any", "", name))
-                elif d.startswith("*"):
+                    # Never sent on demand: once a proxy held the catch-all (outbound.py)
+                    # it would answer every Host, and no service's virtual host would be
+                    # asked for again. An on-demand proxy answers unknown hosts with 404.
+                    continue
+                if d.startswith("*"):
                     self.wild.setdefault(config, []).append(("suffix", d[1:], name))
                 elif d.endswith("*"):
                     self.wild.setdefault(config, []).append(("prefix", d[:-1], name))
@@ -63,8 +66,6 @@ class DomainIndex:
                 rank = 3
             elif kind == "prefix" and host.startswith(pattern) and len(host) > len(pattern):
                 rank = 2
-            elif kind == "any":
-                rank = 1
             else:
                 continue
             key = (rank, len(pattern), name)

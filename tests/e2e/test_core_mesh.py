@@ -129,15 +129,31 @@ async def test_client_sidecar_holds_what_was_acked(mesh: MeshLab) -> None:
     assert hosts == {(shop.v1.address, 9080): "HEALTHY", (shop.v2.address, 9080): "HEALTHY"}
 
 
-async def test_unknown_host_gets_404_from_envoy(mesh: MeshLab) -> None:
+REGISTRY_ONLY = """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    outboundTrafficPolicy:
+      mode: REGISTRY_ONLY
+"""
+
+
+async def test_unknown_host_is_refused_under_registry_only(mesh: MeshLab) -> None:
+    # Istio's MeshConfig from its ConfigMap, as Istio installs it. (Under ALLOW_ANY, the
+    # default, unknown names are resolved by DNS: tests/e2e/test_outbound_policy.py, on
+    # loopback names only.)
+    mesh.write("mesh-config.yaml", REGISTRY_ONLY)
     shop = await start_shop(mesh)
 
     for host in ("nope.shop:9080", "catalog.shop:9999", "catalog.other:9080", "example.com"):
         for absolute in (False, True):
             resp = await mesh.get(shop.frontend, host, absolute=absolute)
-            assert resp.status == 404, (host, absolute)
+            assert resp.status == 502, (host, absolute)
             assert resp.header("server") == "envoy"
             assert resp.header("x-served-by") is None
+            assert resp.body.decode().startswith(f"{host} is not in the mesh's registry")
     assert shop.v1.app is not None and shop.v2.app is not None
     assert shop.v1.app.requests_served == shop.v2.app.requests_served == 0
 

@@ -50,7 +50,8 @@ async def test_an_on_demand_proxy_fetches_what_a_request_uses(mesh: MeshLab) -> 
     eager = mesh.client("web")
     await mesh.start()
 
-    await eventually(lambda: _is(mesh, "web", ({CATALOG, ORDER}, 2)), what="web has everything")
+    # two services and the catch-all of outboundTrafficPolicy
+    await eventually(lambda: _is(mesh, "web", ({CATALOG, ORDER}, 3)), what="web has everything")
     assert await _held(mesh, "frontend") == (set(), set())  # nothing until first use
 
     started = time.monotonic()

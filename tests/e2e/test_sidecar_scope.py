@@ -4,9 +4,9 @@ A `Sidecar` limits what a proxy is sent to the services its egress hosts name
 (exportTo, which works the same way per namespace, is covered by the unit
 tests: this lab has one namespace). The proxy's `/config_dump` holds only
 what it may use, a request inside its scope is served, and one outside it is
-answered as for any host the proxy does not know (explicit mode: 404, no
-route); other proxies are not affected, and removing the Sidecar widens the
-scope live.
+answered as for any host the proxy does not know: with the Sidecar's
+outboundTrafficPolicy REGISTRY_ONLY, a 502 naming the host; other proxies are
+not affected, and removing the Sidecar widens the scope live.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ spec:
   workloadSelector: {labels: {app: frontend}}
   egress:
   - hosts: ["./catalog.shop.svc.cluster.local"]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
 """
 
 pytestmark = pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
@@ -62,7 +63,8 @@ async def test_a_sidecar_and_export_to_limit_what_each_proxy_gets(mesh: MeshLab)
     assert ok.status == 200 and ok.header("x-served-by") == "catalog-v1"
     outside = await request(frontend.address, 15001, "GET", "/",
                             headers={"host": "order.shop:9080"}, timeout=5)
-    assert outside.status == 404 and outside.header("server") == "envoy"
+    assert outside.status == 502 and outside.header("server") == "envoy"
+    assert outside.body.startswith(b"order.shop:9080 is not in the mesh's registry")
     assert (await request(other.address, 15001, "GET", "/",
                           headers={"host": "order.shop:9080"}, timeout=5)).status == 200
 

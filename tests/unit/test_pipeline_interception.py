@@ -55,7 +55,8 @@ def test_each_mode_gets_its_own_namespace_resources_shared_within_the_mode() -> 
     assert {"PassthroughCluster", "BlackHoleCluster"} <= set(a.of_type(CLUSTER))
     assert set(c.of_type(ROUTE)) == {"http_proxy"}
     assert set(c.of_type(LISTENER)) == {"10.1.0.3_15001"}
-    assert "PassthroughCluster" not in c.of_type(CLUSTER)
+    # each mode has its own PassthroughCluster: original destination, forward proxy
+    assert a.of_type(CLUSTER)["PassthroughCluster"] != c.of_type(CLUSTER)["PassthroughCluster"]
     # serialized once per namespace and mode
     assert a.of_type(LISTENER)["virtualOutbound"] is b.of_type(LISTENER)["virtualOutbound"]
     assert a.of_type(ROUTE)["9080"] is b.of_type(ROUTE)["9080"]

@@ -9,11 +9,13 @@ its services, byte for byte.
 from __future__ import annotations
 
 import pytest
+from envoy.config.route.v3 import route_pb2
 
 from legation.cache import CLUSTER, ENDPOINT, ROUTE, Snapshot, SnapshotCache
 from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
+from legation.model import OutboundPolicy, Sidecar
 from legation.sources.convert import convert_text
 from legation.translators import resolve_proxy
 
@@ -137,4 +139,24 @@ def test_bad_egress_hosts_are_diagnosed() -> None:
     assert ("bad", "sidecar.egress-host-invalid", "spec.egress[0].hosts[0]") in found
     assert ("bad", "sidecar.egress-host-invalid", "spec.egress[0].hosts[1]") in found
     assert ("ports", "sidecar.field-not-applied", "spec.egress[0].port") in found
-    assert ("ports", "sidecar.field-not-applied", "spec.outboundTrafficPolicy") in found
+    assert not any(f == "spec.outboundTrafficPolicy" for _, _, f in found)  # applied
+    (ports,) = [o for o in result.objects if isinstance(o, Sidecar) and o.name == "ports"]
+    assert ports.outbound is OutboundPolicy.REGISTRY_ONLY
+
+
+def _catch_all(snap: object) -> str:
+    assert isinstance(snap, Snapshot)
+    config = route_pb2.RouteConfiguration.FromString(snap.of_type(ROUTE)["http_proxy"].body)
+    return config.virtual_hosts[-1].name
+
+
+def test_a_sidecar_outbound_policy_overrides_the_mesh_for_its_proxies_only() -> None:
+    p = pipeline_for(mesh_yaml(
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\n"
+        "metadata: {name: strict, namespace: shop}\n"
+        "spec:\n  workloadSelector: {labels: {role: a}}\n"
+        "  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n"))
+    strict, relaxed = p.snapshot_for("alpha-a.shop"), p.snapshot_for("alpha-b.shop")
+    assert (_catch_all(strict), _catch_all(relaxed)) == ("block_all", "allow_any")
+    # no egress: every host, as Istio (only the policy differs)
+    assert outbound(strict) == outbound(relaxed)

@@ -20,6 +20,7 @@ from legation.sources.convert.destinationrule import convert_destination_rule
 from legation.sources.convert.endpointslice import convert_endpoint_slice
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.gateway import convert_gateway
+from legation.sources.convert.meshconfig import convert_config_map
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
 from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
@@ -58,6 +59,7 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
                  namespaced=False, name_rule=NameRule.DNS1123_LABEL),
         KindSpec(group="", kind="Node", versions=("v1",), convert=convert_node, namespaced=False),
         KindSpec(group="", kind="Secret", versions=("v1",), convert=convert_secret),
+        KindSpec(group="", kind="ConfigMap", versions=("v1",), convert=convert_config_map),
         KindSpec(group="discovery.k8s.io", kind="EndpointSlice", versions=("v1",),
                  convert=convert_endpoint_slice),
         KindSpec(group="networking.istio.io", kind="WorkloadEntry",

@@ -4,9 +4,10 @@ Each egress host must be `namespace/dnsName` (istio/api sidecar.proto): the
 namespace a name, `*`, `.` or `~`; the name an FQDN, `*` or `*.suffix` (a
 short name matches the service of that name, with a warning). Legation's
 sidecars have one outbound listener, so what is per egress listener (port,
-bind, captureMode, defaultEndpoint) and `ingress`, `outboundTrafficPolicy`
-and `inboundConnectionPool` are reported as not applied, never dropped in
-silence.
+bind, captureMode, defaultEndpoint) and `ingress` and
+`inboundConnectionPool` are reported as not applied, never dropped in
+silence. `outboundTrafficPolicy.mode` overrides the MeshConfig's for the
+Sidecar's proxies. No `egress` means every host (`*/*`), as Istio.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from legation.model.labels import Labels
+from legation.model.meshconfig import OutboundPolicy
 from legation.model.sidecar import EgressHost, Sidecar
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, is_dns1123_label
@@ -26,8 +28,6 @@ SPEC_FIELDS = ("workloadSelector", "egress", "ingress", "outboundTrafficPolicy",
 EGRESS_FIELDS = ("hosts", "port", "bind", "captureMode")
 NOT_APPLIED = {
     "ingress": "inbound listeners are built from the workload's services",
-    "outboundTrafficPolicy": "requests to hosts outside the scope get 404 (explicit mode: "
-                             "no route) whatever the policy",
     "inboundConnectionPool": "inbound clusters keep Envoy's defaults",
 }
 
@@ -63,8 +63,25 @@ def convert_sidecar(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Sidecar | 
             host = _egress_host(ctx, entry, f"{path}.hosts[{i}]")
             if host is not None:
                 hosts.append(host)
+    if "egress" not in spec:
+        hosts.append(EgressHost(namespace="*", host="*"))
     return Sidecar(ref=ctx.ref, name=meta.name, namespace=meta.namespace, selector=selector,
-                   hosts=tuple(dict.fromkeys(hosts)))
+                   hosts=tuple(dict.fromkeys(hosts)), outbound=_outbound(ctx, spec))
+
+
+def _outbound(ctx: Ctx, spec: Mapping[str, Any]) -> OutboundPolicy | None:
+    section = istio.section(ctx, spec, "outboundTrafficPolicy", "spec")
+    if section is None:
+        return None
+    path = "spec.outboundTrafficPolicy"
+    istio.check_fields(ctx, section, path, ("mode", "egressProxy"),
+                       what="an outbound traffic policy")
+    if "egressProxy" in section:
+        ctx.warn(child_path(path, "egressProxy"), "field-not-applied",
+                 "egressProxy is not applied: route outbound traffic to an egress gateway "
+                 "with a VirtualService instead.")
+    mode = istio.enum_value(ctx, section, "mode", path, [m.value for m in OutboundPolicy])
+    return OutboundPolicy(mode) if mode is not None else None
 
 
 def _egress_host(ctx: Ctx, entry: str, path: str) -> EgressHost | None:

@@ -250,8 +250,8 @@ def test_unknown_kinds_warn_once_each() -> None:
         kind: Deployment
         metadata: {name: a}
         ---
-        apiVersion: v1
-        kind: ConfigMap
+        apiVersion: apps/v1
+        kind: StatefulSet
         metadata: {name: b}
         ---
         apiVersion: v1
@@ -260,7 +260,7 @@ def test_unknown_kinds_warn_once_each() -> None:
         """)
     assert [(d.code, d.ref.kind, d.line) for d in result.diagnostics] == [
         ("object.unknown-kind", "Deployment", 2),
-        ("object.unknown-kind", "ConfigMap", 6),
+        ("object.unknown-kind", "StatefulSet", 6),
     ]
     assert [o.name for o in result.objects] == ["c"]
 

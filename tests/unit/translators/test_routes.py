@@ -15,9 +15,15 @@ SERVICE_NAMES = ("catalog", "cart", "db", "web")
 NAMESPACES = ("shop", "prod", "svc")
 
 
+CATCH_ALL = ("allow_any", "block_all")  # outboundTrafficPolicy: tests/unit/translators/
+# test_outbound.py
+
+
 def _vhosts(m: MeshSnapshot, namespace: str) -> dict[str, list[str]]:
+    """The virtual hosts of services (the last, catch-all one left out)."""
     (config,) = translate_namespace(m, namespace).routes
-    return {v.name: list(v.domains) for v in config.virtual_hosts}
+    assert config.virtual_hosts[-1].name in CATCH_ALL
+    return {v.name: list(v.domains) for v in config.virtual_hosts[:-1]}
 
 
 def _host_to_vhost(m: MeshSnapshot, namespace: str) -> dict[str, str]:
@@ -67,15 +73,22 @@ def test_portless_forms_go_to_the_lowest_http_port_otherwise() -> None:
     m = mesh(service("web", "shop", port(80, Protocol.TCP), port(9090, Protocol.GRPC), port(8080)))
     hosts = _host_to_vhost(m, "shop")
     assert hosts["web"] == "web.shop.svc.cluster.local:8080"
-    assert "web:80" not in hosts  # TCP ports are not reachable through the HTTP proxy
+    assert "web" not in _vhosts(m, "shop")["web.shop.svc.cluster.local:80"]  # TCP: CONNECT
 
 
-def test_tcp_only_service_has_no_virtual_host() -> None:
+def test_a_tcp_port_is_reached_by_connect_only() -> None:
     m = mesh(service("db", "data", port(5432, Protocol.TCP)), service("web", "shop"))
-    assert list(_vhosts(m, "shop")) == ["web.shop.svc.cluster.local:9080"]
+    vhosts = _vhosts(m, "shop")
+    assert vhosts["db.data.svc.cluster.local:5432"] == [
+        "db.data:5432", "db.data.svc:5432", "db.data.svc.cluster.local:5432"]
+    (config,) = translate_namespace(m, "shop").routes
+    (route,) = config.virtual_hosts[0].routes
+    assert route.match.HasField("connect_matcher")
+    assert route.route.cluster == "outbound|5432||db.data.svc.cluster.local"
+    assert [u.upgrade_type for u in route.route.upgrade_configs] == ["CONNECT"]
 
 
-def test_there_is_no_catch_all_virtual_host() -> None:
+def test_only_the_last_virtual_host_catches_every_host() -> None:
     m = mesh(service("catalog", "shop"), service("web", "shop", port(80)))
     domains = [d for ds in _vhosts(m, "shop").values() for d in ds]
     assert not any("*" in d for d in domains)
@@ -83,7 +96,7 @@ def test_there_is_no_catch_all_virtual_host() -> None:
 
 def test_route_goes_to_the_outbound_cluster_with_istio_defaults() -> None:
     (config,) = translate_namespace(mesh(service("catalog", "shop")), "shop").routes
-    (vhost,) = config.virtual_hosts
+    vhost, _ = config.virtual_hosts
     (route,) = vhost.routes
     assert route.match.prefix == "/"
     assert route.route.cluster == "outbound|9080||catalog.shop.svc.cluster.local"
@@ -151,8 +164,8 @@ def test_domains_are_always_unique(svcs: tuple[Service, ...], namespace: str) ->
     domains = [d for v in out.routes[0].virtual_hosts for d in v.domains]
     assert len(domains) == len(set(domains))
     assert out.diagnostics == []
-    http_ports = sum(1 for s in svcs for p in s.ports if p.protocol.is_http)
-    assert len(out.routes[0].virtual_hosts) == http_ports
+    ports = sum(1 for s in svcs for p in s.ports)  # HTTP, or CONNECT only
+    assert len(out.routes[0].virtual_hosts) == ports + 1  # and the catch-all
 
 
 def test_a_clashing_dotted_namespace_keeps_the_first_claim_and_warns() -> None:

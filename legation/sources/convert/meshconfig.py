@@ -1,0 +1,157 @@
+"""Istio's MeshConfig -> `MeshConfig` (model/meshconfig.py).
+
+Two ways in, one schema (istio/api mesh/v1alpha1/config.proto):
+
+- `legation serve --mesh-config FILE`: the file is a MeshConfig document, as
+  istiod's ``--meshConfig`` (`convert_mesh_config_text`);
+- the ConfigMap ``istio`` whose key ``mesh`` holds that document as a string,
+  as Istio installs it (`convert_config_map`). Other ConfigMaps are not read
+  (an INFO says so).
+
+A field Legation applies is checked strictly (an invalid value keeps the last
+good MeshConfig in force); a field of Istio's schema that Legation does not
+apply gets an INFO naming it; a field that is not in Istio's schema a warning
+with the closest known name (a newer Istio's field is not an outage).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from legation.model import (
+    Diagnostic,
+    MeshConfig,
+    OutboundPolicy,
+    Severity,
+    SourceRef,
+)
+from legation.model.meshconfig import MESH_CONFIG_KIND
+from legation.sources.convert.fields import Ctx, describe
+from legation.sources.convert.meta import Meta
+from legation.sources.convert.yamlload import child_path, load_documents
+
+MESH_CONFIG_MAP = "istio"  # Istio's ConfigMap name; its key `mesh` is the MeshConfig
+MESH_KEY = "mesh"
+APPLIED = ("outboundTrafficPolicy",)
+# The rest of Istio's MeshConfig (istio/api mesh/v1alpha1/config.proto, 1.2x): known,
+# not applied by Legation.
+NOT_APPLIED = (
+    "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout",
+    "protocolDetectionTimeout", "tcpKeepalive", "ingressClass", "ingressService",
+    "ingressControllerMode", "ingressSelector", "enableTracing", "accessLogFile",
+    "accessLogFormat", "accessLogEncoding", "enableEnvoyAccessLogService",
+    "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy", "configSources",
+    "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
+    "defaultServiceExportTo", "defaultVirtualServiceExportTo",
+    "defaultDestinationRuleExportTo", "rootNamespace", "localityLbSetting", "dnsRefreshRate",
+    "h2UpgradePolicy", "inboundClusterStatName", "outboundClusterStatName", "certificates",
+    "serviceSettings", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
+    "extensionProviders", "defaultProviders", "discoverySelectors", "pathNormalization",
+    "defaultHttpRetryPolicy", "meshMTLS", "tlsDefaults", "gatewayTopology",
+    "serviceScopeConfigs", "meshNetworks", "enableSdsTokenMount", "sdsUdsPath",
+    "thriftConfig", "mixerCheckServer", "mixerReportServer", "disablePolicyChecks",
+    "policyCheckFailOpen", "sidecarToTelemetrySessionAffinity", "outboundTrafficPolicyMode",
+)
+_POLICY_FIELDS = ("mode", "egressProxy")
+
+
+def convert_config_map(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> MeshConfig | None:
+    """The ConfigMap ``istio``: its ``mesh`` key as a MeshConfig; others are not read."""
+    if meta.name != MESH_CONFIG_MAP:
+        ctx.info("metadata.name", "not-read",
+                 f"ConfigMap {meta.namespace}/{meta.name} is not read: Legation reads the "
+                 f"ConfigMap {MESH_CONFIG_MAP!r} (key {MESH_KEY!r}, Istio's MeshConfig) only.")
+        return None
+    values = ctx.mapping(data, "data", "", problem="data")
+    text = values.get(MESH_KEY)
+    path = child_path("data", MESH_KEY)
+    if text is None:
+        ctx.info(path, "mesh-missing", f"the ConfigMap has no key {MESH_KEY!r}: Istio's "
+                 "defaults apply.")
+        text = ""
+    if not isinstance(text, str):
+        ctx.invalid(path, "mesh", text, "a MeshConfig as a YAML string (mesh: |-)")
+        return None
+    try:
+        parsed = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        ctx.error(path, "mesh-invalid", f"the MeshConfig is not valid YAML: "
+                  f"{str(exc).splitlines()[0]} (expected Istio's MeshConfig as YAML).")
+        return None
+    return _config(ctx, parsed, path, namespace=meta.namespace)
+
+
+def convert_mesh_config_text(text: str, *, file: str
+                             ) -> tuple[MeshConfig | None, list[Diagnostic], bool]:
+    """A `--mesh-config` file: (config or None, diagnostics, broken). An empty file is
+    Istio's defaults; None means keep the last good one."""
+    loaded = load_documents(text, file=file)
+    if loaded.broken:
+        return None, list(loaded.diagnostics), True
+    docs = loaded.documents
+    ref = SourceRef(kind=MESH_CONFIG_KIND, namespace="", name="mesh", file=file,
+                    line=docs[0].line if docs else 1)
+    ctx = Ctx(ref=ref, lines=docs[0].lines if docs else None)
+    diagnostics = []
+    for d in loaded.diagnostics:  # the loader speaks of manifests; a MeshConfig is not one
+        if d.code == "yaml.not-an-object":
+            ctx.error("", "mesh-invalid", d.message.split(";")[0] + "; expected a MeshConfig "
+                      "mapping, e.g. {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}.")
+        else:
+            diagnostics.append(d)
+    if len(docs) > 1:
+        ctx.error("", "documents", f"the file holds {len(docs)} YAML documents; expected one "
+                  "MeshConfig.")
+    config = _config(ctx, docs[0].data if docs else {}, "", namespace="")
+    diagnostics.extend(ctx.diagnostics)
+    failed = any(d.severity is Severity.ERROR for d in diagnostics)
+    return (None if failed else config), diagnostics, False
+
+
+def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | None:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        ctx.invalid(path, "mesh", data, "a MeshConfig mapping, e.g. "
+                    "{outboundTrafficPolicy: {mode: REGISTRY_ONLY}}")
+        return None
+    known = (*APPLIED, *NOT_APPLIED)
+    for key in data:
+        name = str(key)
+        if name in NOT_APPLIED:
+            ctx.info(child_path(path, name), "field-not-applied",
+                     f"{name} is part of Istio's MeshConfig but not applied by Legation.")
+        elif name not in APPLIED:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            ctx.warn(child_path(path, name), "field-unknown",
+                     f"MeshConfig has no field {name!r}; it is ignored.{hint}")
+    policy = _outbound(ctx, data, path)
+    if ctx.failed:
+        return None
+    return MeshConfig(ref=ctx.ref, name=ctx.ref.name, namespace=namespace,
+                      outbound_policy=policy)
+
+
+def _outbound(ctx: Ctx, data: Mapping[str, Any], path: str) -> OutboundPolicy:
+    p = child_path(path, "outboundTrafficPolicy")
+    section = ctx.mapping(data, "outboundTrafficPolicy", path, problem="outbound-policy",
+                          expected="a mapping {mode: ALLOW_ANY | REGISTRY_ONLY}")
+    for key in section:
+        if key not in _POLICY_FIELDS:
+            ctx.error(child_path(p, str(key)), "field-unknown",
+                      f"outboundTrafficPolicy has no field {key!r}; expected mode.")
+    if "egressProxy" in section:
+        ctx.info(child_path(p, "egressProxy"), "field-not-applied",
+                 "egressProxy is not applied: route outbound traffic to an egress gateway "
+                 "with a VirtualService instead.")
+    mode = section.get("mode", OutboundPolicy.ALLOW_ANY.value)
+    if mode not in [m.value for m in OutboundPolicy]:
+        ctx.error(child_path(p, "mode"), "outbound-policy-invalid",
+                  f"found {describe(mode)}; expected ALLOW_ANY or REGISTRY_ONLY.")
+        return OutboundPolicy.ALLOW_ANY
+    return OutboundPolicy(mode)

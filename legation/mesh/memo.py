@@ -19,7 +19,6 @@ call, no I/O. A memo is used by one thread at a time (`Pipeline`).
 
 from __future__ import annotations
 
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 

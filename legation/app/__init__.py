@@ -75,6 +75,7 @@ class App:
             domain=settings.domain,
             root_namespace=settings.root_namespace,
             security=mesh_security(settings),
+            config_namespace=settings.namespace,
         )
         self.metrics = Metrics()
         self.status = StatusBoard()
@@ -140,7 +141,8 @@ class App:
             self.sources.append(MeshConfigFile(settings.mesh_config, self.store))
         if self._kube_api is not None:
             self.sources.append(
-                KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces)
+                KubernetesSource(self.store, self._kube_api, namespaces=settings.watch_namespaces,
+                                 config_namespace=settings.namespace or settings.root_namespace)
             )
         self.xds = XdsServer(
             self._plaintext_cache(),

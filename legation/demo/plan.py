@@ -8,8 +8,11 @@ that no service and no Gateway selects is the client: traffic enters the mesh
 through its sidecar. A workload a Gateway selects is an ingress gateway: its
 Envoy binds the Gateway's server ports, and an HTTPS server with a
 credential whose Secret holds the CA (`ca.crt`) is probed from outside
-(`Ingress`), the certificate verified against that CA. Services no app
-calls are the entry points; for the shop, order calls catalog and payment
+(`Ingress`), the certificate verified against that CA. A ServiceEntry host
+whose endpoint is on this machine (`localhost` or 127.x) is an external
+service: a demo app runs there, outside the mesh (no sidecar), and the client
+calls it through its sidecar by the entry's host name (`External`). Services
+no app calls are the entry points; for the shop, order calls catalog and payment
 through its own sidecar (`CALLS`).
 
 The live change: with traffic rules in the directory (VirtualService,
@@ -89,6 +92,15 @@ class Ingress:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class External:
+    """A service outside the mesh, known by a ServiceEntry, called through the client."""
+
+    host: str  # the entry's host, as the client names it
+    port: int  # the entry's port
+    app: str  # the demo app answering it (its name, answered as x-served-by)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     sidecars: tuple[SidecarSpec, ...]
     apps: tuple[AppSpec, ...]
@@ -96,6 +108,7 @@ class Plan:
     entries: tuple[str, ...]  # host:port the traffic asks the client's sidecar for
     change: Change | None
     ingress: Ingress | None = None
+    external: External | None = None
 
 
 def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
@@ -115,18 +128,47 @@ def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
     called = {c for a in apps for c in a.calls}
     entries = tuple(
         _target(svc) for svc in mesh.services
-        if svc.ports and svc.namespace == clients[0].namespace and _target(svc) not in called
+        if svc.ports and svc.entry is None and svc.namespace == clients[0].namespace
+        and _target(svc) not in called
     )  # fmt: skip
+    external, outside = _external(mesh, clients[0].namespace)
     if not entries:
         raise PlanError(f"{config_dir}: no service in namespace {clients[0].namespace} to call")
     return Plan(
         sidecars=sidecars,
-        apps=apps,
+        apps=(*apps, *outside),
         client=clients[0],
         entries=entries,
         change=traffic_rules_change(config_dir) or workload_change(mesh),
         ingress=_ingress(mesh, workloads),
+        external=external,
     )
+
+
+def _external(mesh: MeshSnapshot, namespace: str) -> tuple[External | None, list[AppSpec]]:
+    """The first ServiceEntry host of `namespace` with an HTTP port and an endpoint on this
+    machine, and the app that answers it there."""
+    for svc in mesh.services:
+        if svc.entry is None or svc.namespace != namespace or "*" in svc.name:
+            continue
+        for sp in svc.ports:
+            if not sp.protocol.is_http:
+                continue
+            for ep in svc.entry.endpoints:
+                if ep.address != "localhost" and not _loopback(ep.address):
+                    continue
+                default = sp.target_port if isinstance(sp.target_port, int) else sp.port
+                host = "127.0.0.1" if ep.address == "localhost" else ep.address
+                app = AppSpec(name=svc.name, host=host, port=ep.port_for(sp.name, default))
+                return External(host=svc.name, port=sp.port, app=svc.name), [app]
+    return None, []
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _ingress(mesh: MeshSnapshot, workloads: list[Workload]) -> Ingress | None:
@@ -143,11 +185,7 @@ def _ingress(mesh: MeshSnapshot, workloads: list[Workload]) -> Ingress | None:
 
 
 def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
-    try:
-        loopback = ipaddress.ip_address(w.address).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not _loopback(w.address):
         raise PlanError(
             f"WorkloadEntry {w.namespace}/{w.name} has address {w.address!r}; the demo runs "
             "every workload on this machine, so it needs a 127.x.y.z address"

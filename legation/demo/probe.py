@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 
 from legation.demo.http import HttpError, read_response, request
-from legation.demo.plan import OUTBOUND_PORT, Ingress, Plan
+from legation.demo.plan import OUTBOUND_PORT, External, Ingress, Plan, SidecarSpec
 
 GUARDED = "payment"  # the service examples/shop/security.yaml protects
 PATH = "/pay"
@@ -93,3 +93,22 @@ async def run_ingress(ingress: Ingress, *, timeout: float = 5.0) -> str:
 def ingress_title(ingress: Ingress) -> str:
     return (f"outside → GET https://{ingress.host}:{ingress.port}{ingress.path} via "
             f"{ingress.gateway} ({ingress.address})")
+
+
+async def run_external(external: External, client: SidecarSpec, *, timeout: float = 5.0
+                       ) -> str:
+    """GET http://<entry host>/ through the client's sidecar, as its app would through
+    HTTP_PROXY: a service outside the mesh, known by its ServiceEntry."""
+    authority = external.host if external.port == 80 else f"{external.host}:{external.port}"
+    try:
+        resp = await request(client.address, OUTBOUND_PORT, "GET", f"http://{authority}/",
+                             headers={"host": authority}, timeout=timeout)
+    except (OSError, TimeoutError, HttpError) as e:
+        return f"no answer ({type(e).__name__})"
+    if resp.status == 200:
+        return f"200 (served by {resp.header('x-served-by') or '?'}, outside the mesh)"
+    return f"{resp.status} {resp.text().strip()[:60]}"
+
+
+def external_title(external: External, client: SidecarSpec) -> str:
+    return f"{client.workload} → GET http://{external.host}:{external.port}/ (ServiceEntry)"

@@ -46,7 +46,14 @@ from legation.demo.plan import (
     make_plan,
 )
 from legation.demo.ports import Need, PortError, check_free, needed_ports
-from legation.demo.probe import ingress_title, probe_calls, run_ingress, run_probe
+from legation.demo.probe import (
+    external_title,
+    ingress_title,
+    probe_calls,
+    run_external,
+    run_ingress,
+    run_probe,
+)
 from legation.demo.probe import title as probe_title
 from legation.demo.traffic import Load
 from legation.demo.view import ChangeEvent, Frame, ProxyRow, render, status_line, summary_line
@@ -118,6 +125,7 @@ class Demo:
         self.envoys: list[Envoy] = []
         self.t0 = 0.0  # monotonic time of the first request
         self.ingress = ""  # what the HTTPS request through the ingress gateway got
+        self.external = ""  # what the request to the ServiceEntry's host got
 
     # -- the whole run -------------------------------------------------------
 
@@ -294,6 +302,14 @@ class Demo:
             self.events.append(event)
             if not self.tty:
                 self._say(f"ingress  {event.at:5.1f}s  {event.title} → {event.result}\n")
+        if self.plan.external is not None:
+            event = ChangeEvent(at=time.monotonic() - self.t0,
+                                title=external_title(self.plan.external, self.plan.client))
+            event.result = await run_external(self.plan.external, self.plan.client)
+            self.external = event.result
+            self.events.append(event)
+            if not self.tty:
+                self._say(f"external {event.at:5.1f}s  {event.title} → {event.result}\n")
 
     # -- the view --------------------------------------------------------------
 
@@ -338,6 +354,7 @@ class Demo:
             identities=tuple(sorted(tally.identities.items())),
             canary=tuple(sorted(tally.canary.items())),
             ingress=self.ingress,
+            external=self.external,
             footer=(
                 f"look closer: http://{ADMIN}/debug/proxies · Envoy admin on each sidecar's "
                 f"address, port {ENVOY_ADMIN_PORT} · logs in {self.work}"

@@ -52,6 +52,7 @@ class Frame:
     identities: tuple[tuple[str, str], ...] = ()  # (workload, SPIFFE ID it presented)
     canary: tuple[tuple[Key, int], ...] = ()  # what requests with x-canary: true reached
     ingress: str = ""  # what the HTTPS request through the ingress gateway got
+    external: str = ""  # what the request to a ServiceEntry's host got
 
 
 def clock(seconds: float) -> str:
@@ -193,5 +194,6 @@ def summary_line(f: Frame) -> str:
          or "-"),
         *((f"identity.{w}", i) for w, i in f.identities),
         ("ingress", f.ingress.split(" ", 1)[0] if f.ingress else "-"),
+        ("external", f.external.split(" ", 1)[0] if f.external else "-"),
     ]
     return "summary " + " ".join(f"{k}={v}" for k, v in pairs)

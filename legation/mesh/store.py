@@ -56,9 +56,12 @@ class MeshStore:
         domain: str = DEFAULT_DOMAIN,
         root_namespace: str = "istio-system",
         security: MeshSecurity | None = None,
+        config_namespace: str = "",
     ) -> None:
         self._domain = domain
         self._root_namespace = root_namespace
+        # where the ConfigMap `istio` (MeshConfig) is read: the control plane's namespace
+        self._config_namespace = config_namespace or root_namespace
         self._security = security or MeshSecurity()  # default: no CA, no mTLS
         self._objects: dict[str, dict[ObjectKey, MeshObject]] = {}
         self._diagnostics: dict[str, tuple[Diagnostic, ...]] = {}
@@ -218,15 +221,16 @@ class MeshStore:
     def _mesh_config(self, objects: list[MeshObject], diagnostics: list[Diagnostic]
                      ) -> MeshConfig:
         """The MeshConfig in force: `--mesh-config`'s (namespace ""), else the ConfigMap
-        ``istio`` of the root namespace; any other is reported as not used."""
+        ``istio`` of the control plane's namespace (by default the root namespace); any
+        other is reported as not used."""
         found = [o for o in objects if isinstance(o, MeshConfig)]
-        ranked = sorted((c for c in found if c.namespace in ("", self._root_namespace)),
+        ranked = sorted((c for c in found if c.namespace in ("", self._config_namespace)),
                         key=lambda c: c.namespace != "")
         chosen = ranked[0] if ranked else MeshConfig()
         for c in found:
             if c is not chosen:
                 why = (f"the mesh config of {chosen.ref.location or chosen.ref} is used"
-                       if ranked else f"only the root namespace {self._root_namespace}'s is read")
+                       if ranked else f"only namespace {self._config_namespace}'s is read")
                 diagnostics.append(Diagnostic(
                     ref=c.ref, field="data.mesh", code="meshconfig.not-used",
                     message=f"this MeshConfig is not applied: {why} (Istio reads one, from "

@@ -51,11 +51,14 @@ class KubeConfigError(ValueError):
     """The kubeconfig or in-cluster configuration cannot be loaded; one clear line."""
 
 
-def scopes(namespaces: Sequence[str]) -> list[tuple[WatchedKind, str | None]]:
-    """(kind, namespace or None for all) for every list/watch the source runs."""
+def scopes(namespaces: Sequence[str], config_namespace: str = "istio-system"
+           ) -> list[tuple[WatchedKind, str | None]]:
+    """(kind, namespace or None for all) for every list/watch the source runs; a kind
+    with `only_name` (the MeshConfig's ConfigMap) in `config_namespace` alone."""
     wanted = tuple(dict.fromkeys(namespaces))
     return [(kind, ns) for kind in WATCHED_KINDS
-            for ns in (wanted if kind.namespaced and wanted else (None,))]
+            for ns in ((config_namespace,) if kind.only_name else
+                       wanted if kind.namespaced and wanted else (None,))]
 
 
 def api_client(
@@ -116,6 +119,7 @@ class KubernetesSource:
         api: Any,  # kubernetes.client.ApiClient
         *,
         namespaces: Sequence[str] = (),
+        config_namespace: str = "istio-system",
         crd_retry_s: float = 30.0,
         rng: random.Random | None = None,
         watch_timeout_s: float = 300.0,
@@ -125,7 +129,7 @@ class KubernetesSource:
         store.expect_source(SOURCE)
         self._store = store
         self._api = api
-        self._scopes = scopes(namespaces)
+        self._scopes = scopes(namespaces, config_namespace)
         self._timing = Timing(watch_timeout_s=watch_timeout_s, backoff_base_s=backoff_base_s,
                               backoff_cap_s=backoff_cap_s, crd_retry_s=crd_retry_s)
         self._rng = rng or random.Random()

@@ -75,6 +75,10 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert re.search(r"outside → GET https://shop.example.com:8443/shop via ingress-gateway "
                      r"\(127.0.10.6\) → 200 \(served by order-v1; certificate for "
                      r"shop.example.com verified\)", out), out
+    # A service outside the mesh, known by its ServiceEntry, through frontend's sidecar.
+    assert got["external"] == "200", out
+    assert re.search(r"frontend → GET http://rates.example.com:80/ \(ServiceEntry\) → 200 "
+                     r"\(served by rates.example.com, outside the mesh\)", out), out
     assert float(got["startup_s"]) > 0, out
     # A newcomer sees the mTLS identity each workload presented, and the header route:
     # requests sent with x-canary: true go to catalog-v2 (the split alone sends it 10%;

@@ -48,9 +48,12 @@ Covered (what the real server does, as the Kubernetes source relies on it):
   and TokenReview (authentication.k8s.io/v1) against tokens registered with
   `add_token`: audiences, pod-bound tokens invalidated with their pod.
 
+- Field selectors `metadata.name` and `metadata.namespace` (`=`/`==`) on lists
+  and watches; any other field is a 400 "field label not supported".
+
 Not covered: writes of the mesh kinds over HTTP (tests change them through the
-Python knobs), authorization (any request is allowed), TLS, label/field
-selectors, `limit`/`continue` pagination (lists are always complete),
+Python knobs), authorization (any request is allowed), TLS, label selectors,
+other field selectors, `limit`/`continue` pagination (lists are always complete),
 `resourceVersionMatch` and list-from-rv semantics (lists are always the current
 state), `sendInitialEvents`/watch-list, the 3 s wait and 504 for a watch from a
 future resourceVersion, server-side apply, subresources, finalizers/graceful

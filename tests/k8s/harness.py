@@ -38,8 +38,8 @@ def expected(objects: Iterable[Mapping[str, Any]]) -> dict[ObjectKey, MeshObject
 class RecordingStore(MeshStore):
     """A MeshStore that records every upsert/delete call (to prove nothing is duplicated)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.upserts: list[ObjectKey] = []
         self.deletes: list[ObjectKey] = []
         self.replaces = 0

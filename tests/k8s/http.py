@@ -190,10 +190,14 @@ class Router:
                 send_json(h, 404, res.status(404, "NotFound", message))
             else:
                 send_json(h, 200, self.state.render(rtype, version, obj))
+        elif (selected := _field_selector(query, namespace)) is None:
+            send_json(h, 400, res.status(
+                400, "BadRequest",
+                f"field label not supported: {query['fieldSelector'].split('=')[0]}"))
         elif watch:
-            self._watch(h, rtype, version, namespace, query)
+            self._watch(h, rtype, version, selected[0], query, selected[1])
         else:
-            rv, items = self.state.list_objects(rtype, version, namespace)
+            rv, items = self.state.list_objects(rtype, version, *selected)
             send_json(h, 200, {
                 "kind": f"{rtype.kind}List",
                 "apiVersion": rtype.api_version(version),
@@ -202,12 +206,12 @@ class Router:
             })
 
     def _watch(self, h: _Handler, rtype: res.ResourceType, version: str, namespace: str | None,
-               query: dict[str, str]) -> None:
+               query: dict[str, str], name: str | None = None) -> None:
         rv_text = query.get("resourceVersion")
         if rv_text not in (None, "") and not rv_text.isdigit():
             send_json(h, 400, res.status(400, "BadRequest", f"invalid resourceVersion {rv_text!r}"))
             return
-        w = Watcher(rtype=rtype, version=version, namespace=namespace,
+        w = Watcher(rtype=rtype, version=version, namespace=namespace, name=name,
                     bookmarks=query.get("allowWatchBookmarks") in ("1", "true"))
         self.state.open_watch(w, rv_text)
         try:
@@ -248,6 +252,25 @@ class Router:
             h.wfile.write(b"0\r\n\r\n")
         except OSError:  # the client went away
             h.close_connection = True
+
+
+def _field_selector(query: dict[str, str], namespace: str | None
+                    ) -> tuple[str | None, str | None] | None:
+    """(namespace, name) a `fieldSelector` narrows a list or watch to; None when it uses a
+    field the server does not index. Every kind supports `metadata.name` and
+    `metadata.namespace` equality (`=` or `==`), as a real server."""
+    name: str | None = None
+    for term in filter(None, query.get("fieldSelector", "").split(",")):
+        field, _, value = term.partition("==") if "==" in term else term.partition("=")
+        if field == "metadata.name":
+            name = value
+        elif field == "metadata.namespace":
+            if namespace is not None and namespace != value:
+                return namespace, "\0"  # no object is in two namespaces
+            namespace = value
+        else:
+            return None
+    return namespace, name
 
 
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:

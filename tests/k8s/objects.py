@@ -156,6 +156,16 @@ def authorization_policy(name: str, ns: str, *, app: str, principal: str,
                      "rules": [{"from": [{"source": {"principals": [principal]}}]}]}}
 
 
+def config_map(name: str, ns: str, data: Mapping[str, str]) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns),
+            "data": dict(data)}
+
+
+def mesh_config(mode: str, ns: str = "istio-system", name: str = "istio") -> Obj:
+    """Istio's MeshConfig ConfigMap, as Istio's installer writes it."""
+    return config_map(name, ns, {"mesh": f"outboundTrafficPolicy:\n  mode: {mode}\n"})
+
+
 def pod_ip(i: int) -> str:
     return f"10.244.{i // 250}.{i % 250 + 2}"
 
@@ -180,6 +190,7 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         ns = ns_names[s % namespaces]
         out.append(service(f"svc-{s}", ns, cluster_ip=f"10.96.1.{s + 1}"))
         out.append(endpoint_slice(f"svc-{s}-abcde", ns, f"svc-{s}", members[s]))
+    out.append(mesh_config("REGISTRY_ONLY"))
     for n in ns_names:
         host = f"svc-0.{n}.svc.cluster.local"
         out.append(virtual_service("reviews", n, host))

@@ -67,6 +67,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _builtin("", "nodes", "Node", namespaced=False),
     _builtin("", "services", "Service"),
     _builtin("", "pods", "Pod"),
+    _builtin("", "configmaps", "ConfigMap"),
     _builtin("discovery.k8s.io", "endpointslices", "EndpointSlice"),
     _crd(ISTIO_NETWORKING, "workloadentries", "WorkloadEntry", _NET),
     _crd(ISTIO_NETWORKING, "serviceentries", "ServiceEntry", _NET),

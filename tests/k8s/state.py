@@ -75,6 +75,7 @@ class Watcher:
     version: str
     namespace: str | None  # None: all namespaces
     bookmarks: bool
+    name: str | None = None  # fieldSelector metadata.name=<name>
     queue: deque[Event | Bookmark] = field(default_factory=deque)
     gone: str = ""  # the message of the 410 this watcher must end with
     dropped: bool = False
@@ -82,7 +83,9 @@ class Watcher:
     last_sent: float = field(default_factory=time.monotonic)
 
     def matches(self, ev: Event) -> bool:
-        return ev.rtype is self.rtype and (self.namespace is None or ev.namespace == self.namespace)
+        return (ev.rtype is self.rtype
+                and (self.namespace is None or ev.namespace == self.namespace)
+                and (self.name is None or ev.obj["metadata"].get("name") == self.name))
 
 
 class ClusterState:
@@ -220,8 +223,8 @@ class ClusterState:
 
     # -- reads (the HTTP side) -----------------------------------------------------
 
-    def list_objects(self, rtype: ResourceType, version: str,
-             namespace: str | None) -> tuple[int, list[dict[str, Any]]]:
+    def list_objects(self, rtype: ResourceType, version: str, namespace: str | None,
+                     name: str | None = None) -> tuple[int, list[dict[str, Any]]]:
         with self.cond:
             while rtype.plural in self.blocked_lists and self.accepting:
                 self.cond.wait()
@@ -229,6 +232,7 @@ class ClusterState:
                 # Real servers drop apiVersion/kind from the items of built-in lists.
                 self.render(rtype, version, obj) if rtype.crd else obj
                 for obj in self._matching(rtype, namespace)
+                if name is None or obj["metadata"].get("name") == name
             ]
             return self.rv, items
 
@@ -253,6 +257,8 @@ class ClusterState:
                 return
             if rv_text in (None, "", "0"):  # "start at most recent": synthetic ADDED of the state
                 for obj in self._matching(w.rtype, w.namespace):
+                    if w.name is not None and obj["metadata"].get("name") != w.name:
+                        continue
                     rv = int(obj["metadata"]["resourceVersion"])
                     ns = obj["metadata"].get("namespace", "")
                     w.queue.append(Event(rv, w.rtype, ns, "ADDED", obj))

@@ -31,6 +31,9 @@ class WatchedKind:
     # the typed client's methods for built-in kinds: all namespaces / one namespace
     list_all: str = ""
     list_in: str = ""
+    # Watched in the control plane's own namespace only, and only the object of this
+    # name (a field selector): the ConfigMap `istio` holding the MeshConfig
+    only_name: str = ""
 
     def api_version(self, version: str) -> str:
         return f"{self.group}/{version}" if self.group else version
@@ -56,6 +59,9 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _builtin("Node", "nodes", "list_node"),
     _builtin("Service", "services", "list_service_for_all_namespaces", "list_namespaced_service"),
     _builtin("Pod", "pods", "list_pod_for_all_namespaces", "list_namespaced_pod"),
+    WatchedKind(kind="ConfigMap", group="", versions=("v1",), plural="configmaps",
+                list_all="list_config_map_for_all_namespaces",
+                list_in="list_namespaced_config_map", only_name="istio"),
     _builtin("EndpointSlice", "endpointslices", "list_endpoint_slice_for_all_namespaces",
              "list_namespaced_endpoint_slice", group="discovery.k8s.io"),
     _crd("WorkloadEntry", "workloadentries", ISTIO_NETWORKING, _NETWORKING_VERSIONS),

@@ -142,3 +142,16 @@ def test_a_gateway_workload_is_an_ingress_not_the_client(shop: Path) -> None:
             plan.ingress.host) == ("ingress-gateway", "127.0.10.6", 8443, "shop.example.com")
     assert plan.ingress.ca_pem.startswith("-----BEGIN CERTIFICATE-----")
     assert not any(a.name == "ingress-gateway" for a in plan.apps)  # no app behind it
+
+
+def test_a_service_entry_on_this_machine_is_the_external_service(shop: Path) -> None:
+    shutil.copy(SHOP / "external.yaml", shop / "external.yaml")
+
+    plan = plan_of(shop)
+
+    assert plan.external is not None
+    assert (plan.external.host, plan.external.port) == ("rates.example.com", 80)
+    [app] = [a for a in plan.apps if a.name == "rates.example.com"]
+    assert (app.host, app.port, app.proxy) == ("127.0.0.1", 18090, None)  # no sidecar
+    assert not any(s.workload == "rates.example.com" for s in plan.sidecars)
+    assert "rates.example.com:80" not in plan.entries  # the client's load stays in the mesh

@@ -111,14 +111,15 @@ def test_status_and_summary_lines() -> None:
     )
     assert summary_line(f) == (
         "summary requests=4 errors=0 catalog-v1=3 catalog-v2=1 in_sync=1/1 startup_s=0.420 nacks=0"
-        " canary=- ingress=-"
+        " canary=- ingress=- external=-"
     )
     shown = dataclasses.replace(
         f, canary=((V2, 2),), identities=(("catalog-v2", "spiffe://cluster.local/ns/shop/sa/c"),),
-        ingress="200 (served by order-v1; certificate for shop.example.com verified)")
+        ingress="200 (served by order-v1; certificate for shop.example.com verified)",
+        external="200 (served by rates.example.com, outside the mesh)")
     assert summary_line(shown).endswith(
         " canary=catalog-v2:2 identity.catalog-v2=spiffe://cluster.local/ns/shop/sa/c"
-        " ingress=200")
+        " ingress=200 external=200")
     text = "\n".join(render(shown))
     assert "x-canary: true -> catalog-v2 x2" in text
     assert "spiffe://cluster.local/ns/shop/sa/c" in text

@@ -336,7 +336,8 @@ def _grants(rules: list[dict[str, Any]]) -> dict[tuple[str, str, tuple[str, ...]
 
 def test_the_cluster_role_reads_the_watched_kinds_and_creates_token_reviews() -> None:
     grants = _grants(_one("ClusterRole")["rules"])
-    watched = {(k.group, k.plural, ()): {"get", "list", "watch"} for k in WATCHED_KINDS}
+    watched = {(k.group, k.plural, ()): {"get", "list", "watch"} for k in WATCHED_KINDS
+               if not k.only_name}  # the MeshConfig's ConfigMap: the Role's, by name
 
     assert grants == {**watched, ("authentication.k8s.io", "tokenreviews", ()): {"create"}}
 
@@ -351,7 +352,10 @@ def test_the_role_touches_only_its_own_secrets_and_lease() -> None:
         ("", "secrets", ()): {"create"},  # RBAC cannot restrict create by name
         ("coordination.k8s.io", "leases", (LEADER_LEASE,)): {"get", "update"},
         ("coordination.k8s.io", "leases", ()): {"create"},
+        # the MeshConfig: only the ConfigMap istio (a field-selected list/watch)
+        ("", "configmaps", ("istio",)): {"get", "list", "watch"},
     }
+    assert [k.only_name for k in WATCHED_KINDS if k.only_name] == ["istio"]
 
 
 @pytest.mark.parametrize("kind", ["ClusterRoleBinding", "RoleBinding"])

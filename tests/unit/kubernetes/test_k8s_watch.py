@@ -9,7 +9,7 @@ import pytest
 from k8s import ApiServer, objects
 from k8s.harness import RecordingStore, api_client, diagnostics, expected, running, until
 
-from legation.model import Service, Severity
+from legation.model import OutboundPolicy, Service, Severity
 from legation.sources.kube.kinds import WATCHED_KINDS
 from legation.sources.kubernetes import KubernetesSource
 
@@ -52,6 +52,8 @@ KINDS: list[tuple[str, Obj, Obj]] = [
      objects.peer_authentication("pa", "new", mode="PERMISSIVE")),
     ("AuthorizationPolicy", objects.authorization_policy("ap", "new", app="a", principal="x"),
      objects.authorization_policy("ap", "new", app="a", principal="y")),
+    ("ConfigMap", objects.mesh_config("ALLOW_ANY", "new-cp"),
+     objects.mesh_config("REGISTRY_ONLY", "new-cp")),
 ]
 
 
@@ -62,7 +64,7 @@ async def test_add_modify_delete_of_each_kind_reach_the_store(
     for o in objects.cluster(pods=6, services=2, namespaces=1, nodes=1):
         apiserver.apply(o)
     store = RecordingStore()
-    async with running(_source(store, api)):
+    async with running(_source(store, api, config_namespace="new-cp")):
         await until(lambda: store.ready)
         key = (kind, new["metadata"].get("namespace", ""), new["metadata"]["name"])
         before = store.objects("k8s")
@@ -209,3 +211,24 @@ async def test_a_pod_that_finishes_leaves_the_mesh_and_deleting_an_invalid_objec
 
         apiserver.delete("v1", "Service", "web", "shop")
         await until(lambda: not diagnostics(store, "service.port-invalid"))
+
+
+async def test_only_the_mesh_config_map_of_the_control_plane_namespace_is_read(
+    apiserver: ApiServer, api: Any
+) -> None:
+    apiserver.apply(objects.namespace("cp"))
+    for decoy in (objects.mesh_config("REGISTRY_ONLY", "elsewhere"),
+                  objects.config_map("app-settings", "cp", {"mesh": "x: 1"})):
+        apiserver.apply(decoy)
+    apiserver.apply(objects.mesh_config("REGISTRY_ONLY", "cp"))
+    store = RecordingStore(config_namespace="cp")
+    async with running(_source(store, api, config_namespace="cp")):
+        await until(lambda: store.ready)
+        assert store.snapshot().config.outbound_policy is OutboundPolicy.REGISTRY_ONLY
+        assert [k for k in store.objects("k8s") if k[0] == "ConfigMap"] == [
+            ("ConfigMap", "cp", "istio")]
+        lists = apiserver.lists("configmaps") + apiserver.watches("configmaps")
+        assert lists and all(r.namespace == "cp" for r in lists)
+        assert all(r.query.get("fieldSelector") == "metadata.name=istio" for r in lists)
+        apiserver.update(objects.mesh_config("ALLOW_ANY", "cp"))  # applied without restart
+        await until(lambda: store.snapshot().config.outbound_policy is OutboundPolicy.ALLOW_ANY)

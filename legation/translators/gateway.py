@@ -52,7 +52,7 @@ from legation.translators.listeners import (
     network_filter,
 )
 from legation.translators.result import Translated
-from legation.translators.secrets import credential_secrets, sds
+from legation.translators.secrets import credential_secrets, mesh_tls_context, sds
 
 
 def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
@@ -89,6 +89,7 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
         secrets = _credentials(mesh, proxy, gw, server, out)
         if secrets is None:
             continue
+        context = _downstream_tls(server)
         sni = tuple(sorted({h.host for h in server.hosts}))
         sni = () if "*" in sni else sni
         if sni in seen:
@@ -104,13 +105,6 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
         services = mesh.bound_to(gw)
         out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
         out.secrets.extend(secrets)
-        context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
-            tls_certificate_sds_secret_configs=[sds(names.credential_secret(server.credential))],
-            alpn_protocols=["h2", "http/1.1"]))
-        if server.tls_mode == "MUTUAL":
-            context.require_client_certificate.value = True
-            context.common_tls_context.validation_context_sds_secret_config.CopyFrom(
-                sds(names.credential_ca_secret(server.credential)))
         chains.append(listener_components_pb2.FilterChain(
             filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
             transport_socket=base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET,
@@ -122,10 +116,38 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
         out.listeners.append(_listener(address, port, chains, [inspector]))
 
 
+def _downstream_tls(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:
+    """SIMPLE and MUTUAL: the credential's certificate (and client CA); ISTIO_MUTUAL: the
+    gateway's workload certificate, and a client certificate of the mesh required, as a
+    sidecar's inbound mTLS (Istio's east-west and egress gateways)."""
+    if server.tls_mode == "ISTIO_MUTUAL":
+        context = tls_pb2.DownstreamTlsContext(common_tls_context=mesh_tls_context())
+        context.common_tls_context.alpn_protocols.extend(["h2", "http/1.1"])
+        context.require_client_certificate.value = True
+        return context
+    context = tls_pb2.DownstreamTlsContext(common_tls_context=tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[sds(names.credential_secret(server.credential))],
+        alpn_protocols=["h2", "http/1.1"]))
+    if server.tls_mode == "MUTUAL":
+        context.require_client_certificate.value = True
+        context.common_tls_context.validation_context_sds_secret_config.CopyFrom(
+            sds(names.credential_ca_secret(server.credential)))
+    return context
+
+
 def _credentials(mesh: MeshSnapshot, proxy: Proxy, gw: Gateway, server: GatewayServer,
                  out: Translated) -> list[secret_pb2.Secret] | None:
     """The server's credential as SDS secrets; None (reported) when it cannot be served.
-    Istio reads `credentialName` in the gateway workload's namespace."""
+    Istio reads `credentialName` in the gateway workload's namespace. ISTIO_MUTUAL needs
+    the control plane's CA (the workload secrets every proxy is sent), nothing else."""
+    if server.tls_mode == "ISTIO_MUTUAL":
+        if mesh.security.mtls:
+            return []
+        out.diagnostics.append(_server_diag(
+            gw, server, "tls.mode", "gateway.mesh-ca-missing",
+            "ISTIO_MUTUAL uses the mesh's certificates, and this control plane runs no CA "
+            "(start it with --ca-dir); the server is not built."))
+        return None
     namespace = proxy.workload.namespace
     found = mesh.credential(namespace, server.credential)
     if found is None or not found.cert_chain:

@@ -9,7 +9,7 @@ Two servers on one port must agree on the protocol.
 Served now: plaintext HTTP, HTTP2 and GRPC servers, and `tls.httpsRedirect`
 on them; HTTPS servers with `tls.mode` SIMPLE or MUTUAL and a
 `credentialName` (a Secret in the gateway workload's namespace, served over
-SDS). A server of another protocol or mode (TLS, TCP, MONGO, PASSTHROUGH,
+SDS), or ISTIO_MUTUAL (the mesh's certificates: east-west and egress gateways). A server of another protocol or mode (TLS, TCP, MONGO, PASSTHROUGH,
 ISTIO_MUTUAL, ...) is reported and not built, as are the fields without
 effect here (`bind`, `defaultEndpoint`, other `tls` settings): never dropped
 in silence.
@@ -37,7 +37,7 @@ TLS_FIELDS = ("httpsRedirect", "mode", "serverCertificate", "privateKey", "caCer
 # Istio's server protocols (gateway.proto Port.protocol), case-insensitive.
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS")
 SERVED = {"HTTP": Protocol.HTTP, "HTTP2": Protocol.HTTP2, "GRPC": Protocol.GRPC}
-HTTPS_MODES = ("SIMPLE", "MUTUAL")
+HTTPS_MODES = ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 _HOST_EXPECTED = ("'[namespace/]host': the namespace a name, '*' or '.'; the host an FQDN, "
                   "'*' or '*.suffix', e.g. '*' or 'shop/bookinfo.example.com'")
 
@@ -102,7 +102,7 @@ def _server(ctx: Ctx, index: int, path: str, item: Any,
         return None
     if protocol == "HTTPS":
         mode, credential = _https(ctx, server, path)
-        if not credential:
+        if not mode:
             return None
         return GatewayServer(index=index, port=number, port_name=str(port.get("name") or ""),
                              protocol=Protocol.HTTPS, hosts=hosts, tls_mode=mode,
@@ -157,6 +157,12 @@ def _https(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[str, str]:
                  f"tls.mode {mode} is not served yet: no listener is built for this server "
                  f"(served: {', '.join(HTTPS_MODES)}).")
         return "", ""
+    if mode == "ISTIO_MUTUAL":  # the mesh's own certificates: nothing else is read
+        if credential:
+            ctx.warn(child_path(tls_path, "credentialName"), "field-not-applied",
+                     "credentialName is not used with ISTIO_MUTUAL: the gateway presents its "
+                     "workload certificate and requires a mesh client certificate.")
+        return mode, ""
     if not credential:
         ctx.warn(tls_path, "server-not-applied",
                  "an HTTPS server is served from a Secret named by tls.credentialName; "

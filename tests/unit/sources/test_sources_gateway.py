@@ -35,6 +35,9 @@ def test_servers_hosts_and_selector() -> None:
 @pytest.mark.parametrize(("server", "code", "severity"), [
     ('  - port: {number: 443, protocol: HTTPS}\n    hosts: ["*"]\n'
      '    tls: {mode: PASSTHROUGH}  # <-\n', "gateway.server-not-applied", Severity.WARNING),
+    ('  - port: {number: 443, protocol: HTTPS}\n    hosts: ["*"]\n    tls:\n'
+     '      mode: ISTIO_MUTUAL\n      credentialName: x  # <-\n',
+     "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 443, protocol: HTTPS}  # <-\n    hosts: ["*"]\n',
      "gateway.tls-missing", Severity.ERROR),
     ('  - port: {number: 9000, protocol: TCP}  # <-\n    hosts: ["*"]\n',
@@ -47,7 +50,7 @@ def test_servers_hosts_and_selector() -> None:
      "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 80, protocol: HTTP}\n    hosts: ["*"]\n'
      '    tls: {mode: SIMPLE}  # <-\n', "gateway.field-not-applied", Severity.WARNING),
-], ids=["passthrough", "https-without-tls", "tcp", "bad-protocol", "bad-host", "bind",
+], ids=["passthrough", "istio-mutual-credential", "https-without-tls", "tcp", "bad-protocol", "bad-host", "bind",
         "tls-on-http"])
 def test_what_is_not_served_is_said(server: str, code: str, severity: Severity) -> None:
     text = HEAD + "  selector: {istio: ingressgateway}\n  servers:\n" + server
@@ -129,3 +132,17 @@ spec: {address: 10.0.0.1, labels: {istio: ingressgateway}}
     found, _ = analyze_paths([tmp_path])
     assert [(d.code, d.field) for d in found] == [
         ("gateway.credential-not-found", "spec.servers[0].tls.credentialName")]
+
+
+def test_istio_mutual_needs_no_credential() -> None:
+    gw = only(convert(HEAD + """\
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [rates.example.com]
+    tls: {mode: ISTIO_MUTUAL}
+"""))
+    assert isinstance(gw, Gateway)
+    (server,) = gw.servers
+    assert (server.protocol, server.tls_mode, server.credential) == (
+        Protocol.HTTPS, "ISTIO_MUTUAL", "")

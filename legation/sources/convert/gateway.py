@@ -9,8 +9,9 @@ Two servers on one port must agree on the protocol.
 Served now: plaintext HTTP, HTTP2 and GRPC servers, and `tls.httpsRedirect`
 on them; HTTPS servers with `tls.mode` SIMPLE or MUTUAL and a
 `credentialName` (a Secret in the gateway workload's namespace, served over
-SDS), or ISTIO_MUTUAL (the mesh's certificates: east-west and egress gateways). A server of another protocol or mode (TLS, TCP, MONGO, PASSTHROUGH,
-ISTIO_MUTUAL, ...) is reported and not built, as are the fields without
+SDS), or ISTIO_MUTUAL (the mesh's certificates: east-west and egress
+gateways). A server of another protocol or mode (TLS, TCP, MONGO,
+PASSTHROUGH, ...) is reported and not built, as are the fields without
 effect here (`bind`, `defaultEndpoint`, other `tls` settings): never dropped
 in silence.
 """

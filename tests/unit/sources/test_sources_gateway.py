@@ -50,8 +50,8 @@ def test_servers_hosts_and_selector() -> None:
      "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 80, protocol: HTTP}\n    hosts: ["*"]\n'
      '    tls: {mode: SIMPLE}  # <-\n', "gateway.field-not-applied", Severity.WARNING),
-], ids=["passthrough", "istio-mutual-credential", "https-without-tls", "tcp", "bad-protocol", "bad-host", "bind",
-        "tls-on-http"])
+], ids=["passthrough", "istio-mutual-credential", "https-without-tls", "tcp", "bad-protocol",
+        "bad-host", "bind", "tls-on-http"])
 def test_what_is_not_served_is_said(server: str, code: str, severity: Severity) -> None:
     text = HEAD + "  selector: {istio: ingressgateway}\n  servers:\n" + server
     result = convert(text)

@@ -327,8 +327,10 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
 def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str]:
     """(the workload's service account: --service-account, else from --config-dir; its
     node id: ``<workload>.<namespace>``, or Istio's ``router~<ip>~<workload>.<ns>~...`` when
-    a Gateway in --config-dir selects it, as an Istio gateway's)."""
+    a Gateway in --config-dir selects it, or it carries the Gateway API's
+    gateway-name label, as an Istio gateway's)."""
     from legation.model import Gateway, Workload
+    from legation.model.gatewayapi import GATEWAY_NAME_LABEL
     from legation.sources.files import load_dirs
     from legation.translators import names
 
@@ -352,7 +354,8 @@ def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str]:
             f"bootstrap: --service-account {a.service_account} but {a.namespace}/{a.workload} "
             f"runs as {found.service_account} in " + ", ".join(map(str, a.config_dir))
         )
-    gateway = any(isinstance(o, Gateway) and o.selects(found.labels) for o in result.objects)
+    gateway = any(isinstance(o, Gateway) and o.selects(found.labels, found.namespace)
+                  for o in result.objects) or GATEWAY_NAME_LABEL in dict(found.labels)
     node_id = names.istio_node_id(a.workload, a.namespace, ip=found.address,
                                   node_type="router") if gateway else plain
     return found.service_account, node_id

@@ -118,7 +118,7 @@ def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
     sidecars = tuple(_sidecar(mesh, w, delta=i % 2 == 1) for i, w in enumerate(workloads))
     pairs = zip(sidecars, workloads, strict=True)
     clients = [s for s, w in pairs
-               if not mesh.services_selecting(w) and not mesh.gateways_of(w.labels)]
+               if not mesh.services_selecting(w) and not mesh.gateways_of(w.labels, w.namespace)]
     if not clients:
         raise PlanError(
             f"{config_dir}: every workload is behind a service; the demo needs a client "
@@ -174,7 +174,7 @@ def _loopback(address: str) -> bool:
 def _ingress(mesh: MeshSnapshot, workloads: list[Workload]) -> Ingress | None:
     """The first HTTPS server of a gateway workload whose credential carries its CA."""
     for w in workloads:
-        for gw in mesh.gateways_of(w.labels):
+        for gw in mesh.gateways_of(w.labels, w.namespace):
             for server in gw.servers:
                 credential = mesh.credential(w.namespace, server.credential)
                 hosts = [h.host for h in server.hosts if "*" not in h.host]
@@ -191,7 +191,7 @@ def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
             "every workload on this machine, so it needs a 127.x.y.z address"
         )
     ports, _ = inbound_ports(mesh, w)
-    servers = [s.port for g in mesh.gateways_of(w.labels) for s in g.servers]
+    servers = [s.port for g in mesh.gateways_of(w.labels, w.namespace) for s in g.servers]
     return SidecarSpec(
         workload=w.name,
         namespace=w.namespace,

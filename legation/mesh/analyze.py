@@ -16,7 +16,7 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
         memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
                        w.interception)
     for w in mesh.workloads:  # gateways: their servers (a missing credential, ...)
-        if mesh.gateways_of(w.labels):
+        if mesh.gateways_of(w.labels, w.namespace):
             node_id = f"{w.name}.{w.namespace}"
             proxy = resolve_proxy(mesh, node_id)
             if proxy is not None:

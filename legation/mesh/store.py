@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Protocol, TypeVar
 
+from legation.mesh import gatewayapi
 from legation.mesh.lastgood import LastGood, Verdict
 from legation.model import (
     DEFAULT_DOMAIN,
@@ -45,6 +46,7 @@ from legation.model import (
     duplicate_definition,
     object_key,
 )
+from legation.model.gatewayapi import ApiGateway, ApiRoute, GatewayClass, ReferenceGrant
 
 _VERDICTS_KEPT = 16
 
@@ -212,6 +214,7 @@ class MeshStore:
             ])
         self._merged, self._touched = merged, set()
         mesh, verdict = self._last_good.settle(base, traffic)
+        mesh = _with_gateway_api(mesh, ordered)
         self._verdicts[self._version] = verdict
         if len(self._verdicts) > _VERDICTS_KEPT:  # never accepted: a reader without a pipeline
             del self._verdicts[min(self._verdicts)]
@@ -247,6 +250,25 @@ class _Named(Protocol):
 
 
 _T = TypeVar("_T", bound=_Named)
+
+
+def _with_gateway_api(mesh: MeshSnapshot, objects: list[MeshObject]) -> MeshSnapshot:
+    """`mesh` with its Gateway API objects resolved (mesh/gatewayapi.py), after the
+    cross-object checks of Istio's kinds: a route's backend problems are its status."""
+    api = [o for o in objects if isinstance(o, GatewayClass | ApiGateway | ApiRoute
+                                            | ReferenceGrant)]
+    if not api:
+        return mesh
+    resolved = gatewayapi.resolve(
+        classes=[o for o in api if isinstance(o, GatewayClass)],
+        gateways=[o for o in api if isinstance(o, ApiGateway)],
+        routes=[o for o in api if isinstance(o, ApiRoute)],
+        grants=[o for o in api if isinstance(o, ReferenceGrant)],
+        namespaces=mesh.namespaces, services=mesh.services,
+        credentials={(c.namespace, c.name) for c in mesh.credentials if c.cert_chain},
+        workloads=[(w.namespace, w.labels) for w in mesh.workloads], domain=mesh.domain)
+    return mesh.with_gateway_api(resolved.gateways, resolved.virtual_services,
+                                 resolved.statuses, resolved.diagnostics)
 
 
 def _services(objects: list[MeshObject]) -> tuple[Service, ...]:

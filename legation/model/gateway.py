@@ -57,13 +57,22 @@ class Gateway:
     selector: Labels
     servers: tuple[GatewayServer, ...] = ()
     lines: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    # Made from a Gateway API Gateway (mesh/gatewayapi.py): its proxies are in its own
+    # namespace, and its servers are that Gateway's `spec.listeners`
+    from_gateway_api: bool = False
+
+    @property
+    def servers_field(self) -> str:
+        return "spec.listeners" if self.from_gateway_api else "spec.servers"
 
     @property
     def key(self) -> str:
         """``namespace/name``: how VirtualServices name it once qualified."""
         return f"{self.namespace}/{self.name}"
 
-    def selects(self, labels: Labels) -> bool:
+    def selects(self, labels: Labels, namespace: str = "") -> bool:
+        if self.from_gateway_api and namespace != self.namespace:
+            return False
         return bool(self.selector) and selector_matches(self.selector, labels)
 
 

@@ -17,6 +17,13 @@ from typing import Any
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
 from legation.model.gateway import Gateway, TlsCredential
+from legation.model.gatewayapi import (
+    GATEWAY_API_GROUP,
+    ApiGateway,
+    ApiRoute,
+    GatewayClass,
+    ReferenceGrant,
+)
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.meshconfig import MeshConfig
 from legation.model.protocol import Protocol
@@ -255,7 +262,7 @@ class PolicyObject:
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
     | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
-    | MeshConfig
+    | MeshConfig | GatewayClass | ApiGateway | ApiRoute | ReferenceGrant
     | PeerAuthentication | AuthorizationPolicy
 )
 
@@ -279,10 +286,18 @@ def duplicate_definition(obj: MeshObject, kept: MeshObject, *, elsewhere: str) -
     )
 
 
+def qualified_kind(group: str, kind: str) -> str:
+    """The kind in object keys: `Gateway.gateway.networking.k8s.io` for the Gateway API's
+    Gateway (Istio's is `Gateway`), the plain kind for every other."""
+    return f"{kind}.{group}" if group == GATEWAY_API_GROUP and kind == "Gateway" else kind
+
+
 def object_key(obj: MeshObject) -> ObjectKey:
     """(kind, namespace, name): the identity of an object across versions."""
     kind = obj.kind.value if isinstance(obj, Workload) else obj.ref.kind
-    namespace = "" if isinstance(obj, Namespace | Node) else obj.namespace
+    if isinstance(obj, ApiGateway):
+        kind = qualified_kind(GATEWAY_API_GROUP, kind)  # Istio has a Gateway too
+    namespace = "" if isinstance(obj, Namespace | Node | GatewayClass) else obj.namespace
     return (kind, namespace, obj.name)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
 from legation.model.gateway import Gateway, TlsCredential, gateway_key
+from legation.model.gatewayapi import ObjectStatus
 from legation.model.hosts import MergeNote, Qualified, qualify, select_rule
 from legation.model.mesh import (
     DEFAULT_DOMAIN,
@@ -79,6 +80,8 @@ class MeshSnapshot:
     credentials: tuple[TlsCredential, ...] = ()  # TLS Secrets, by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
     config: MeshConfig = field(default_factory=MeshConfig)  # MeshConfig in force
+    # Gateway API objects' status conditions (mesh/gatewayapi.py)
+    gateway_status: tuple[ObjectStatus, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
 
     _services: dict[tuple[str, str], Service] = field(init=False, repr=False, compare=False)
@@ -145,6 +148,22 @@ class MeshSnapshot:
 
     def with_diagnostics(self, diagnostics: tuple[Diagnostic, ...]) -> MeshSnapshot:
         return self._derive(diagnostics=diagnostics)
+
+    def with_gateway_api(self, gateways: tuple[Gateway, ...],
+                         virtual_services: tuple[VirtualService, ...],
+                         status: tuple[ObjectStatus, ...],
+                         diagnostics: tuple[Diagnostic, ...]) -> MeshSnapshot:
+        """This snapshot with what the Gateway API objects resolved to (mesh/gatewayapi.py)
+        added: Istio Gateways and VirtualServices, each kind kept in (namespace, name)
+        order, their status and findings."""
+        if not (gateways or virtual_services or status or diagnostics):
+            return self
+        return self._derive(
+            gateways=tuple(sorted((*self.gateways, *gateways),
+                                  key=lambda g: (g.namespace, g.name))),
+            virtual_services=tuple(sorted((*self.virtual_services, *virtual_services),
+                                          key=lambda v: (v.namespace, v.name))),
+            gateway_status=status, diagnostics=(*self.diagnostics, *diagnostics))
 
     def _derive(self, **changes: object) -> MeshSnapshot:
         new = object.__new__(MeshSnapshot)
@@ -252,9 +271,10 @@ class MeshSnapshot:
             )
         return found
 
-    def gateways_of(self, labels: Labels) -> tuple[Gateway, ...]:
-        """The Gateways whose selector picks a workload with `labels` (any namespace)."""
-        return tuple(g for g in self.gateways if g.selects(labels))
+    def gateways_of(self, labels: Labels, namespace: str = "") -> tuple[Gateway, ...]:
+        """The Gateways whose selector picks a workload with `labels` in `namespace` (an
+        Istio Gateway picks workloads of any namespace; a Gateway API one, its own)."""
+        return tuple(g for g in self.gateways if g.selects(labels, namespace))
 
     def credential(self, namespace: str, name: str) -> TlsCredential | None:
         return next((c for c in self.credentials

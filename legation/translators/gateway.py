@@ -173,7 +173,7 @@ def _credentials(mesh: MeshSnapshot, proxy: Proxy, gw: Gateway, server: GatewayS
 
 def _server_diag(gw: Gateway, server: GatewayServer, field: str, code: str,
                  message: str) -> Diagnostic:
-    path = f"spec.servers[{server.index}].{field}"
+    path = f"{gw.servers_field}[{server.index}].{field}"
     return Diagnostic(ref=gw.ref, field=path, code=code, message=message,
                       severity=Severity.WARNING, line=line_of(gw.lines, path, gw.ref.line))
 

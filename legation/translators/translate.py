@@ -162,7 +162,7 @@ def resolve_proxy(mesh: MeshSnapshot, node_id: str) -> Proxy | None:
     if workload is None:
         return None
     return Proxy(node_id=node_id, workload=workload, mode=workload.interception,
-                 gateways=mesh.gateways_of(workload.labels))
+                 gateways=mesh.gateways_of(workload.labels, workload.namespace))
 
 
 def _unique(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

@@ -14,12 +14,21 @@ from types import MappingProxyType
 from typing import Any
 
 from legation.model import Diagnostic, MeshObject, ObjectKey, Severity, SourceRef
+from legation.model.gatewayapi import GATEWAY_API_GROUP
+from legation.model.mesh import qualified_kind
 from legation.sources.convert.authorizationpolicy import convert_authorization_policy
 from legation.sources.convert.cluster import convert_namespace, convert_node
 from legation.sources.convert.destinationrule import convert_destination_rule
 from legation.sources.convert.endpointslice import convert_endpoint_slice
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.gateway import convert_gateway
+from legation.sources.convert.gatewayapi import (
+    convert_api_gateway,
+    convert_gateway_class,
+    convert_grpc_route,
+    convert_http_route,
+    convert_reference_grant,
+)
 from legation.sources.convert.meshconfig import convert_config_map
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
 from legation.sources.convert.peerauthentication import convert_peer_authentication
@@ -81,6 +90,25 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_authorization_policy))
     specs.append(KindSpec(group="security.istio.io", kind="RequestAuthentication",
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
+    gw_api = GATEWAY_API_GROUP
+    specs += [
+        KindSpec(group=gw_api, kind="GatewayClass", versions=("v1", "v1beta1"),
+                 convert=convert_gateway_class, namespaced=False),
+        KindSpec(group=gw_api, kind="Gateway", versions=("v1", "v1beta1"),
+                 convert=convert_api_gateway),
+        KindSpec(group=gw_api, kind="HTTPRoute", versions=("v1", "v1beta1"),
+                 convert=convert_http_route),
+        KindSpec(group=gw_api, kind="GRPCRoute", versions=("v1",), convert=convert_grpc_route),
+        KindSpec(group=gw_api, kind="ReferenceGrant", versions=("v1beta1", "v1"),
+                 convert=convert_reference_grant),
+    ]
+    # Read and reported, not implemented yet: never accepted in silence (policy.py).
+    specs += [KindSpec(group=gw_api, kind=kind, versions=versions, convert=convert_policy)
+              for kind, versions in (("TCPRoute", ("v1", "v1alpha2")),
+                                     ("TLSRoute", ("v1", "v1alpha2", "v1alpha3")),
+                                     ("UDPRoute", ("v1", "v1alpha2")),
+                                     ("BackendTLSPolicy", ("v1", "v1alpha3")),
+                                     ("ListenerSet", ("v1",)))]
     return MappingProxyType({(s.group, s.kind): s for s in specs})
 
 
@@ -130,7 +158,8 @@ def convert_object(
     meta = parse_meta(ctx, data, namespaced=spec.namespaced, rule=spec.name_rule)
     obj = spec.convert(ctx, meta, data)
     if ctx.failed:
-        return None, _key(ref) if name else None, ctx.diagnostics
+        key = (qualified_kind(spec.group, kind), ref.namespace, ref.name)
+        return None, key if name else None, ctx.diagnostics
     return obj, None, ctx.diagnostics
 
 

@@ -24,6 +24,11 @@ from legation.sources.convert.meta import Meta
 NOT_IMPLEMENTED: dict[str, str] = {
     "RequestAuthentication": "JWTs are not validated (no jwt_authn filter), so its "
                              "jwtRules neither reject bad tokens nor set request principals.",
+    "TCPRoute": "gateways get no TCP listeners from it.",
+    "TLSRoute": "gateways get no TLS passthrough listeners from it.",
+    "UDPRoute": "Envoy sidecars and gateways here carry no UDP.",
+    "BackendTLSPolicy": "gateways dial its targets without TLS origination from it.",
+    "ListenerSet": "its listeners are not added to their parent Gateway.",
 }
 
 

@@ -213,10 +213,6 @@ BAD_TYPES = [
         yaml="apiVersion: v1\nkind: [Service]  # <-\nmetadata: {name: v}\n"),
     Bad(id="unknown-kind", code="object.unknown-kind", field="kind", severity=Severity.WARNING,
         yaml="apiVersion: apps/v1\nkind: Deployment  # <-\nmetadata: {name: v}\n"),
-    Bad(id="gateway-api-gateway", code="object.unknown-kind", field="kind",
-        severity=Severity.WARNING,
-        yaml="apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway  # <-\n"
-        "metadata: {name: g}\n"),
     Bad(id="unsupported-version", code="object.unsupported-version", field="apiVersion",
         severity=Severity.WARNING,
         yaml="apiVersion: discovery.k8s.io/v1beta1  # <-\nkind: EndpointSlice\n"

@@ -54,10 +54,10 @@ class KubeConfigError(ValueError):
 def scopes(namespaces: Sequence[str], config_namespace: str = "istio-system"
            ) -> list[tuple[WatchedKind, str | None]]:
     """(kind, namespace or None for all) for every list/watch the source runs; a kind
-    with `only_name` (the MeshConfig's ConfigMap) in `config_namespace` alone."""
+    with `in_config_namespace` (the MeshConfig's ConfigMap) in `config_namespace` alone."""
     wanted = tuple(dict.fromkeys(namespaces))
     return [(kind, ns) for kind in WATCHED_KINDS
-            for ns in ((config_namespace,) if kind.only_name else
+            for ns in ((config_namespace,) if kind.in_config_namespace else
                        wanted if kind.namespaced and wanted else (None,))]
 
 
@@ -214,7 +214,7 @@ class KubernetesSource:
     def _on_message(self, index: int, message: Message) -> None:
         if self._stopped:
             return
-        kind = self._scopes[index][0].kind
+        kind = self._scopes[index][0].resource  # Istio and the Gateway API both have a Gateway
         if isinstance(message, Listed):
             for change in message.changes:
                 self._apply(kind, change)
@@ -264,7 +264,8 @@ class KubernetesSource:
         self._dirty.clear()
 
     def _kind_diagnostics(self, kind: str) -> list[Diagnostic]:
-        missing = [d for i, d in sorted(self._missing.items()) if self._scopes[i][0].kind == kind]
+        missing = [d for i, d in sorted(self._missing.items())
+                   if self._scopes[i][0].resource == kind]
         out = list(dict.fromkeys(missing))
         bucket = self._diags.get(kind, {})
         for ident in sorted(bucket):

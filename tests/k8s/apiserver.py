@@ -48,8 +48,9 @@ Covered (what the real server does, as the Kubernetes source relies on it):
   and TokenReview (authentication.k8s.io/v1) against tokens registered with
   `add_token`: audiences, pod-bound tokens invalidated with their pod.
 
-- Field selectors `metadata.name` and `metadata.namespace` (`=`/`==`) on lists
-  and watches; any other field is a 400 "field label not supported".
+- Field selectors on lists and watches: `metadata.name`, `metadata.namespace`
+  and a Secret's `type`, with `=`, `==` and `!=`; any other field is a 400
+  "field label not supported", as the real server answers.
 
 Not covered: writes of the mesh kinds over HTTP (tests change them through the
 Python knobs), authorization (any request is allowed), TLS, label selectors,

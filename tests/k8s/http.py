@@ -190,14 +190,14 @@ class Router:
                 send_json(h, 404, res.status(404, "NotFound", message))
             else:
                 send_json(h, 200, self.state.render(rtype, version, obj))
-        elif (selected := _field_selector(query, namespace)) is None:
+        elif (terms := _field_selector(query, rtype.plural)) is None:
             send_json(h, 400, res.status(
                 400, "BadRequest",
                 f"field label not supported: {query['fieldSelector'].split('=')[0]}"))
         elif watch:
-            self._watch(h, rtype, version, selected[0], query, selected[1])
+            self._watch(h, rtype, version, namespace, query, terms)
         else:
-            rv, items = self.state.list_objects(rtype, version, *selected)
+            rv, items = self.state.list_objects(rtype, version, namespace, terms)
             send_json(h, 200, {
                 "kind": f"{rtype.kind}List",
                 "apiVersion": rtype.api_version(version),
@@ -206,12 +206,12 @@ class Router:
             })
 
     def _watch(self, h: _Handler, rtype: res.ResourceType, version: str, namespace: str | None,
-               query: dict[str, str], name: str | None = None) -> None:
+               query: dict[str, str], fields: tuple[tuple[str, bool, str], ...] = ()) -> None:
         rv_text = query.get("resourceVersion")
         if rv_text not in (None, "") and not rv_text.isdigit():
             send_json(h, 400, res.status(400, "BadRequest", f"invalid resourceVersion {rv_text!r}"))
             return
-        w = Watcher(rtype=rtype, version=version, namespace=namespace, name=name,
+        w = Watcher(rtype=rtype, version=version, namespace=namespace, fields=fields,
                     bookmarks=query.get("allowWatchBookmarks") in ("1", "true"))
         self.state.open_watch(w, rv_text)
         try:
@@ -254,23 +254,27 @@ class Router:
             h.close_connection = True
 
 
-def _field_selector(query: dict[str, str], namespace: str | None
-                    ) -> tuple[str | None, str | None] | None:
-    """(namespace, name) a `fieldSelector` narrows a list or watch to; None when it uses a
-    field the server does not index. Every kind supports `metadata.name` and
-    `metadata.namespace` equality (`=` or `==`), as a real server."""
-    name: str | None = None
+# What a real server indexes for field selectors: every kind's metadata.name and
+# metadata.namespace, and some kinds' own fields (a Secret's type).
+_FIELDS = {"secrets": ("type",)}
+
+
+def _field_selector(query: dict[str, str], plural: str
+                    ) -> tuple[tuple[str, bool, str], ...] | None:
+    """The terms of `fieldSelector` ((field, equal, value)), or None when one names a field
+    the server does not support. Operators `=`, `==` and `!=`, terms joined by commas."""
+    terms = []
     for term in filter(None, query.get("fieldSelector", "").split(",")):
-        field, _, value = term.partition("==") if "==" in term else term.partition("=")
-        if field == "metadata.name":
-            name = value
-        elif field == "metadata.namespace":
-            if namespace is not None and namespace != value:
-                return namespace, "\0"  # no object is in two namespaces
-            namespace = value
+        if "!=" in term:
+            field, _, value = term.partition("!=")
+            equal = False
         else:
+            field, _, value = term.partition("==") if "==" in term else term.partition("=")
+            equal = True
+        if field not in ("metadata.name", "metadata.namespace", *_FIELDS.get(plural, ())):
             return None
-    return namespace, name
+        terms.append((field, equal, value))
+    return tuple(terms)
 
 
 def _read_body(h: BaseHTTPRequestHandler) -> bytes:

@@ -166,6 +166,46 @@ def mesh_config(mode: str, ns: str = "istio-system", name: str = "istio") -> Obj
     return config_map(name, ns, {"mesh": f"outboundTrafficPolicy:\n  mode: {mode}\n"})
 
 
+GW_API = "gateway.networking.k8s.io/v1"
+
+
+def gateway_class(name: str = "istio", controller: str = "istio.io/gateway-controller") -> Obj:
+    return {"apiVersion": GW_API, "kind": "GatewayClass", "metadata": _meta(name),
+            "spec": {"controllerName": controller}}
+
+
+def api_gateway(name: str, ns: str, *, port: int = 8080) -> Obj:
+    return {"apiVersion": GW_API, "kind": "Gateway", "metadata": _meta(name, ns),
+            "spec": {"gatewayClassName": "istio",
+                     "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}}
+
+
+def http_route(name: str, ns: str, *, gateway: str, backend: str, port: int = 80,
+               kind: str = "HTTPRoute") -> Obj:
+    return {"apiVersion": GW_API, "kind": kind, "metadata": _meta(name, ns),
+            "spec": {"parentRefs": [{"name": gateway}],
+                     "rules": [{"backendRefs": [{"name": backend, "port": port}]}]}}
+
+
+def reference_grant(name: str, ns: str, *, from_ns: str) -> Obj:
+    return {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+            "metadata": _meta(name, ns),
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                               "namespace": from_ns}],
+                     "to": [{"group": "", "kind": "Service"}]}}
+
+
+def tls_secret(name: str, ns: str, cert: str, key: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(name, ns),
+            "type": "kubernetes.io/tls", "stringData": {"tls.crt": cert, "tls.key": key}}
+
+
+def opaque_secret(name: str, ns: str) -> Obj:
+    """A Secret that is no TLS credential (read, and skipped with an info)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(name, ns),
+            "type": "Opaque", "stringData": {"password": "hunter2"}}
+
+
 def pod_ip(i: int) -> str:
     return f"10.244.{i // 250}.{i % 250 + 2}"
 
@@ -191,6 +231,7 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(service(f"svc-{s}", ns, cluster_ip=f"10.96.1.{s + 1}"))
         out.append(endpoint_slice(f"svc-{s}-abcde", ns, f"svc-{s}", members[s]))
     out.append(mesh_config("REGISTRY_ONLY"))
+    out.append(gateway_class())
     for n in ns_names:
         host = f"svc-0.{n}.svc.cluster.local"
         out.append(virtual_service("reviews", n, host))
@@ -202,4 +243,9 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(peer_authentication("default", n))
         out.append(authorization_policy("allow-frontend", n, app="svc-1",
                                         principal=f"cluster.local/ns/{n}/sa/frontend"))
+        out.append(opaque_secret("app-config", n))
+        out.append(api_gateway("web", n))
+        out.append(http_route("web", n, gateway="web", backend="svc-0"))
+        out.append(http_route("grpc", n, gateway="web", backend="svc-0", kind="GRPCRoute"))
+        out.append(reference_grant("from-team-0", n, from_ns="team-0"))
     return out

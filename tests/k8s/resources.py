@@ -15,6 +15,7 @@ from typing import Any
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
+GATEWAY_API = "gateway.networking.k8s.io"
 COORDINATION = "coordination.k8s.io"
 AUTHENTICATION = "authentication.k8s.io"
 
@@ -54,13 +55,15 @@ def _writable(group: str, plural: str, kind: str) -> ResourceType:
                         verbs=("create", "delete", "get", "list", "update", "watch"))
 
 
-def _crd(group: str, plural: str, kind: str, versions: tuple[str, ...]) -> ResourceType:
-    return ResourceType(group=group, plural=plural, kind=kind, namespaced=True,
+def _crd(group: str, plural: str, kind: str, versions: tuple[str, ...], *,
+         namespaced: bool = True) -> ResourceType:
+    return ResourceType(group=group, plural=plural, kind=kind, namespaced=namespaced,
                         versions=versions, crd=True)
 
 
 _NET = ("v1", "v1beta1", "v1alpha3")
 _SEC = ("v1", "v1beta1")
+_GW = ("v1", "v1beta1")
 
 RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _builtin("", "namespaces", "Namespace", namespaced=False),
@@ -77,13 +80,19 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "sidecars", "Sidecar", _NET),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
+    _crd(GATEWAY_API, "gatewayclasses", "GatewayClass", _GW, namespaced=False),
+    _crd(GATEWAY_API, "gateways", "Gateway", _GW),
+    _crd(GATEWAY_API, "httproutes", "HTTPRoute", _GW),
+    _crd(GATEWAY_API, "grpcroutes", "GRPCRoute", ("v1",)),
+    _crd(GATEWAY_API, "referencegrants", "ReferenceGrant", _GW),
     _writable("", "secrets", "Secret"),
     _writable(COORDINATION, "leases", "Lease"),
     ResourceType(group=AUTHENTICATION, plural="tokenreviews", kind="TokenReview",
                  namespaced=False, versions=("v1",), verbs=("create",), virtual=True),
 )
 
-ALL_CRD_VERSIONS: Mapping[str, tuple[str, ...]] = {ISTIO_NETWORKING: _NET, ISTIO_SECURITY: _SEC}
+ALL_CRD_VERSIONS: Mapping[str, tuple[str, ...]] = {ISTIO_NETWORKING: _NET, ISTIO_SECURITY: _SEC,
+                                                   GATEWAY_API: _GW}
 
 
 def by_kind(group: str, kind: str) -> ResourceType:

@@ -75,7 +75,7 @@ class Watcher:
     version: str
     namespace: str | None  # None: all namespaces
     bookmarks: bool
-    name: str | None = None  # fieldSelector metadata.name=<name>
+    fields: tuple[tuple[str, bool, str], ...] = ()  # fieldSelector: (field, equal, value)
     queue: deque[Event | Bookmark] = field(default_factory=deque)
     gone: str = ""  # the message of the 410 this watcher must end with
     dropped: bool = False
@@ -85,7 +85,18 @@ class Watcher:
     def matches(self, ev: Event) -> bool:
         return (ev.rtype is self.rtype
                 and (self.namespace is None or ev.namespace == self.namespace)
-                and (self.name is None or ev.obj["metadata"].get("name") == self.name))
+                and fields_match(ev.obj, self.fields))
+
+
+def fields_match(obj: Mapping[str, Any], terms: tuple[tuple[str, bool, str], ...]) -> bool:
+    """A field selector's terms (field path, `=` or `!=`, value) all hold for `obj`."""
+    for path, equal, value in terms:
+        found: Any = obj
+        for part in path.split("."):
+            found = found.get(part) if isinstance(found, Mapping) else None
+        if (str(found or "") == value) is not equal:
+            return False
+    return True
 
 
 class ClusterState:
@@ -224,15 +235,15 @@ class ClusterState:
     # -- reads (the HTTP side) -----------------------------------------------------
 
     def list_objects(self, rtype: ResourceType, version: str, namespace: str | None,
-                     name: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+                     fields: tuple[tuple[str, bool, str], ...] = (),
+                     ) -> tuple[int, list[dict[str, Any]]]:
         with self.cond:
             while rtype.plural in self.blocked_lists and self.accepting:
                 self.cond.wait()
             items = [
                 # Real servers drop apiVersion/kind from the items of built-in lists.
                 self.render(rtype, version, obj) if rtype.crd else obj
-                for obj in self._matching(rtype, namespace)
-                if name is None or obj["metadata"].get("name") == name
+                for obj in self._matching(rtype, namespace) if fields_match(obj, fields)
             ]
             return self.rv, items
 
@@ -257,7 +268,7 @@ class ClusterState:
                 return
             if rv_text in (None, "", "0"):  # "start at most recent": synthetic ADDED of the state
                 for obj in self._matching(w.rtype, w.namespace):
-                    if w.name is not None and obj["metadata"].get("name") != w.name:
+                    if not fields_match(obj, w.fields):
                         continue
                     rv = int(obj["metadata"]["resourceVersion"])
                     ns = obj["metadata"].get("namespace", "")

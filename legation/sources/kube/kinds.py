@@ -16,6 +16,9 @@ from kubernetes import client as k8s
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
+GATEWAY_API = "gateway.networking.k8s.io"
+SECRET_SELECTOR = ("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1,"
+                   "type!=bootstrap.kubernetes.io/token")
 _NETWORKING_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 _SECURITY_VERSIONS = ("v1", "v1beta1")
 
@@ -31,9 +34,10 @@ class WatchedKind:
     # the typed client's methods for built-in kinds: all namespaces / one namespace
     list_all: str = ""
     list_in: str = ""
-    # Watched in the control plane's own namespace only, and only the object of this
-    # name (a field selector): the ConfigMap `istio` holding the MeshConfig
-    only_name: str = ""
+    # Listed and watched with this field selector (the API server filters)
+    field_selector: str = ""
+    # Watched in the control plane's own namespace only (the ConfigMap `istio`)
+    in_config_namespace: bool = False
 
     def api_version(self, version: str) -> str:
         return f"{self.group}/{version}" if self.group else version
@@ -50,8 +54,10 @@ def _builtin(kind: str, plural: str, list_all: str, list_in: str = "", *,
                        namespaced=bool(list_in), list_all=list_all, list_in=list_in)
 
 
-def _crd(kind: str, plural: str, group: str, versions: tuple[str, ...]) -> WatchedKind:
-    return WatchedKind(kind=kind, group=group, versions=versions, plural=plural, crd=True)
+def _crd(kind: str, plural: str, group: str, versions: tuple[str, ...], *,
+         namespaced: bool = True) -> WatchedKind:
+    return WatchedKind(kind=kind, group=group, versions=versions, plural=plural, crd=True,
+                       namespaced=namespaced)
 
 
 WATCHED_KINDS: tuple[WatchedKind, ...] = (
@@ -61,7 +67,13 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _builtin("Pod", "pods", "list_pod_for_all_namespaces", "list_namespaced_pod"),
     WatchedKind(kind="ConfigMap", group="", versions=("v1",), plural="configmaps",
                 list_all="list_config_map_for_all_namespaces",
-                list_in="list_namespaced_config_map", only_name="istio"),
+                list_in="list_namespaced_config_map", field_selector="metadata.name=istio",
+                in_config_namespace=True),
+    # Gateway credentials (`credentialName`, `certificateRefs`); never the kinds that
+    # cannot hold one (tokens, Helm releases), which can be many and large.
+    WatchedKind(kind="Secret", group="", versions=("v1",), plural="secrets",
+                list_all="list_secret_for_all_namespaces", list_in="list_namespaced_secret",
+                field_selector=SECRET_SELECTOR),
     _builtin("EndpointSlice", "endpointslices", "list_endpoint_slice_for_all_namespaces",
              "list_namespaced_endpoint_slice", group="discovery.k8s.io"),
     _crd("WorkloadEntry", "workloadentries", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
@@ -72,6 +84,11 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _crd("Sidecar", "sidecars", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("PeerAuthentication", "peerauthentications", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("AuthorizationPolicy", "authorizationpolicies", ISTIO_SECURITY, _SECURITY_VERSIONS),
+    _crd("GatewayClass", "gatewayclasses", GATEWAY_API, ("v1", "v1beta1"), namespaced=False),
+    _crd("Gateway", "gateways", GATEWAY_API, ("v1", "v1beta1")),
+    _crd("HTTPRoute", "httproutes", GATEWAY_API, ("v1", "v1beta1")),
+    _crd("GRPCRoute", "grpcroutes", GATEWAY_API, ("v1",)),
+    _crd("ReferenceGrant", "referencegrants", GATEWAY_API, ("v1", "v1beta1")),
 )
 
 

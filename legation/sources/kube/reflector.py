@@ -294,8 +294,8 @@ class Reflector:
 
     def _call(self, version: str, **kwargs: Any) -> Any:
         fn = list_call(self._api, self.kind, version, self.namespace)
-        if self.kind.only_name:
-            kwargs["field_selector"] = f"metadata.name={self.kind.only_name}"
+        if self.kind.field_selector:
+            kwargs["field_selector"] = self.kind.field_selector
         return fn(_preload_content=False, **kwargs)
 
     def _timeouts(self, watch_s: int) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from legation.app.duties import CADuties
 from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.app.security import Security, mesh_security
 from legation.cache import ProxyError, Snapshot, SnapshotCache
+from legation.kube.gatewaystatus import GatewayStatusWriter
 from legation.kube.tokenreview import TokenReviewer
 from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
@@ -134,6 +135,9 @@ class App:
             if self.security is not None
             else None
         )
+        # Gateway API status conditions, written back to the objects (Kubernetes only)
+        self.gateway_status = (GatewayStatusWriter(self._kube_api, self.store)
+                               if self._kube_api is not None else None)
         self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store))
@@ -262,6 +266,8 @@ class App:
                     tg.create_task(self.security.issuer.run())
                 if self.ca_duties is not None:
                     tg.create_task(self.ca_duties.run())
+                if self.gateway_status is not None:
+                    tg.create_task(self.gateway_status.run())
         finally:
             self._serving = False
             await self.admin.stop()

@@ -184,3 +184,7 @@ class ObjectStatus:
     conditions: tuple[Condition, ...] = ()
     attached_routes: int = 0  # listeners: how many routes attached
     field_path: str = ""
+    listener: str = ""  # a listener's name
+    supported_kinds: tuple[str, ...] = ()  # a listener's route kinds
+    parent: ParentRef | None = None  # a route's parent reference
+    controller: str = ""  # the controller that owns the status (a route parent's)

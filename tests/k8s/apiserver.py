@@ -45,7 +45,8 @@ Covered (what the real server does, as the Kubernetes source relies on it):
 - Writes over HTTP (writes.py) for Secrets and coordination.k8s.io/v1 Leases:
   create (409 AlreadyExists when taken), update (409 Conflict when
   metadata.resourceVersion is stale: optimistic concurrency), get, delete;
-  and TokenReview (authentication.k8s.io/v1) against tokens registered with
+  the `status` subresource of custom resources (JSON merge patch); and
+  TokenReview (authentication.k8s.io/v1) against tokens registered with
   `add_token`: audiences, pod-bound tokens invalidated with their pod.
 
 - Field selectors on lists and watches: `metadata.name`, `metadata.namespace`
@@ -57,7 +58,8 @@ Python knobs), authorization (any request is allowed), TLS, label selectors,
 other field selectors, `limit`/`continue` pagination (lists are always complete),
 `resourceVersionMatch` and list-from-rv semantics (lists are always the current
 state), `sendInitialEvents`/watch-list, the 3 s wait and 504 for a watch from a
-future resourceVersion, server-side apply, subresources, finalizers/graceful
+future resourceVersion, server-side apply, subresources other than custom
+resources' status, finalizers/graceful
 deletion, generation/managedFields, protobuf encoding, admission, CRD schema
 validation and version conversion beyond rewriting `apiVersion`.
 """

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from . import resources as res
 from .state import ClusterState, Watcher
-from .writes import write
+from .writes import patch_status, write
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,10 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.api.handle(self)
 
-    do_POST = do_PUT = do_DELETE = do_GET  # writable kinds only: see writes.py
-
-    def do_PATCH(self) -> None:
-        send_json(self, 405, res.status(405, "MethodNotAllowed", "the emulator has no PATCH"))
+    # writable kinds only, PATCH for the status subresource only: see writes.py
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -170,9 +168,19 @@ class Router:
                                     version=version, namespace=namespace, watch=watch,
                                     authorization=h.headers.get("Authorization", "")))
         body = _read_body(h)
+        if (rtype is not None and len(rest) == 3 and rest[2] == "status" and rtype.crd
+                and version in self.state.served_versions(rtype)):
+            code, reply = patch_status(self.state, h.command, h.headers.get("Content-Type", ""),
+                                       rtype, version, namespace, rest[1], body)
+            send_json(h, code, reply)
+            return
         if (rtype is None or len(rest) > 2 or version not in self.state.served_versions(rtype)
                 or (namespace is not None and not rtype.namespaced)):
             _not_found(h, path)
+            return
+        if h.command == "PATCH":
+            send_json(h, 405, res.status(405, "MethodNotAllowed",
+                                         "the emulator patches the status subresource only"))
             return
         if h.command != "GET" or rtype.virtual:
             if h.command == "GET":

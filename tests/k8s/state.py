@@ -88,6 +88,19 @@ class Watcher:
                 and fields_match(ev.obj, self.fields))
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null deletes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
 def fields_match(obj: Mapping[str, Any], terms: tuple[tuple[str, bool, str], ...]) -> bool:
     """A field selector's terms (field path, `=` or `!=`, value) all hold for `obj`."""
     for path, equal, value in terms:
@@ -164,6 +177,29 @@ class ClusterState:
             self.objects[key] = data
             self._emit(Event(self.rv, rtype, namespace, "MODIFIED" if old else "ADDED", data))
         return self.render(rtype, version, data)
+
+    def patch_status(self, rtype: ResourceType, namespace: str, name: str,
+                     patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of the `status` subresource: only `status`
+        changes (the rest of the patch is ignored, as the real server does for a CRD
+        with the status subresource); a new resourceVersion and a MODIFIED event."""
+        key: Key = (rtype.ident, namespace if rtype.namespaced else "", name)
+        with self.cond:
+            old = self.objects.get(key)
+            if old is None:
+                raise NotFound(f"{rtype.kind} {namespace}/{name} does not exist")
+            data = copy.deepcopy(old)
+            if "status" in patch:
+                merged = merge_patch(data.get("status", {}), patch["status"])
+                if merged is None:
+                    data.pop("status", None)
+                else:
+                    data["status"] = merged
+            self.rv += 1
+            data["metadata"]["resourceVersion"] = str(self.rv)
+            self.objects[key] = data
+            self._emit(Event(self.rv, rtype, key[1], "MODIFIED", data))
+            return data
 
     def remove(self, api_version: str, kind: str, name: str, namespace: str) -> None:
         rtype = by_kind(split_api_version(api_version)[0], kind)

@@ -19,7 +19,11 @@ kinds (Secrets, Leases) and the TokenReview API, as the real server answers them
   and `pod-uid` for a pod-bound token, as the real server does.
 
 Writes go through `ClusterState.put/remove`, so watchers see them like any change.
-Not covered: generateName, dry-run, field managers, PATCH, admission, RBAC.
+- `PATCH .../<plural>/<name>/status` of a custom resource (JSON merge patch):
+  only `status` changes; a new resourceVersion, a MODIFIED event.
+
+Not covered: generateName, dry-run, field managers, other PATCH forms, admission,
+RBAC.
 """
 
 from __future__ import annotations
@@ -169,3 +173,29 @@ def _reasoned(code: int, reason: str, message: str, rtype: res.ResourceType,
 def _method_not_allowed(method: str, rtype: res.ResourceType) -> Reply:
     return 405, res.status(405, "MethodNotAllowed",
                            f"the server does not allow this method ({method}) on {rtype.plural}")
+
+
+def patch_status(state: ClusterState, method: str, content_type: str, rtype: res.ResourceType,
+                 version: str, namespace: str | None, name: str, body: bytes) -> Reply:
+    """`PATCH .../<plural>/<name>/status` with a JSON merge patch (what the official
+    client sends for a dict body): 200 and the object; 404 if absent; 415 for another
+    patch type (only merge patches are emulated); 405 for other methods."""
+    if method != "PATCH":
+        return 405, res.status(405, "MethodNotAllowed", "the status subresource: PATCH only")
+    if content_type.split(";")[0].strip() != "application/merge-patch+json":
+        return 415, res.status(415, "UnsupportedMediaType",
+                               f"the body of the request was in an unknown format: "
+                               f"{content_type}")
+    if rtype.namespaced and namespace is None:
+        return 404, res.status(404, "NotFound", f"{rtype.plural} are namespaced")
+    try:
+        patch = json.loads(body or b"null")
+    except ValueError:
+        return 400, res.status(400, "BadRequest", "the request body is not JSON")
+    if not isinstance(patch, dict):
+        return 400, res.status(400, "BadRequest", "a merge patch must be a JSON object")
+    try:
+        data = state.patch_status(rtype, namespace or "", name, patch)
+    except NotFound as e:
+        return 404, res.status(404, "NotFound", str(e))
+    return 200, state.render(rtype, version, data)

@@ -339,7 +339,10 @@ def test_the_cluster_role_reads_the_watched_kinds_and_creates_token_reviews() ->
     watched = {(k.group, k.plural, ()): {"get", "list", "watch"} for k in WATCHED_KINDS
                if not k.in_config_namespace}  # the MeshConfig's ConfigMap: the Role's
 
-    assert grants == {**watched, ("authentication.k8s.io", "tokenreviews", ()): {"create"}}
+    status = {("gateway.networking.k8s.io", f"{plural}/status", ()): {"patch"}
+              for plural in ("gatewayclasses", "gateways", "grpcroutes", "httproutes")}
+    assert grants == {**watched, **status,
+                      ("authentication.k8s.io", "tokenreviews", ()): {"create"}}
 
 
 def test_the_role_touches_only_its_own_secrets_and_lease() -> None:

@@ -38,6 +38,7 @@ from legation.xds.server import XdsServer
 from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator
 
+GATEWAY_STATUS_INTERVAL_S = 0.2
 _log = structlog.get_logger("legation.app")
 
 # A control plane keeps a large heap that barely changes (the mesh, serialized
@@ -136,7 +137,7 @@ class App:
             else None
         )
         # Gateway API status conditions, written back to the objects (Kubernetes only)
-        self.gateway_status = (GatewayStatusWriter(self._kube_api, self.store)
+        self.gateway_status = (GatewayStatusWriter(self._kube_api)
                                if self._kube_api is not None else None)
         self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
@@ -267,7 +268,7 @@ class App:
                 if self.ca_duties is not None:
                     tg.create_task(self.ca_duties.run())
                 if self.gateway_status is not None:
-                    tg.create_task(self.gateway_status.run())
+                    tg.create_task(self._write_gateway_status(self.gateway_status))
         finally:
             self._serving = False
             await self.admin.stop()
@@ -277,6 +278,15 @@ class App:
             if self._kube_api is not None:
                 self._kube_api.close()
             _log.info("legation.stopped")
+
+    async def _write_gateway_status(self, writer: GatewayStatusWriter) -> None:
+        """Each new mesh snapshot's Gateway API conditions, written back (at most every
+        GATEWAY_STATUS_INTERVAL_S: a burst of changes is one write per object)."""
+        version = 0
+        while True:
+            version = await self.store.wait_changed(version)
+            await asyncio.to_thread(writer.sync, self.store.snapshot().gateway_status)
+            await asyncio.sleep(GATEWAY_STATUS_INTERVAL_S)
 
     def _tls_address(self) -> str | None:
         address = self.settings.xds_tls_address

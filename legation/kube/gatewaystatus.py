@@ -21,7 +21,6 @@ deleted, a conflict) is retried with the next snapshot.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -29,7 +28,6 @@ from typing import Any
 import structlog
 from kubernetes import client as k8s
 
-from legation.mesh.store import MeshStore
 from legation.model.gatewayapi import GATEWAY_API_GROUP, Condition, ObjectStatus
 from legation.security.clock import utc_now
 
@@ -39,27 +37,18 @@ VERSION = "v1"
 PLURALS = {"GatewayClass": "gatewayclasses", "Gateway": "gateways",
            "HTTPRoute": "httproutes", "GRPCRoute": "grpcroutes"}
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
-# how often at most the writer looks at a new snapshot
-MIN_INTERVAL_S = 0.2
 
 
 class GatewayStatusWriter:
-    def __init__(self, api: Any, store: MeshStore, *,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+    """`sync` is called with each new snapshot's statuses (the app's loop, in a thread:
+    the client blocks)."""
+
+    def __init__(self, api: Any, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._custom = k8s.CustomObjectsApi(api)
-        self._store = store
         self._clock = clock
         self._written: dict[ObjectKey, dict[str, Any]] = {}  # what each object last got
         # (object, part, condition type) -> (status, lastTransitionTime)
         self._since: dict[tuple[ObjectKey, str, str], tuple[bool, str]] = {}
-
-    async def run(self) -> None:
-        version = 0
-        while True:
-            version = await self._store.wait_changed(version)
-            mesh = self._store.snapshot()
-            await asyncio.to_thread(self.sync, mesh.gateway_status)
-            await asyncio.sleep(MIN_INTERVAL_S)
 
     def sync(self, statuses: Iterable[ObjectStatus]) -> int:
         """Patch every object whose status differs from what it last got; how many."""

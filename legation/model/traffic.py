@@ -263,6 +263,33 @@ class TcpRoute:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsMatch:
+    sni_hosts: tuple[str, ...]  # lowercase; `*.suffix` wildcards allowed
+    port: int = 0
+    destination_subnets: tuple[str, ...] = ()
+    source_labels: Labels = ()
+    source_namespace: str = ""
+    gateways: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsRoute:
+    """One `tls[]` rule: TLS connections routed by SNI, not terminated (passthrough)."""
+
+    index: int
+    match: tuple[TlsMatch, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return f"spec.tls[{self.index}]"
+
+    def destinations(self) -> Iterator[tuple[str, Destination]]:
+        for i, rd in enumerate(self.route):
+            yield f"{self.path}.route[{i}].destination", rd.destination
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VirtualService:
     ref: SourceRef
     name: str
@@ -271,6 +298,7 @@ class VirtualService:
     gateways: tuple[str, ...] = ()
     http: tuple[HttpRoute, ...] = ()
     tcp: tuple[TcpRoute, ...] = ()
+    tls: tuple[TlsRoute, ...] = ()
     export_to: tuple[str, ...] = ()
     lines: Lines = field(default=(), repr=False)
 
@@ -295,6 +323,8 @@ class VirtualService:
             yield from rule.destinations()
         for tcp in self.tcp:
             yield from tcp.destinations()
+        for tls in self.tls:
+            yield from tls.destinations()
 
 
 def line_of(lines: Lines, path: str, default: int) -> int:

@@ -26,6 +26,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf import wrappers_pb2
 
@@ -38,9 +39,10 @@ from legation.model import (
     Proxy,
     Severity,
     VirtualService,
+    gateway_key,
 )
 from legation.model.hosts import host_matches, specificity
-from legation.model.traffic import line_of
+from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
 from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
 from legation.translators.common import ads_config_source, pack, socket_address
@@ -48,6 +50,7 @@ from legation.translators.httproute import filters_used, source_key, virtual_ser
 from legation.translators.listeners import (
     HCM,
     HCM_FILTER,
+    TCP_PROXY_FILTER,
     http_filters,
     network_filter,
 )
@@ -66,8 +69,12 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     address = proxy.workload.address
     for port in sorted(by_port):
         servers = by_port[port]
-        if servers[0][1].protocol is Protocol.HTTPS:  # the converter keeps a port's family
+        family = servers[0][1].protocol  # the converter keeps one family per port
+        if family in (Protocol.HTTPS, Protocol.TLS):
             _https_port(mesh, proxy, port, servers, out)
+            continue
+        if family is Protocol.TCP:
+            _tcp_port(mesh, proxy, port, servers, out)
             continue
         bound = [(gw, s, mesh.bound_to(gw)) for gw, s in servers]
         out.routes.append(_route_config(mesh, proxy, names.gateway_route(port), port, bound))
@@ -80,12 +87,24 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
 
 def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
                 servers: list[tuple[Gateway, GatewayServer]], out: Translated) -> None:
-    """One filter chain per HTTPS server, chosen by SNI (its hosts; none for ``*``),
-    terminating TLS with the server's credential and routing as an HTTP server does."""
+    """HTTPS and TLS servers: filter chains chosen by SNI. A terminating server's chain
+    (its hosts; none for ``*``) decrypts with its credential, then routes HTTP as an HTTP
+    server does (HTTPS) or proxies TCP by its `tcp` routes (TLS); a PASSTHROUGH server
+    gets one chain per `tls` route match, its sniHosts, to that route's destination."""
     address = proxy.workload.address
     chains: list[listener_components_pb2.FilterChain] = []
     seen: dict[tuple[str, ...], GatewayServer] = {}
     for gw, server in servers:
+        if server.tls_mode == "PASSTHROUGH":
+            for sni, proxy_to in _passthrough(mesh, gw, server, port):
+                if sni in seen:
+                    continue  # an earlier server or rule has these names (Istio: first wins)
+                seen[sni] = server
+                chains.append(listener_components_pb2.FilterChain(
+                    filter_chain_match=listener_components_pb2.FilterChainMatch(
+                        server_names=list(sni)),
+                    filters=[network_filter(TCP_PROXY_FILTER, proxy_to)]))
+            continue
         secrets = _credentials(mesh, proxy, gw, server, out)
         if secrets is None:
             continue
@@ -100,20 +119,100 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
                 "hosts per HTTPS server of a port)."))
             continue
         seen[sni] = server
-        route = names.gateway_tls_route(port, server.port_name or str(server.index),
-                                        gw.name, gw.namespace)
         services = mesh.bound_to(gw)
-        out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
+        if server.protocol is Protocol.TLS:  # terminated, then the tcp routes
+            proxy_to = _tcp_proxy(mesh, gw, server, port, out)
+            if proxy_to is None:
+                continue
+            filters = [network_filter(TCP_PROXY_FILTER, proxy_to)]
+        else:
+            route = names.gateway_tls_route(port, server.port_name or str(server.index),
+                                            gw.name, gw.namespace)
+            out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
+            filters = [_hcm(address, port, route, filters_used(services))]
         out.secrets.extend(secrets)
         chains.append(listener_components_pb2.FilterChain(
             filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
             transport_socket=base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET,
                                                       typed_config=pack(context)),
-            filters=[_hcm(address, port, route, filters_used(services))]))
+            filters=filters))
     if chains:
         inspector = listener_components_pb2.ListenerFilter(
             name=TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
         out.listeners.append(_listener(address, port, chains, [inspector]))
+
+
+def _tcp_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
+              servers: list[tuple[Gateway, GatewayServer]], out: Translated) -> None:
+    """A TCP server: one TCP proxy, to the first `tcp` route of its VirtualServices."""
+    for gw, server in servers:
+        proxy_to = _tcp_proxy(mesh, gw, server, port, out)
+        if proxy_to is not None:
+            chain = listener_components_pb2.FilterChain(
+                filters=[network_filter(TCP_PROXY_FILTER, proxy_to)])
+            out.listeners.append(_listener(proxy.workload.address, port, [chain]))
+            return
+
+
+def _tcp_proxy(mesh: MeshSnapshot, gw: Gateway, server: GatewayServer, port: int,
+               out: Translated) -> tcp_proxy_pb2.TcpProxy | None:
+    """The first `tcp` route of a VirtualService bound to the server (hosts admitted, its
+    match on this port and gateway, if any) as a TCP proxy; None (said) when there is none."""
+    for vs in mesh.bound_to(gw):
+        if not _intersect(vs.hosts, server.admits(gw.namespace, vs.namespace)):
+            continue
+        for rule in vs.tcp:
+            if not rule.match or any(_l4_applies(m.port, m.gateways, vs, gw, port)
+                                     for m in rule.match):
+                return _to(mesh, vs, rule.route, port)
+    out.diagnostics.append(_server_diag(
+        gw, server, "port", "gateway.tcp-route-missing",
+        f"no VirtualService bound to this gateway has a tcp route for port {port} (expected "
+        "one with gateways naming it and a matching host); no listener is built for it."))
+    return None
+
+
+def _passthrough(mesh: MeshSnapshot, gw: Gateway, server: GatewayServer, port: int
+                 ) -> list[tuple[tuple[str, ...], tcp_proxy_pb2.TcpProxy]]:
+    """(SNI names, TCP proxy) per `tls` route match of the bound VirtualServices: the
+    match's sniHosts intersected with the server's hosts (Istio)."""
+    out = []
+    for vs in mesh.bound_to(gw):
+        patterns = server.admits(gw.namespace, vs.namespace)
+        for rule in vs.tls:
+            for m in rule.match:
+                if not _l4_applies(m.port, m.gateways, vs, gw, port):
+                    continue
+                sni = tuple(sorted(_intersect(m.sni_hosts, patterns)))
+                if sni:
+                    out.append((() if "*" in sni else sni, _to(mesh, vs, rule.route, port)))
+    return out
+
+
+def _l4_applies(match_port: int, gateways: tuple[str, ...], vs: VirtualService, gw: Gateway,
+                port: int) -> bool:
+    return (not match_port or match_port == port) and (
+        not gateways or any(gateway_key(g, vs.namespace) == gw.key for g in gateways))
+
+
+def _to(mesh: MeshSnapshot, vs: VirtualService, route: tuple[RouteDestination, ...],
+        port: int) -> tcp_proxy_pb2.TcpProxy:
+    """A TCP proxy to the route's destination(s), weighted when several."""
+    clusters = []
+    for rd in route:
+        fqdn = mesh.qualify_host(rd.destination.host, vs.namespace).fqdn
+        svc = mesh.service_by_fqdn(fqdn)
+        target = rd.destination.port or (
+            svc.ports[0].port if svc is not None and len(svc.ports) == 1 else port)
+        clusters.append((names.outbound_cluster(fqdn, target, rd.destination.subset),
+                         rd.weight))
+    stat = f"gateway_{vs.namespace}_{vs.name}_{port}"
+    if len(clusters) == 1:
+        return tcp_proxy_pb2.TcpProxy(stat_prefix=stat, cluster=clusters[0][0])
+    weighted = tcp_proxy_pb2.TcpProxy.WeightedCluster(clusters=[
+        tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=c, weight=w or 1)
+        for c, w in clusters])
+    return tcp_proxy_pb2.TcpProxy(stat_prefix=stat, weighted_clusters=weighted)
 
 
 def _downstream_tls(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:

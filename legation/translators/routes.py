@@ -84,6 +84,8 @@ def http_proxy_route(
     config.virtual_hosts.append(outbound.unknown_hosts(mesh.config, connect=True))
     build.diagnostics.extend(_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
                              if vs.tcp)
+    build.diagnostics.extend(tls_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
+                             if vs.tls)
     _raise_body_limit(config)
     return config, build.diagnostics
 
@@ -291,6 +293,14 @@ def _tcp_not_applied(vs: VirtualService) -> Diagnostic:
         "services only through their HTTP proxy listener, which carries HTTP, not raw TCP.",
         severity=Severity.INFO, line=vs.line_of("spec.tcp"),
     )
+
+
+def tls_not_applied(vs: VirtualService) -> Diagnostic:
+    return Diagnostic(
+        ref=vs.ref, field="spec.tls", code="virtualservice.tls-not-applied",
+        message="tls routes are applied by gateways (PASSTHROUGH servers), not by sidecars: "
+        "a sidecar reaches a TLS service by its port, or by CONNECT in explicit mode.",
+        severity=Severity.INFO, line=vs.line_of("spec.tls"))
 
 
 def _conflict(svc: Service, sp: ServicePort, domain: str, owner: str) -> Diagnostic:

@@ -105,6 +105,8 @@ def namespace_resources(
     listener, found = virtual_outbound(mesh, namespace)
     diagnostics += found
     diagnostics += [_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace) if vs.tcp]
+    diagnostics += [routes.tls_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
+                    if vs.tls]
     return Translated(
         routes=configs,
         listeners=[listener],

@@ -10,8 +10,11 @@ Served now: plaintext HTTP, HTTP2 and GRPC servers, and `tls.httpsRedirect`
 on them; HTTPS servers with `tls.mode` SIMPLE or MUTUAL and a
 `credentialName` (a Secret in the gateway workload's namespace, served over
 SDS), or ISTIO_MUTUAL (the mesh's certificates: east-west and egress
-gateways). A server of another protocol or mode (TLS, TCP, MONGO,
-PASSTHROUGH, ...) is reported and not built, as are the fields without
+gateways); TLS servers likewise (terminated TLS carrying the bound
+VirtualServices' `tcp` routes); HTTPS or TLS with PASSTHROUGH (routed by SNI
+to the VirtualServices' `tls` routes, not terminated); TCP (and MONGO)
+servers (their `tcp` routes). Another protocol or mode (GRPC-WEB,
+AUTO_PASSTHROUGH, ...) is reported and not built, as are the fields without
 effect here (`bind`, `defaultEndpoint`, other `tls` settings): never dropped
 in silence.
 """
@@ -38,7 +41,7 @@ TLS_FIELDS = ("httpsRedirect", "mode", "serverCertificate", "privateKey", "caCer
 # Istio's server protocols (gateway.proto Port.protocol), case-insensitive.
 PROTOCOLS = ("HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS")
 SERVED = {"HTTP": Protocol.HTTP, "HTTP2": Protocol.HTTP2, "GRPC": Protocol.GRPC}
-HTTPS_MODES = ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+HTTPS_MODES = ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH")
 _HOST_EXPECTED = ("'[namespace/]host': the namespace a name, '*' or '.'; the host an FQDN, "
                   "'*' or '*.suffix', e.g. '*' or 'shop/bookinfo.example.com'")
 
@@ -101,27 +104,39 @@ def _server(ctx: Ctx, index: int, path: str, item: Any,
                   "sharing a port must share its protocol (expected the same protocol, or "
                   "another port).")
         return None
-    if protocol == "HTTPS":
-        mode, credential = _https(ctx, server, path)
+    name = str(port.get("name") or "")
+    if protocol in ("HTTPS", "TLS"):
+        mode, credential = _https(ctx, server, path, protocol)
         if not mode:
             return None
-        return GatewayServer(index=index, port=number, port_name=str(port.get("name") or ""),
-                             protocol=Protocol.HTTPS, hosts=hosts, tls_mode=mode,
+        return GatewayServer(index=index, port=number, port_name=name,
+                             protocol=Protocol(protocol), hosts=hosts, tls_mode=mode,
                              credential=credential)
+    if protocol in ("TCP", "MONGO"):  # opaque TCP: the bound VirtualServices' tcp routes
+        if "tls" in server:
+            ctx.warn(child_path(path, "tls"), "field-not-applied",
+                     "tls is not applied to a TCP server (expected protocol TLS to terminate "
+                     "or pass TLS through).")
+        return GatewayServer(index=index, port=number, port_name=name, protocol=Protocol.TCP,
+                             hosts=hosts)
     redirect = _tls(ctx, server, path, protocol)
     served = SERVED.get(protocol)
     if served is None:
         ctx.warn(child_path(port_path, "protocol"), "server-not-applied",
                  f"{protocol} servers are not served yet: no listener is built for port "
-                 f"{number} (served: HTTP, HTTP2, GRPC, and HTTPS with tls.mode SIMPLE or "
-                 "MUTUAL and a credentialName).")
+                 f"{number} (served: HTTP, HTTP2, GRPC, TCP, and HTTPS or TLS with tls.mode "
+                 "SIMPLE, MUTUAL, ISTIO_MUTUAL or PASSTHROUGH).")
         return None
     return GatewayServer(index=index, port=number, port_name=str(port.get("name") or ""),
                          protocol=served, hosts=hosts, https_redirect=redirect)
 
 
 def _family(protocol: str) -> str:
-    return "http" if protocol in SERVED else protocol  # HTTPS servers share a port by SNI
+    """Servers sharing a port: plaintext HTTP ones, or TLS ones told apart by SNI (HTTPS
+    and TLS, terminated or passed through), or TCP ones."""
+    if protocol in SERVED:
+        return "http"
+    return "tls" if protocol in ("HTTPS", "TLS") else protocol
 
 
 def _hosts(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[GatewayHost, ...]:
@@ -141,18 +156,26 @@ def _hosts(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[GatewayHost,
     return tuple(dict.fromkeys(out))
 
 
-def _https(ctx: Ctx, server: Mapping[str, Any], path: str) -> tuple[str, str]:
-    """(tls.mode, tls.credentialName) of an HTTPS server; ("", "") when it cannot be served
-    (reported)."""
+def _https(ctx: Ctx, server: Mapping[str, Any], path: str, protocol: str) -> tuple[str, str]:
+    """(tls.mode, tls.credentialName) of an HTTPS or TLS server; ("", "") when it cannot be
+    served (reported). PASSTHROUGH routes by SNI without terminating (VirtualService
+    `tls` routes)."""
     tls_path = child_path(path, "tls")
     tls = istio.section(ctx, server, "tls", path)
     if tls is None:
-        ctx.missing(tls_path, "tls", "TLS settings for an HTTPS server: "
-                    "{mode: SIMPLE, credentialName: <Secret>}")
+        ctx.missing(tls_path, "tls", f"TLS settings for a {protocol} server: "
+                    "{mode: SIMPLE, credentialName: <Secret>} or {mode: PASSTHROUGH}")
         return "", ""
     istio.check_fields(ctx, tls, tls_path, TLS_FIELDS, what="server TLS settings")
     mode = istio.string(ctx, tls, "mode", tls_path) or "SIMPLE"
     credential = istio.string(ctx, tls, "credentialName", tls_path)
+    if mode == "PASSTHROUGH":
+        others = sorted(k for k in tls if k not in ("mode",))
+        if others:
+            ctx.warn(child_path(tls_path, others[0]), "field-not-applied",
+                     f"tls.{', tls.'.join(others)} not applied: PASSTHROUGH does not "
+                     "terminate TLS.")
+        return mode, ""
     if mode not in HTTPS_MODES:
         ctx.warn(child_path(tls_path, "mode"), "server-not-applied",
                  f"tls.mode {mode} is not served yet: no listener is built for this server "

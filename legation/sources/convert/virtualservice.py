@@ -20,6 +20,8 @@ from legation.model.traffic import (
     L4Match,
     RouteDestination,
     TcpRoute,
+    TlsMatch,
+    TlsRoute,
     VirtualService,
 )
 from legation.sources.convert import istio
@@ -29,16 +31,13 @@ from legation.sources.convert.meta import Meta
 from legation.sources.convert.yamlload import child_path
 
 SPEC_FIELDS = ("hosts", "gateways", "http", "tls", "tcp", "exportTo")
-_UNSUPPORTED = {"tls": "TLS (SNI) routes need TLS listeners, which explicit-mode sidecars "
-                "do not have"}
 
 
 def convert_virtual_service(
     ctx: Ctx, meta: Meta, data: Mapping[str, Any]
 ) -> VirtualService | None:
     spec = ctx.mapping(data, "spec", "", problem="spec")
-    istio.check_fields(ctx, spec, "spec", SPEC_FIELDS, what="a VirtualService spec",
-                       unsupported=_UNSUPPORTED)
+    istio.check_fields(ctx, spec, "spec", SPEC_FIELDS, what="a VirtualService spec")
     gateways = _gateways(ctx, spec)
     hosts = _hosts(ctx, spec, mesh=not gateways or MESH_GATEWAY in gateways)
     http = tuple(
@@ -48,6 +47,10 @@ def convert_virtual_service(
     tcp = tuple(
         t for i, (path, raw) in enumerate(ctx.items(spec, "tcp", "spec", problem="tcp"))
         if (t := _tcp_route(ctx, i, path, raw)) is not None
+    )
+    tls = tuple(
+        sni for i, (path, raw) in enumerate(ctx.items(spec, "tls", "spec", problem="tls"))
+        if (sni := _tls_route(ctx, i, path, raw)) is not None
     )
     if not spec.get("http") and not spec.get("tcp") and not spec.get("tls"):
         ctx.error("spec", "routes-missing", "the VirtualService has no rules; expected http, "
@@ -62,6 +65,7 @@ def convert_virtual_service(
         gateways=gateways,
         http=http,
         tcp=tcp,
+        tls=tls,
         export_to=export_to(ctx, spec),
         lines=tuple(sorted((p, n) for p, n in ctx.lines.items() if p.startswith("spec"))),
     )
@@ -167,6 +171,42 @@ def _tcp_route(ctx: Ctx, index: int, path: str, raw: Any) -> TcpRoute | None:
         ctx.missing(child_path(path, "route"), "route", "at least one destination")
     check_weights(ctx, r, path, route)
     return TcpRoute(index=index, match=tuple(matches), route=tuple(route))
+
+
+def _tls_route(ctx: Ctx, index: int, path: str, raw: Any) -> TlsRoute | None:
+    """Istio's TLSRoute: every match needs sniHosts (istio/api virtual_service.proto)."""
+    r = ctx.as_mapping(raw, path, problem="tls-route")
+    if r is None:
+        return None
+    istio.check_fields(ctx, r, path, ("match", "route"), what="a TLS route")
+    matches = []
+    for mpath, item in ctx.items(r, "match", path, problem="match"):
+        m = ctx.as_mapping(item, mpath, problem="match")
+        if m is None:
+            continue
+        istio.check_fields(ctx, m, mpath, ("sniHosts", "destinationSubnets", "port",
+                                           "sourceLabels", "gateways", "sourceNamespace"),
+                           what="a TLS match")
+        hosts = tuple(h for i, raw_host in enumerate(istio.strings(ctx, m, "sniHosts", mpath))
+                      if (h := istio.host(ctx, raw_host, f"{mpath}.sniHosts[{i}]",
+                                          wildcard=True)))
+        if not hosts:
+            ctx.missing(child_path(mpath, "sniHosts"), "sni-hosts",
+                        "at least one SNI host name to match")
+        matches.append(TlsMatch(
+            sni_hosts=hosts,
+            port=istio.integer(ctx, m, "port", mpath, low=1, high=65535) or 0,
+            destination_subnets=istio.strings(ctx, m, "destinationSubnets", mpath),
+            source_labels=istio.labels(ctx, m, "sourceLabels", mpath),
+            source_namespace=istio.string(ctx, m, "sourceNamespace", mpath),
+            gateways=istio.strings(ctx, m, "gateways", mpath),
+        ))
+    if not matches:
+        ctx.missing(child_path(path, "match"), "match", "at least one match with sniHosts")
+    tcp = _tcp_route(ctx, index, path, {"route": r.get("route")})
+    if tcp is None:
+        return None
+    return TlsRoute(index=index, match=tuple(matches), route=tcp.route)
 
 
 def _unreachable(ctx: Ctx, http: tuple[HttpRoute, ...]) -> None:

@@ -38,7 +38,7 @@ async def test_conditions_reach_every_object_and_change_only_when_they_change(
         apiserver.apply(obj)
     store = RecordingStore()
     clock = Clock()
-    writer = GatewayStatusWriter(api, store, clock=clock)
+    writer = GatewayStatusWriter(api, clock=clock)
     async with running(KubernetesSource(store, api, backoff_base_s=0.01, backoff_cap_s=0.1)):
         await until(lambda: store.ready)
         assert writer.sync(store.snapshot().gateway_status) == 3  # class, gateway, route

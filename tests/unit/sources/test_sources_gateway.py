@@ -34,13 +34,17 @@ def test_servers_hosts_and_selector() -> None:
 
 @pytest.mark.parametrize(("server", "code", "severity"), [
     ('  - port: {number: 443, protocol: HTTPS}\n    hosts: ["*"]\n'
-     '    tls: {mode: PASSTHROUGH}  # <-\n', "gateway.server-not-applied", Severity.WARNING),
+     '    tls: {mode: AUTO_PASSTHROUGH}  # <-\n', "gateway.server-not-applied",
+     Severity.WARNING),
+    ('  - port: {number: 443, protocol: TLS}\n    hosts: ["*"]\n    tls:\n'
+     '      mode: PASSTHROUGH\n      credentialName: x  # <-\n',
+     "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 443, protocol: HTTPS}\n    hosts: ["*"]\n    tls:\n'
      '      mode: ISTIO_MUTUAL\n      credentialName: x  # <-\n',
      "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 443, protocol: HTTPS}  # <-\n    hosts: ["*"]\n',
      "gateway.tls-missing", Severity.ERROR),
-    ('  - port: {number: 9000, protocol: TCP}  # <-\n    hosts: ["*"]\n',
+    ('  - port: {number: 9000, protocol: GRPC-WEB}  # <-\n    hosts: ["*"]\n',
      "gateway.server-not-applied", Severity.WARNING),
     ('  - port: {number: 80, protocol: SMTP}  # <-\n    hosts: ["*"]\n',
      "gateway.protocol-invalid", Severity.ERROR),
@@ -50,8 +54,8 @@ def test_servers_hosts_and_selector() -> None:
      "gateway.field-not-applied", Severity.WARNING),
     ('  - port: {number: 80, protocol: HTTP}\n    hosts: ["*"]\n'
      '    tls: {mode: SIMPLE}  # <-\n', "gateway.field-not-applied", Severity.WARNING),
-], ids=["passthrough", "istio-mutual-credential", "https-without-tls", "tcp", "bad-protocol",
-        "bad-host", "bind", "tls-on-http"])
+], ids=["auto-passthrough", "passthrough-credential", "istio-mutual-credential",
+        "https-without-tls", "grpc-web", "bad-protocol", "bad-host", "bind", "tls-on-http"])
 def test_what_is_not_served_is_said(server: str, code: str, severity: Severity) -> None:
     text = HEAD + "  selector: {istio: ingressgateway}\n  servers:\n" + server
     result = convert(text)

@@ -202,9 +202,9 @@ VS_FINDINGS = [
             field="spec.http[0].mirrorPercent", message="use mirrorPercentage", severity=W,
             yaml=vs("hosts: [catalog]\nhttp:\n- mirror: {host: reviews}\n"
                     "  mirrorPercent: 5  # <-\n  route: [{destination: {host: catalog}}]")),
-    Finding(id="tls-routes", code="virtualservice.field-unsupported", field="spec.tls",
-            message="TLS (SNI) routes", severity=W,
-            yaml=vs("hosts: [catalog]\ntls:  # <-\n- route: [{destination: {host: catalog}}]")),
+    Finding(id="tls-route-without-match", code="virtualservice.match-missing",
+            field="spec.tls[0].match", message="at least one match with sniHosts",
+            yaml=vs("hosts: [catalog]\ntls:\n- route: [{destination: {host: catalog}}]  # <-")),
     Finding(id="pseudo-header", code="virtualservice.header-name-ignored",
             field="spec.http[0].headers.request.set[:path]", message="pseudo-header", severity=W,
             yaml=vs("hosts: [catalog]\nhttp:\n- headers:\n    request:\n      set:\n"

@@ -65,7 +65,7 @@ from legation.model.gatewayapi import (
     ReferenceGrant,
     RouteRule,
 )
-from legation.model.hosts import host_matches
+from legation.model.hosts import intersect_hosts
 from legation.model.traffic import (
     Destination,
     DirectResponse,
@@ -388,13 +388,7 @@ def _hosts(route_hosts: tuple[str, ...], listener_host: str) -> tuple[str, ...]:
         return (listener_host or "*",)
     if not listener_host:
         return route_hosts
-    out = []
-    for h in route_hosts:
-        if host_matches(listener_host, h):
-            out.append(h)
-        elif host_matches(h, listener_host):
-            out.append(listener_host)
-    return tuple(dict.fromkeys(out))
+    return tuple(intersect_hosts(route_hosts, (listener_host,)))
 
 
 def _rules(route: ApiRoute, services: dict[tuple[str, str], Service],

@@ -62,6 +62,21 @@ def host_matches(pattern: str, host: str) -> bool:
     return pattern == host
 
 
+def intersect_hosts(hosts: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """Each host covered by a pattern, or each pattern covered by a wildcard host: the
+    more specific of the two, once each (Istio's intersection of a VirtualService's or
+    route's hosts with a gateway server's or listener's)."""
+    wanted = list(patterns)
+    out: list[str] = []
+    for host in hosts:
+        for pattern in wanted:
+            if host_matches(pattern, host):
+                out.append(host)
+            elif host_matches(host, pattern):
+                out.append(pattern)
+    return list(dict.fromkeys(out))
+
+
 def specificity(pattern: str) -> tuple[int, int]:
     """Exact names first, then longer wildcards: the most specific rule wins (as Istio)."""
     return (0 if not pattern.startswith("*") else 1, -len(pattern))

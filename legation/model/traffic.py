@@ -258,18 +258,12 @@ class TcpRoute:
         return f"spec.tcp[{self.index}]"
 
     def destinations(self) -> Iterator[tuple[str, Destination]]:
-        for i, rd in enumerate(self.route):
-            yield f"{self.path}.route[{i}].destination", rd.destination
+        return _destinations(self.path, self.route)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TlsMatch:
-    sni_hosts: tuple[str, ...]  # lowercase; `*.suffix` wildcards allowed
-    port: int = 0
-    destination_subnets: tuple[str, ...] = ()
-    source_labels: Labels = ()
-    source_namespace: str = ""
-    gateways: tuple[str, ...] = ()
+class TlsMatch(L4Match):
+    sni_hosts: tuple[str, ...] = ()  # lowercase; `*.suffix` wildcards allowed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,8 +279,13 @@ class TlsRoute:
         return f"spec.tls[{self.index}]"
 
     def destinations(self) -> Iterator[tuple[str, Destination]]:
-        for i, rd in enumerate(self.route):
-            yield f"{self.path}.route[{i}].destination", rd.destination
+        return _destinations(self.path, self.route)
+
+
+def _destinations(path: str, route: tuple[RouteDestination, ...]
+                  ) -> Iterator[tuple[str, Destination]]:
+    for i, rd in enumerate(route):
+        yield f"{path}.route[{i}].destination", rd.destination
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

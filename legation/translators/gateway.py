@@ -41,7 +41,7 @@ from legation.model import (
     VirtualService,
     gateway_key,
 )
-from legation.model.hosts import host_matches, specificity
+from legation.model.hosts import intersect_hosts, specificity
 from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
 from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
@@ -159,7 +159,7 @@ def _tcp_proxy(mesh: MeshSnapshot, gw: Gateway, server: GatewayServer, port: int
     """The first `tcp` route of a VirtualService bound to the server (hosts admitted, its
     match on this port and gateway, if any) as a TCP proxy; None (said) when there is none."""
     for vs in mesh.bound_to(gw):
-        if not _intersect(vs.hosts, server.admits(gw.namespace, vs.namespace)):
+        if not intersect_hosts(vs.hosts, server.admits(gw.namespace, vs.namespace)):
             continue
         for rule in vs.tcp:
             if not rule.match or any(_l4_applies(m.port, m.gateways, vs, gw, port)
@@ -183,7 +183,7 @@ def _passthrough(mesh: MeshSnapshot, gw: Gateway, server: GatewayServer, port: i
             for m in rule.match:
                 if not _l4_applies(m.port, m.gateways, vs, gw, port):
                     continue
-                sni = tuple(sorted(_intersect(m.sni_hosts, patterns)))
+                sni = tuple(sorted(intersect_hosts(m.sni_hosts, patterns)))
                 if sni:
                     out.append((() if "*" in sni else sni, _to(mesh, vs, rule.route, port)))
     return out
@@ -316,7 +316,7 @@ def _route_config(
     for gw, server, services in bound:
         for vs in services:
             patterns = server.admits(gw.namespace, vs.namespace)
-            for host in _intersect(vs.hosts, patterns):
+            for host in intersect_hosts(vs.hosts, patterns):
                 vh = hosts.get(host)
                 if vh is None:
                     vh = hosts[host] = route_components_pb2.VirtualHost(
@@ -329,19 +329,6 @@ def _route_config(
                 vh.routes.extend(routes)
     config.virtual_hosts.extend(hosts[h] for h in sorted(hosts, key=specificity))
     return config
-
-
-def _intersect(vs_hosts: tuple[str, ...], patterns: tuple[str, ...]) -> list[str]:
-    """The hosts a VirtualService serves on a server: each of its hosts matched by a server
-    pattern, or each server pattern matched by its wildcard host; the more specific."""
-    out: list[str] = []
-    for host in vs_hosts:
-        for pattern in patterns:
-            if host_matches(pattern, host):
-                out.append(host)
-            elif host_matches(host, pattern):
-                out.append(pattern)
-    return list(dict.fromkeys(out))
 
 
 def _domains(host: str, port: int) -> list[str]:

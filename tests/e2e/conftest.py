@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from .harness import AppFleet, EnvoyFleet, Loopback, MeshLab
+from .security_lab import SecureLab
 
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _HERE = Path(__file__).parent
@@ -96,4 +97,17 @@ async def mesh(
         if _failed(request):
             print(lab.log_tails(), file=sys.stderr)
         await envoys.stop_all()  # first: a server with no open streams stops at once
+        await lab.control_plane.stop()
+
+
+@pytest.fixture
+async def lab(
+    tmp_path: Path, loopback: Loopback, envoys: EnvoyFleet, apps: AppFleet
+) -> AsyncIterator[SecureLab]:
+    """A secured mesh (security_lab.py): `legation serve --ca-dir`, real Envoys."""
+    lab = SecureLab(root=tmp_path, loopback=loopback, envoys=envoys, apps=apps)
+    try:
+        yield lab
+    finally:
+        await envoys.stop_all()
         await lab.control_plane.stop()

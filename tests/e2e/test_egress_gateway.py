@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from legation.demo.http import HttpError, request
 
-from .harness import AppFleet, EnvoyFleet, Loopback, eventually
+from .harness import eventually
 from .security_lab import NAMESPACE, OUTBOUND_PORT, SecureLab
 
 GATEWAY_SVC = f"istio-egressgateway.{NAMESPACE}.svc.cluster.local"
@@ -93,17 +91,6 @@ spec:
     route:
     - destination: {{host: rates.example.com, port: {{number: 80}}}}
 """
-
-
-@pytest.fixture
-async def lab(tmp_path: Path, loopback: Loopback, envoys: EnvoyFleet, apps: AppFleet
-              ) -> AsyncIterator[SecureLab]:
-    lab = SecureLab(root=tmp_path, loopback=loopback, envoys=envoys, apps=apps)
-    try:
-        yield lab
-    finally:
-        await envoys.stop_all()
-        await lab.control_plane.stop()
 
 
 async def test_the_egress_gateway_task_with_istio_mutual(lab: SecureLab) -> None:

@@ -11,25 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from .harness import AppFleet, EnvoyFleet, Loopback, eventually
+from .harness import eventually
 from .security_lab import NAMESPACE, SecureLab
-
-
-@pytest.fixture
-async def lab(
-    tmp_path: Path, loopback: Loopback, envoys: EnvoyFleet, apps: AppFleet
-) -> AsyncIterator[SecureLab]:
-    lab = SecureLab(root=tmp_path, loopback=loopback, envoys=envoys, apps=apps)
-    try:
-        yield lab
-    finally:
-        await envoys.stop_all()
-        await lab.control_plane.stop()
 
 
 async def test_strict_mtls_identity_and_client_certificate_header(lab: SecureLab) -> None:

@@ -147,16 +147,9 @@ def _tcp_route(ctx: Ctx, index: int, path: str, raw: Any) -> TcpRoute | None:
         m = ctx.as_mapping(item, mpath, problem="match")
         if m is None:
             continue
-        istio.check_fields(ctx, m, mpath, ("destinationSubnets", "port", "sourceLabels",
-                                           "gateways", "sourceNamespace"),
-                           what="a TCP match", unsupported={"sourceSubnet": "hidden in Istio"})
-        matches.append(L4Match(
-            port=istio.integer(ctx, m, "port", mpath, low=1, high=65535) or 0,
-            destination_subnets=istio.strings(ctx, m, "destinationSubnets", mpath),
-            source_labels=istio.labels(ctx, m, "sourceLabels", mpath),
-            source_namespace=istio.string(ctx, m, "sourceNamespace", mpath),
-            gateways=istio.strings(ctx, m, "gateways", mpath),
-        ))
+        istio.check_fields(ctx, m, mpath, L4_MATCH_FIELDS, what="a TCP match",
+                           unsupported={"sourceSubnet": "hidden in Istio"})
+        matches.append(L4Match(**_l4_match(ctx, m, mpath)))
     route: list[RouteDestination] = []
     for dpath, item in ctx.items(r, "route", path, problem="route"):
         d = ctx.as_mapping(item, dpath, problem="route")
@@ -184,29 +177,34 @@ def _tls_route(ctx: Ctx, index: int, path: str, raw: Any) -> TlsRoute | None:
         m = ctx.as_mapping(item, mpath, problem="match")
         if m is None:
             continue
-        istio.check_fields(ctx, m, mpath, ("sniHosts", "destinationSubnets", "port",
-                                           "sourceLabels", "gateways", "sourceNamespace"),
-                           what="a TLS match")
+        istio.check_fields(ctx, m, mpath, ("sniHosts", *L4_MATCH_FIELDS), what="a TLS match")
         hosts = tuple(h for i, raw_host in enumerate(istio.strings(ctx, m, "sniHosts", mpath))
                       if (h := istio.host(ctx, raw_host, f"{mpath}.sniHosts[{i}]",
                                           wildcard=True)))
         if not hosts:
             ctx.missing(child_path(mpath, "sniHosts"), "sni-hosts",
                         "at least one SNI host name to match")
-        matches.append(TlsMatch(
-            sni_hosts=hosts,
-            port=istio.integer(ctx, m, "port", mpath, low=1, high=65535) or 0,
-            destination_subnets=istio.strings(ctx, m, "destinationSubnets", mpath),
-            source_labels=istio.labels(ctx, m, "sourceLabels", mpath),
-            source_namespace=istio.string(ctx, m, "sourceNamespace", mpath),
-            gateways=istio.strings(ctx, m, "gateways", mpath),
-        ))
+        matches.append(TlsMatch(sni_hosts=hosts, **_l4_match(ctx, m, mpath)))
     if not matches:
         ctx.missing(child_path(path, "match"), "match", "at least one match with sniHosts")
     tcp = _tcp_route(ctx, index, path, {"route": r.get("route")})
     if tcp is None:
         return None
     return TlsRoute(index=index, match=tuple(matches), route=tcp.route)
+
+
+L4_MATCH_FIELDS = ("destinationSubnets", "port", "sourceLabels", "gateways", "sourceNamespace")
+
+
+def _l4_match(ctx: Ctx, m: Mapping[str, Any], mpath: str) -> dict[str, Any]:
+    """The conditions TCP and TLS matches share, as L4Match keyword arguments."""
+    return {
+        "port": istio.integer(ctx, m, "port", mpath, low=1, high=65535) or 0,
+        "destination_subnets": istio.strings(ctx, m, "destinationSubnets", mpath),
+        "source_labels": istio.labels(ctx, m, "sourceLabels", mpath),
+        "source_namespace": istio.string(ctx, m, "sourceNamespace", mpath),
+        "gateways": istio.strings(ctx, m, "gateways", mpath),
+    }
 
 
 def _unreachable(ctx: Ctx, http: tuple[HttpRoute, ...]) -> None:

@@ -138,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--output", choices=["text", "json"], default="text")
 
     _ca_commands(sub)
+    _proxy_commands(sub)
 
     demo = sub.add_parser("demo", help="run the shop demo: control plane, apps, Envoy sidecars")
     demo.add_argument(
@@ -420,6 +421,39 @@ def analyze_paths(paths: Sequence[Path]) -> tuple[list[Diagnostic], int]:
     return analyze(store.snapshot()), len(result.objects)
 
 
+def _proxy_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
+    status = sub.add_parser("proxy-status", help="what each connected proxy holds: SYNCED, "
+                            "NOT SENT, STALE or NACKED per type (of a running legation serve)")
+    status.add_argument("proxy", nargs="?", default=None,
+                        help="one proxy's node id: its versions and NACK messages")
+    config = sub.add_parser("proxy-config", help="the config a proxy is sent: clusters, "
+                            "listeners, routes, endpoints, secrets (keys redacted), all")
+    config.add_argument("kind", choices=["clusters", "listeners", "routes", "endpoints",
+                                         "secrets", "bootstrap", "all"])
+    config.add_argument("proxy", help="the proxy's node id")
+    config.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    for p in (status, config):
+        p.add_argument("--admin-address", default="127.0.0.1:15014",
+                       help="the server's admin HTTP (H:P)")
+
+
+def cmd_proxy_status(a: argparse.Namespace) -> int:
+    from legation.proxystatus import proxy_status
+
+    code, text = proxy_status(HostPort.parse(a.admin_address, flag="--admin-address"), a.proxy)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def cmd_proxy_config(a: argparse.Namespace) -> int:
+    from legation.proxystatus import proxy_config
+
+    code, text = proxy_config(HostPort.parse(a.admin_address, flag="--admin-address"), a.kind,
+                              a.proxy, a.output)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def _ca_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     ca = sub.add_parser("ca", help="operate the CA of a running `legation serve`")
     actions = ca.add_subparsers(dest="ca_command", required=True, parser_class=_Parser)
@@ -490,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "analyze": cmd_analyze,
         "demo": cmd_demo,
         "ca": cmd_ca,
+        "proxy-status": cmd_proxy_status,
+        "proxy-config": cmd_proxy_config,
     }
     try:
         return commands[args.command](args)

@@ -40,7 +40,7 @@ from legation.cache import PUSH_ORDER, SECRET, ProxyError, Snapshot, short_name
 from legation.metrics import Metrics
 from legation.model import Diagnostic
 from legation.security.rotation_state import Outcome, Refusal
-from legation.xds.status import StatusBoard
+from legation.xds.status import StatusBoard, sync_state
 
 _log = structlog.get_logger("legation.admin")
 
@@ -83,6 +83,7 @@ class Admin:
     status: StatusBoard
     metrics: Metrics
     ca: CAControl | None = None
+    replica: str = ""  # this control plane replica's name (proxy-status shows it)
 
     def routes(
         self,
@@ -96,6 +97,7 @@ class Admin:
                 generate_latest(self.metrics.registry),
             ),
             "/debug/proxies": lambda q: _json([s.as_dict() for s in self.status.all()]),
+            "/debug/syncz": self._syncz,
             "/debug/config_dump": self._config_dump,
             "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
             "/debug/ca": self._debug_ca,
@@ -124,6 +126,36 @@ class Admin:
     def _readyz(self, q: dict[str, list[str]]) -> Response:
         ok, why = self.view.ready()
         return (200 if ok else 503), "text/plain", (why + "\n").encode()
+
+    async def _syncz(self, q: dict[str, list[str]]) -> Response:
+        """Per connected stream and type: SYNCED / NOT SENT / STALE / NACKED against the
+        version its current snapshot holds (what `legation proxy-status` shows); the
+        last NACK's message; `replica`: which control plane answers."""
+        rows = []
+        wanted = (q.get("proxy") or [""])[0]
+        for st in self.status.all():
+            if wanted and st.node_id != wanted:
+                continue
+            entry = await self.view.snapshot_for(st.node_id)
+            types: dict[str, Any] = {}
+            for type_url in PUSH_ORDER:
+                short = short_name(type_url)
+                ts = st.types.get(short)
+                if ts is None:
+                    continue
+                expected = entry.version(type_url) if isinstance(entry, Snapshot) else ""
+                nack = ts.last_nack
+                types[short] = {
+                    "status": sync_state(ts, expected), "sent": ts.sent_version,
+                    "acked": ts.acked_version, "expected": expected,
+                    "nack": None if nack is None else {"version": nack.version,
+                                                       "message": nack.message, "at": nack.at},
+                }
+            rows.append({"node": st.node_id, "stream": st.stream, "peer": st.peer,
+                         "replica": self.replica, "types": types})
+        if wanted and not rows:
+            return 404, "text/plain", f"no connected proxy {wanted}\n".encode()
+        return _json(rows)
 
     async def _config_dump(self, q: dict[str, list[str]]) -> Response:
         node = (q.get("proxy") or [""])[0]

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 
 from legation.admin import Admin, AdminServer
-from legation.app.duties import CADuties
+from legation.app.duties import CADuties, replica_identity
 from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.app.security import Security, mesh_security
 from legation.cache import ProxyError, Snapshot, SnapshotCache
@@ -180,6 +180,7 @@ class App:
                 self.status,
                 self.metrics,
                 ca=self.ca_duties.rotation if self.ca_duties is not None else None,
+                replica=replica_identity(settings),
             ),
             host=settings.admin_address.host,
             port=settings.admin_address.port,

@@ -2,11 +2,12 @@
 
 Serves, from one port, the Aggregated Discovery Service and the per-type
 services (CDS, EDS, LDS, RDS, SDS), each in its state-of-the-world
-(`Stream*`) and incremental (`Delta*`) variant, plus the standard gRPC
-health service and server reflection. The per-type services carry only
-their own type. The unary `Fetch*` RPCs answer UNIMPLEMENTED: a proxy's
-snapshot exists only while the proxy holds a stream (the cache builds it on
-the first watch), so a one-shot fetch would have nothing to read.
+(`Stream*`) and incremental (`Delta*`) variant, CSDS (csds.py: what each
+proxy holds), plus the standard gRPC health service and server reflection.
+The per-type services carry only their own type. The unary `Fetch*` RPCs
+answer UNIMPLEMENTED: a proxy's snapshot exists only while the proxy holds a
+stream (the cache builds it on the first watch), so a one-shot fetch would
+have nothing to read.
 
 Streams read per-proxy snapshots from the `SnapshotCache` (see stream.py);
 this module only wires services, options and lifecycle.
@@ -32,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, SnapshotCache
 from legation.metrics import Metrics
+from legation.xds.csds import add_to_server as add_csds
 from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator, StreamDeps, StreamSpec, run_stream
 
@@ -116,11 +118,13 @@ class XdsServer:
             generic = grpc.method_handlers_generic_handler(service.name, handlers)
             server.add_generic_rpc_handlers((generic,))
             server.add_registered_method_handlers(service.name, handlers)  # faster dispatch
+        csds = add_csds(server, self._deps.cache, self._deps.status)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        for service in _SERVICES:
-            await self._health.set(service.name, health_pb2.HealthCheckResponse.SERVING)
-        names = (*(s.name for s in _SERVICES), health.SERVICE_NAME, reflection.SERVICE_NAME)
+        for name in (*(s.name for s in _SERVICES), csds):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        names = (*(s.name for s in _SERVICES), csds, health.SERVICE_NAME,
+                 reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
         try:
             try:

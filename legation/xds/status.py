@@ -87,3 +87,22 @@ class StatusBoard:
 
     def all(self) -> list[ProxyStatus]:
         return sorted(self._streams.values(), key=lambda s: (s.node_id, s.stream, s.connected_at))
+
+
+class Sync:
+    """Where a proxy stands on one type (Istio's proxy-status words)."""
+
+    SYNCED = "SYNCED"  # it ACKed the version it should have
+    NOT_SENT = "NOT SENT"  # it has asked for nothing of the type, or been sent nothing
+    STALE = "STALE"  # sent, not (yet) ACKed; or it ACKed an older version
+    NACKED = "NACKED"  # it rejected the version it was sent last
+
+
+def sync_state(st: TypeStatus | None, expected: str) -> str:
+    """A proxy's standing on one type, given the version its snapshot holds."""
+    if st is None or not st.sent_version:
+        return Sync.NOT_SENT
+    if st.last_nack is not None and st.last_nack.version == st.sent_version and (
+            st.acked_version != st.sent_version):
+        return Sync.NACKED
+    return Sync.SYNCED if st.acked_version == expected else Sync.STALE

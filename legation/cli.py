@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -432,24 +432,46 @@ def _proxy_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
                                          "secrets", "bootstrap", "all"])
     config.add_argument("proxy", help="the proxy's node id")
     config.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
-    for p in (status, config):
+    changes = sub.add_parser("changes", help="the last config changes: which proxies each "
+                             "reached, how fast they ACKed, any NACK")
+    changes.add_argument("id", nargs="?", type=int, default=None, help="one change, per proxy")
+    for p in (status, config, changes):
         p.add_argument("--admin-address", default="127.0.0.1:15014",
                        help="the server's admin HTTP (H:P)")
 
 
-def cmd_proxy_status(a: argparse.Namespace) -> int:
-    from legation.proxystatus import proxy_status
+def _admin_call(call: Callable[[tuple[str, int]], tuple[int, str]], address: str
+                ) -> tuple[int, str]:
+    from legation.admin.client import AdminUnreachable
 
-    code, text = proxy_status(HostPort.parse(a.admin_address, flag="--admin-address"), a.proxy)
+    at = HostPort.parse(address, flag="--admin-address")
+    try:
+        return call((at.host, at.port))
+    except AdminUnreachable as e:
+        raise SettingsError(str(e)) from e
+
+
+def cmd_proxy_status(a: argparse.Namespace) -> int:
+    from legation.admin.client import proxy_status
+
+    code, text = _admin_call(lambda at: proxy_status(at, a.proxy), a.admin_address)
     print(text, file=sys.stderr if code else sys.stdout)
     return code
 
 
 def cmd_proxy_config(a: argparse.Namespace) -> int:
-    from legation.proxystatus import proxy_config
+    from legation.admin.client import proxy_config
 
-    code, text = proxy_config(HostPort.parse(a.admin_address, flag="--admin-address"), a.kind,
-                              a.proxy, a.output)
+    code, text = _admin_call(lambda at: proxy_config(at, a.kind, a.proxy, a.output),
+                             a.admin_address)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def cmd_changes(a: argparse.Namespace) -> int:
+    from legation.admin.client import changes
+
+    code, text = _admin_call(lambda at: changes(at, a.id), a.admin_address)
     print(text, file=sys.stderr if code else sys.stdout)
     return code
 
@@ -526,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ca": cmd_ca,
         "proxy-status": cmd_proxy_status,
         "proxy-config": cmd_proxy_config,
+        "changes": cmd_changes,
     }
     try:
         return commands[args.command](args)

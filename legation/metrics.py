@@ -50,6 +50,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.change_convergence = Histogram(
+            "legation_change_convergence_seconds",
+            "Time from a config change being seen to the last affected proxy's ACK of it.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
         self.translations = Counter(
             "legation_translations",
             "Per-proxy snapshot builds.",

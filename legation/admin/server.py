@@ -1,5 +1,6 @@
-"""Admin HTTP: /healthz /readyz /metrics /debug/proxies /debug/config_dump /debug/diagnostics
-/debug/ca, and one operator action, POST /ca/rotate-root.
+"""Admin HTTP: /healthz /readyz /metrics /debug/proxies /debug/syncz /debug/changes
+/debug/config_dump /debug/diagnostics /debug/ca, and one operator action, POST
+/ca/rotate-root.
 
 A deliberately small HTTP/1.1 server on asyncio streams (one request per
 connection): the admin port is for probes, Prometheus and operators, not for
@@ -98,6 +99,7 @@ class Admin:
             ),
             "/debug/proxies": lambda q: _json([s.as_dict() for s in self.status.all()]),
             "/debug/syncz": self._syncz,
+            "/debug/changes": lambda q: _json(self.status.changes.recent()),
             "/debug/config_dump": self._config_dump,
             "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
             "/debug/ca": self._debug_ca,

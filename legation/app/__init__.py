@@ -33,6 +33,7 @@ from legation.model import Diagnostic, MeshSnapshot
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.kubernetes import KubernetesSource, api_client
+from legation.xds.changes import ChangeLog
 from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
 from legation.xds.status import StatusBoard
@@ -80,7 +81,8 @@ class App:
             config_namespace=settings.namespace,
         )
         self.metrics = Metrics()
-        self.status = StatusBoard()
+        # the streams' status, and each change's convergence (xds/changes.py)
+        self.status = StatusBoard(ChangeLog(observe=self.metrics.change_convergence.observe))
         self.cache = SnapshotCache()
         self._kube_api: Any = None
         if settings.kubernetes:
@@ -117,6 +119,7 @@ class App:
             quiet=settings.debounce_quiet_s,
             max_delay=settings.debounce_max_s,
             secrets=self.security.secrets if self.security else None,
+            on_change=self.status.record_change,
         )
         if self.security is not None:
             self.security.on_rotated = self.pipeline.refresh

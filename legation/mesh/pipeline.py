@@ -24,16 +24,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import structlog
 
 from legation.cache import (
+    PUSH_ORDER,
     ProxyError,
     Resource,
     Snapshot,
     SnapshotCache,
+    short_name,
 )
 from legation.mesh.memo import Memo, build_snapshot
 from legation.mesh.store import MeshStore
@@ -56,6 +58,19 @@ class SecretSource(Protocol):
     def resources_for(self, node_id: str, workload: Workload) -> list[Resource]: ...
 
 
+# (mesh version, first seen (monotonic), changed objects, per proxy {type: new version})
+ChangeHook = Callable[[int, float, tuple[str, ...], dict[str, dict[str, str]]], None]
+
+
+def _moved(old: Snapshot | ProxyError | None, new: Snapshot | ProxyError
+           ) -> dict[str, str]:
+    """The types whose version a rebuild changed: {short type name: new version}."""
+    if not isinstance(new, Snapshot):
+        return {}
+    return {short_name(t): new.version(t) for t in PUSH_ORDER
+            if not isinstance(old, Snapshot) or old.version(t) != new.version(t)}
+
+
 class Pipeline:
     def __init__(
         self,
@@ -66,8 +81,11 @@ class Pipeline:
         quiet: float = 0.1,
         max_delay: float = 1.0,
         secrets: SecretSource | None = None,
+        on_change: ChangeHook | None = None,
     ) -> None:
         self._store = store
+        self._on_change = on_change
+        self._published = 0  # the mesh version of the last change published
         self._secrets = secrets
         self._cache = cache
         self._metrics = metrics
@@ -149,7 +167,7 @@ class Pipeline:
             if not self._store.ready:
                 continue
             self._metrics.mesh_version.set(seen)
-            await self._publish(self._cache.connected(), changed_at=first)
+            await self._publish(self._cache.connected(), changed_at=first, change=True)
 
     async def _debounce(self, seen: int, first: float) -> int:
         while True:
@@ -168,19 +186,26 @@ class Pipeline:
             memo = self._memo = Memo.of(mesh, prior=memo)
         return memo
 
-    async def _publish(self, nodes: Iterable[str], *, changed_at: float) -> None:
+    async def _publish(self, nodes: Iterable[str], *, changed_at: float,
+                       change: bool = False) -> None:
         async with self._publishing:
-            await self._publish_locked(sorted(nodes), changed_at)
+            await self._publish_locked(sorted(nodes), changed_at, change)
 
-    async def _publish_locked(self, nodes: list[str], changed_at: float) -> None:
+    async def _publish_locked(self, nodes: list[str], changed_at: float, change: bool) -> None:
         mesh = self._store.snapshot()
         started = time.monotonic()
         vhds = {n for n in nodes if self._cache.vhds(n)}
         memo, built = await asyncio.to_thread(self._build_all, mesh, nodes, vhds, changed_at)
         self._metrics.translation_seconds.observe(time.monotonic() - started)
         self._metrics.translations.inc(len(built))
+        moved = {n: _moved(self._cache.get(n), entry) for n, entry in built.items()}
         for node_id, entry in built.items():
             self._cache.set(node_id, entry)
+        if change and self._on_change is not None and mesh.version > self._published:
+            objects = tuple(f"{k} {ns}/{name}" if ns else f"{k} {name}" for k, ns, name in
+                            self._store.changed_since(self._published, mesh.version))
+            self._on_change(mesh.version, changed_at, objects, moved)
+            self._published = mesh.version
         self._store.accept(mesh)  # in force now: the last good traffic rules move on
         self._report(memo)
 

@@ -49,6 +49,7 @@ from legation.model import (
 from legation.model.gatewayapi import ApiGateway, ApiRoute, GatewayClass, ReferenceGrant
 
 _VERDICTS_KEPT = 16
+_JOURNAL_KEPT = 1024  # writes remembered for changed_since
 
 
 class MeshStore:
@@ -77,6 +78,7 @@ class MeshStore:
         self._merged: dict[ObjectKey, MeshObject] = {}
         self._touched: set[ObjectKey] = set()
         self._verdicts: dict[int, Verdict] = {}  # version -> its verdict, until accepted
+        self._journal: list[tuple[int, tuple[ObjectKey, ...]]] = []  # version -> keys written
 
     # -- writers (sources) ----------------------------------------------
 
@@ -96,10 +98,11 @@ class MeshStore:
         old = self._objects.get(source, {})
         if new == old and diags == self._diagnostics.get(source, ()):
             return
-        self._touched.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        changed = [k for k in old.keys() | new.keys() if old.get(k) != new.get(k)]
+        self._touched.update(changed)
         self._objects[source] = new
         self._diagnostics[source] = diags
-        self._bump()
+        self._bump(changed)
 
     def upsert(self, source: str, obj: MeshObject) -> None:
         objs = self._objects.setdefault(source, {})
@@ -108,12 +111,12 @@ class MeshStore:
             return
         objs[key] = obj
         self._touched.add(key)
-        self._bump()
+        self._bump([key])
 
     def delete(self, source: str, key: ObjectKey) -> None:
         if self._objects.get(source, {}).pop(key, None) is not None:
             self._touched.add(key)
-            self._bump()
+            self._bump([key])
 
     def set_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:
         diags = tuple(diagnostics)
@@ -163,9 +166,17 @@ class MeshStore:
 
     # -- internals ---------------------------------------------------------
 
-    def _bump(self) -> None:
+    def _bump(self, keys: Iterable[ObjectKey] = ()) -> None:
         self._version += 1
+        self._journal.append((self._version, tuple(keys)))
+        if len(self._journal) > _JOURNAL_KEPT:
+            del self._journal[: len(self._journal) - _JOURNAL_KEPT]
         self._changed.set()
+
+    def changed_since(self, version: int, upto: int) -> list[ObjectKey]:
+        """The keys of the objects written after `version`, up to `upto` (what a change
+        published at `upto` carries), in key order."""
+        return sorted({k for v, keys in self._journal if version < v <= upto for k in keys})
 
     def _build(self) -> MeshSnapshot:
         merged: dict[ObjectKey, MeshObject] = {}

@@ -223,9 +223,12 @@ class ProtocolBase:
             self.env.status.type(short_name(type_url))
 
     def record_ack(self, type_url: str, version: str) -> None:
-        st = self.env.status.type(short_name(type_url))
+        short = short_name(type_url)
+        st = self.env.status.type(short)
         st.acked_version = version
         st.acked_at = time.time()
+        if self.env.status.changes is not None:
+            self.env.status.changes.on_ack(self.env.node_id, short, version)
 
     def record_nack(self, type_url: str, *, version: str, nonce: str, detail: str) -> None:
         short = short_name(type_url)
@@ -235,6 +238,8 @@ class ProtocolBase:
             "xds.nack", type_url=type_url, version=version, nonce=nonce, detail=detail
         )
         self.env.metrics.xds_nacks.labels(type=short).inc()
+        if self.env.status.changes is not None:
+            self.env.status.changes.on_nack(self.env.node_id, short, version, detail)
 
     def close(self) -> None:
         for type_url in self._subscribed:

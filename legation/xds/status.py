@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from legation.xds.changes import ChangeLog
+
 
 @dataclass(slots=True, kw_only=True)
 class Nack:
@@ -55,6 +57,7 @@ class ProxyStatus:
     peer: str = ""
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    changes: ChangeLog | None = field(default=None, repr=False)  # the board's
 
     def type(self, short: str) -> TypeStatus:
         return self.types.setdefault(short, TypeStatus())
@@ -70,17 +73,30 @@ class ProxyStatus:
 
 
 class StatusBoard:
-    """Every open stream's status, keyed by a stream id."""
+    """Every open stream's status, keyed by a stream id; and the changes' convergence
+    (changes.py), which the streams' ACKs and NACKs feed."""
 
-    def __init__(self) -> None:
+    def __init__(self, changes: ChangeLog | None = None) -> None:
         self._streams: dict[int, ProxyStatus] = {}
         self._next = 0
+        self.changes = changes or ChangeLog()
 
     def open(self, node_id: str, stream: str, peer: str = "") -> tuple[int, ProxyStatus]:
         self._next += 1
-        st = ProxyStatus(node_id=node_id, stream=stream, peer=peer)
+        st = ProxyStatus(node_id=node_id, stream=stream, peer=peer, changes=self.changes)
         self._streams[self._next] = st
         return self._next, st
+
+    def record_change(self, change_id: int, seen_at: float, objects: tuple[str, ...],
+                      moved: dict[str, dict[str, str]]) -> None:
+        """A published change (the pipeline's hook): each proxy must ACK the new version of
+        every type it subscribes to whose version moved."""
+        subscribed: dict[str, set[str]] = {}
+        for st in self._streams.values():
+            subscribed.setdefault(st.node_id, set()).update(st.types)
+        expected = {node: {t: v for t, v in types.items() if t in subscribed.get(node, ())}
+                    for node, types in moved.items()}
+        self.changes.record(change_id, seen_at=seen_at, objects=objects, expected=expected)
 
     def close(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)

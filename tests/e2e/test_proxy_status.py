@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from envoy.admin.v3 import config_dump_shared_pb2 as shared
@@ -26,6 +27,14 @@ from .harness import MeshLab, eventually, workload_entry_yaml
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 NACK_MESSAGE = "cluster outbound|9080||catalog.shop.svc.cluster.local: rejected by the test"
+VS = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: catalog, namespace: shop}
+spec:
+  hosts: [catalog]
+  http: [{timeout: 3s, route: [{destination: {host: catalog}}]}]
+"""
 
 
 def _cli(mesh: MeshLab, *args: str) -> subprocess.CompletedProcess[str]:
@@ -105,6 +114,26 @@ async def test_csds_and_proxy_status_for_real_envoys_and_a_nacking_client(
         print(detail.stdout)
         assert "NACK of version" in detail.stdout and NACK_MESSAGE in detail.stdout
         nacking.cancel()
+
+    # A change, followed to every proxy it affects: `legation changes`, the histogram.
+    mesh.write("vs-catalog.yaml", VS)
+
+    async def reached() -> dict[str, Any] | None:
+        found = [c for c in await mesh.control_plane.admin_json("/debug/changes")
+                 if "VirtualService shop/catalog" in c["objects"]]
+        return found[0] if found and found[0]["converged"] else None
+
+    change = await eventually(reached, what="the VirtualService change converged")
+    assert {"frontend.shop", "catalog-v1.shop"} <= set(change["proxies"])
+    assert all(p["acked_after_ms"] is not None for p in change["proxies"].values())
+    listing = _cli(mesh, "changes")
+    print(listing.stdout)
+    assert listing.returncode == 0 and "VirtualService shop/catalog" in listing.stdout
+    one = _cli(mesh, "changes", str(change["id"]))
+    print(one.stdout)
+    assert "frontend.shop: ACKed after" in one.stdout
+    metrics = await mesh.control_plane.metrics()
+    assert "legation_change_convergence_seconds_count" in metrics
 
     config_table = _cli(mesh, "proxy-config", "clusters", "frontend.shop")
     assert config_table.returncode == 0, config_table.stderr

@@ -1,5 +1,6 @@
-"""`legation proxy-status` and `legation proxy-config`: what each proxy holds, from a
-running `legation serve` (its admin API), as istioctl shows it for istiod.
+"""`legation proxy-status`, `proxy-config` and `changes`: what each proxy holds and how
+each change reached the proxies, from a running `legation serve` (its admin API), as
+istioctl shows it for istiod, and further.
 
 - `proxy-status`: one row per connected stream: node id, stream kind, per type
   SYNCED / NOT SENT / STALE / NACKED (admin `/debug/syncz`), the control-plane
@@ -10,6 +11,9 @@ running `legation serve` (its admin API), as istioctl shows it for istiod.
   redacted there), as a table (istioctl's columns), JSON or YAML.
   `bootstrap` is refused with the command that writes one: the control plane
   never holds a proxy's bootstrap.
+- `changes`: the last changes (admin `/debug/changes`): what changed, how many
+  proxies it affected, how many ACKed, the time to the last ACK, NACKs;
+  `changes ID`: per proxy, its ACK time or what it still waits for, and NACKs.
 """
 
 from __future__ import annotations
@@ -22,26 +26,34 @@ from typing import Any
 
 import yaml
 
-from legation.settings import HostPort, SettingsError
+
+class AdminUnreachable(Exception):
+    """The admin API cannot be reached; the message is one line for the user."""
+
 
 TYPES = ("cds", "eds", "lds", "rds", "vhds", "sds")
 CONFIG_KINDS = {"clusters": "cds", "endpoints": "eds", "listeners": "lds", "routes": "rds",
                 "secrets": "sds"}
 
 
-def fetch(address: HostPort, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection(address.host, address.port, timeout=30)
+Address = tuple[str, int]  # the admin API's host and port
+
+
+def fetch(address: Address, path: str) -> tuple[int, str]:
+    host, port = address
+    conn = http.client.HTTPConnection(host, port, timeout=30)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
         return resp.status, resp.read().decode("utf-8", "replace")
     except OSError as e:
-        raise SettingsError(f"--admin-address {address}: cannot reach the admin API: {e}") from e
+        raise AdminUnreachable(f"--admin-address {host}:{port}: cannot reach the admin API: "
+                               f"{e}") from e
     finally:
         conn.close()
 
 
-def proxy_status(address: HostPort, proxy: str | None) -> tuple[int, str]:
+def proxy_status(address: Address, proxy: str | None) -> tuple[int, str]:
     """(exit code, text): the table, or one proxy's details."""
     query = f"?proxy={urllib.parse.quote(proxy)}" if proxy else ""
     status, body = fetch(address, "/debug/syncz" + query)
@@ -73,7 +85,7 @@ def _details(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def proxy_config(address: HostPort, kind: str, proxy: str, output: str) -> tuple[int, str]:
+def proxy_config(address: Address, kind: str, proxy: str, output: str) -> tuple[int, str]:
     if kind == "bootstrap":
         return 1, ("legation: a proxy's bootstrap is not held by the control plane; "
                    "`legation bootstrap --workload W --namespace NS ...` writes it")
@@ -168,3 +180,42 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=False))
                      .rstrip() for line in (header, *rows))
+
+
+def changes(address: Address, change_id: int | None) -> tuple[int, str]:
+    status, body = fetch(address, "/debug/changes")
+    if status != 200:
+        return 1, f"legation: {body.strip()} (HTTP {status})"
+    items: list[dict[str, Any]] = json.loads(body)
+    if change_id is not None:
+        found = [c for c in items if c["id"] == change_id]
+        if not found:
+            return 1, f"legation: change {change_id} is not among the last {len(items)}"
+        return 0, _change_details(found[0])
+    header = ["ID", "OBJECTS", "PROXIES", "ACKED", "CONVERGED", "NACKS"]
+    rows = []
+    for c in items:
+        proxies = c["proxies"]
+        acked = sum(1 for p in proxies.values() if p["acked_after_ms"] is not None)
+        nacks = sum(len(p["nacks"]) for p in proxies.values())
+        objects = ", ".join(c["objects"][:2]) + (
+            f" (+{len(c['objects']) - 2})" if len(c["objects"]) > 2 else "")
+        after = c["converged_after_ms"]
+        rows.append([str(c["id"]), objects or "-", str(len(proxies)), str(acked),
+                     ("yes" if after is None else f"yes, {after:.0f} ms") if c["converged"]
+                     else "no", str(nacks)])
+    return 0, render_table(header, rows)
+
+
+def _change_details(c: dict[str, Any]) -> str:
+    after = c["converged_after_ms"]
+    lines = [f"change {c['id']}: {', '.join(c['objects']) or '(no object: a reconnect)'}",
+             "converged: " + (("yes" + (f", {after:.0f} ms after it was seen"
+                                        if after is not None else ""))
+                              if c["converged"] else "no")]
+    for node, p in c["proxies"].items():
+        state = (f"ACKed after {p['acked_after_ms']:.0f} ms" if p["acked_after_ms"] is not None
+                 else "waiting for " + ", ".join(p["waiting_for"]))
+        lines.append(f"  {node}: {state}")
+        lines.extend(f"    NACK {n['type']} {n['version']}: {n['message']}" for n in p["nacks"])
+    return "\n".join(lines)

@@ -233,7 +233,8 @@ class Memo:
                 domain=mesh.domain, root_namespace=mesh.root_namespace, services=services,
                 virtual_services=rules, destination_rules=mesh.destination_rules,
                 config=mesh.config if scope.outbound is None else replace(
-                    mesh.config, outbound_policy=scope.outbound))
+                    mesh.config, outbound_policy=scope.outbound),
+                telemetries=mesh.telemetries)
         return view
 
     def route_key(self, proxy: Proxy) -> frozenset[tuple[str, str, int, int]]:

@@ -47,6 +47,7 @@ from legation.model import (
     object_key,
 )
 from legation.model.gatewayapi import ApiGateway, ApiRoute, GatewayClass, ReferenceGrant
+from legation.model.telemetry import Telemetry
 
 _VERDICTS_KEPT = 16
 _JOURNAL_KEPT = 1024  # writes remembered for changed_since
@@ -211,6 +212,7 @@ class MeshStore:
             peer_authentications=_sorted(ordered, PeerAuthentication),
             authorization_policies=_sorted(ordered, AuthorizationPolicy),
             sidecars=_sorted(ordered, Sidecar),
+            telemetries=_sorted(ordered, Telemetry),
             gateways=_sorted(ordered, Gateway),
             credentials=_sorted(ordered, TlsCredential),
             security=self._security,

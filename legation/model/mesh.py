@@ -30,6 +30,7 @@ from legation.model.protocol import Protocol
 from legation.model.security import AuthorizationPolicy, PeerAuthentication
 from legation.model.serviceentry import EntryInfo, Resolution
 from legation.model.sidecar import Sidecar
+from legation.model.telemetry import Telemetry
 from legation.model.traffic import VirtualService
 
 DEFAULT_DOMAIN = "cluster.local"
@@ -262,7 +263,7 @@ class PolicyObject:
 MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
     | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
-    | MeshConfig | GatewayClass | ApiGateway | ApiRoute | ReferenceGrant
+    | MeshConfig | GatewayClass | ApiGateway | ApiRoute | ReferenceGrant | Telemetry
     | PeerAuthentication | AuthorizationPolicy
 )
 

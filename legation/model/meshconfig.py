@@ -4,6 +4,9 @@ Read from `legation serve --mesh-config FILE` or from the ConfigMap ``istio``
 (key ``mesh``) in the root namespace (sources/convert/meshconfig.py); the
 file wins when both are given. Applied now:
 
+- access logging: ``accessLogFile``, ``accessLogEncoding``, ``accessLogFormat``,
+  ``extensionProviders[].envoyFileAccessLog``, ``defaultProviders.accessLogging``
+  (model/telemetry.py);
 - ``outboundTrafficPolicy.mode`` (istio/api mesh/v1alpha1/config.proto):
   ALLOW_ANY, Istio's default, lets a sidecar reach hosts the mesh does not
   know (explicit mode through Envoy's dynamic forward proxy, transparent mode
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from legation.model.diagnostics import SourceRef
+from legation.model.telemetry import FileLogProvider, LogEncoding
 
 
 class OutboundPolicy(StrEnum):
@@ -34,6 +38,13 @@ class MeshConfig:
     name: str = "mesh"
     namespace: str = ""  # "" from --mesh-config; the ConfigMap's namespace otherwise
     outbound_policy: OutboundPolicy = OutboundPolicy.ALLOW_ANY
+    # access logging (model/telemetry.py): accessLogFile ("" : off), its encoding and
+    # format; extensionProviders that are file access logs; defaultProviders.accessLogging
+    access_log_file: str = ""
+    access_log_encoding: LogEncoding = LogEncoding.TEXT
+    access_log_format: str = ""
+    log_providers: tuple[FileLogProvider, ...] = ()
+    default_log_providers: tuple[str, ...] = ()
 
     @property
     def allow_any(self) -> bool:

@@ -41,8 +41,29 @@ from legation.model.security import (
     PeerAuthentication,
 )
 from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
+from legation.model.telemetry import (
+    FileLogProvider,
+    LogEncoding,
+    LogMode,
+    LogSink,
+    Telemetry,
+    applicable,
+)
 from legation.model.traffic import VirtualService
 
+# Istio's built-in access log provider: stdout, the default text line
+ENVOY_PROVIDER = FileLogProvider(name="envoy", path="/dev/stdout")
+# accessLogEncoding JSON: the fields of Istio's default JSON line (Envoy commands)
+DEFAULT_JSON_LABELS: tuple[tuple[str, str], ...] = tuple(sorted({
+    "start_time": "%START_TIME%", "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "protocol": "%PROTOCOL%",
+    "response_code": "%RESPONSE_CODE%", "response_flags": "%RESPONSE_FLAGS%",
+    "bytes_received": "%BYTES_RECEIVED%", "bytes_sent": "%BYTES_SENT%",
+    "duration": "%DURATION%", "authority": "%REQ(:AUTHORITY)%",
+    "request_id": "%REQ(X-REQUEST-ID)%", "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%", "route_name": "%ROUTE_NAME%",
+    "downstream_remote_address": "%DOWNSTREAM_REMOTE_ADDRESS%",
+}.items()))
 _TLS_MODE_LABEL = "security.istio.io/tlsMode"  # Istio: the workload runs a sidecar
 
 
@@ -76,6 +97,7 @@ class MeshSnapshot:
     peer_authentications: tuple[PeerAuthentication, ...] = ()  # by (ns, name)
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
     sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
+    telemetries: tuple[Telemetry, ...] = ()  # by (ns, name)
     gateways: tuple[Gateway, ...] = ()  # by (ns, name)
     credentials: tuple[TlsCredential, ...] = ()  # TLS Secrets, by (ns, name)
     security: MeshSecurity = field(default_factory=MeshSecurity)  # CA, trust domain
@@ -299,6 +321,35 @@ class MeshSnapshot:
     def visible(self, scope: Scope, svc: Service) -> bool:
         return svc.visible_in(scope.namespace) and scope.sees(
             svc.namespace, svc.name, svc.fqdn(self.domain))
+
+    def access_logs(self, workload: Workload, mode: LogMode) -> tuple[LogSink, ...]:
+        """Where `workload`'s proxy logs requests in one direction (model/telemetry.py)."""
+        return self.access_logs_for(workload.namespace, workload.labels, mode)
+
+    def access_logs_for(self, namespace: str, labels: Labels, mode: LogMode
+                        ) -> tuple[LogSink, ...]:
+        """`access_logs` for a workload of `namespace` with `labels` (() : what every
+        workload of the namespace shares: selector-scoped Telemetries left out)."""
+        entry = applicable(self.telemetries, namespace=namespace, labels=labels,
+                           root_namespace=self.root_namespace, mode=mode)
+        cfg = self.config
+        if entry is not None and entry.disabled:
+            return ()
+        names = (entry.providers if entry is not None else ()) or cfg.default_log_providers
+        sinks = []
+        if entry is None and cfg.access_log_file:
+            json = cfg.access_log_encoding is LogEncoding.JSON
+            sinks.append(LogSink(provider=FileLogProvider(
+                name="accessLogFile", path=cfg.access_log_file,
+                text_format="" if json else cfg.access_log_format,
+                json_labels=DEFAULT_JSON_LABELS if json else ())))
+        filter_ = entry.filter if entry is not None else ""
+        for name in names:
+            provider = ENVOY_PROVIDER if name == ENVOY_PROVIDER.name else next(
+                (p for p in cfg.log_providers if p.name == name), None)
+            if provider is not None:
+                sinks.append(LogSink(provider=provider, filter=filter_))
+        return tuple(dict.fromkeys(sinks))
 
     def services_selecting(self, workload: Workload) -> tuple[Service, ...]:
         """Services of the workload's namespace whose selector matches its labels."""

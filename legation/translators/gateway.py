@@ -42,8 +42,10 @@ from legation.model import (
     gateway_key,
 )
 from legation.model.hosts import intersect_hosts, specificity
+from legation.model.telemetry import LogMode, LogSink
 from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
+from legation.translators.accesslog import access_logs
 from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
 from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.httproute import filters_used, source_key, virtual_service_routes
@@ -80,7 +82,8 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         out.routes.append(_route_config(mesh, proxy, names.gateway_route(port), port, bound))
         filters = filters_used(vs for _, _, found in bound for vs in found)
         chain = listener_components_pb2.FilterChain(
-            filters=[_hcm(address, port, names.gateway_route(port), filters)])
+            filters=[_hcm(address, port, names.gateway_route(port), filters,
+                          mesh.access_logs(proxy.workload, LogMode.SERVER))])
         out.listeners.append(_listener(address, port, [chain]))
     return out
 
@@ -129,7 +132,8 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
             route = names.gateway_tls_route(port, server.port_name or str(server.index),
                                             gw.name, gw.namespace)
             out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
-            filters = [_hcm(address, port, route, filters_used(services))]
+            filters = [_hcm(address, port, route, filters_used(services),
+                            mesh.access_logs(proxy.workload, LogMode.SERVER))]
         out.secrets.extend(secrets)
         chains.append(listener_components_pb2.FilterChain(
             filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
@@ -277,9 +281,10 @@ def _server_diag(gw: Gateway, server: GatewayServer, field: str, code: str,
                       severity=Severity.WARNING, line=line_of(gw.lines, path, gw.ref.line))
 
 
-def _hcm(address: str, port: int, route: str,
-         filters: frozenset[str]) -> listener_components_pb2.Filter:
+def _hcm(address: str, port: int, route: str, filters: frozenset[str],
+         logs: tuple[LogSink, ...] = ()) -> listener_components_pb2.Filter:
     hcm = HCM(
+        access_log=access_logs(logs),
         stat_prefix=f"gateway_{address}_{port}",
         codec_type=HCM.AUTO,
         rds=http_connection_manager_pb2.Rds(config_source=ads_config_source(),

@@ -29,7 +29,9 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from legation.model import Diagnostic, Workload, WorkloadKind
+from legation.model.telemetry import LogSink
 from legation.translators import names
+from legation.translators.accesslog import access_logs
 from legation.translators.authn import InboundSecurity, filter_chains
 from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.forwardproxy import forward_proxy_filter
@@ -48,7 +50,8 @@ ON_DEMAND_TIMEOUT_S = 5  # how long a request waits for an on-demand cluster
 
 
 def outbound_listener(
-    workload: Workload, filters: frozenset[str] = frozenset(), *, on_demand: bool = False
+    workload: Workload, filters: frozenset[str] = frozenset(), *, on_demand: bool = False,
+    logs: tuple[LogSink, ...] = (),
 ) -> listener_pb2.Listener:
     """`filters`: which optional HTTP filters (CORS_FILTER, FAULT_FILTER) to include.
     `on_demand`: virtual hosts (VHDS) and clusters (on-demand CDS) are fetched on a
@@ -69,6 +72,7 @@ def outbound_listener(
         http_filters=[*([on_demand_filter()] if on_demand else []), *http_filters(filters)],
         # CONNECT tunnels (HTTPS through the proxy); the routes decide where (outbound.py)
         upgrade_configs=[connect_upgrade()],
+        access_log=access_logs(logs),
     )
     hcm_filter = network_filter(HCM_FILTER, hcm)
     return _listener(workload.address, port, base_pb2.OUTBOUND, hcm_filter)
@@ -104,13 +108,14 @@ def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_p
 
 
 def inbound_listener(
-    workload: Workload, inbound: InboundPort, security: InboundSecurity | None = None
+    workload: Workload, inbound: InboundPort, security: InboundSecurity | None = None,
+    logs: tuple[LogSink, ...] = (),
 ) -> listener_pb2.Listener:
     """`security` (authn.py): the filter chains its mTLS mode needs, RBAC filters first
     (None: plaintext, no RBAC)."""
     security = security or InboundSecurity()
     stat_prefix = names.inbound_stat_prefix(workload.address, inbound.port)
-    filters = inbound_filters(inbound, security, stat_prefix)
+    filters = inbound_filters(inbound, security, stat_prefix, logs)
     listener_filters, chains = filter_chains(security.mode, filters)
     return listener_pb2.Listener(
         name=names.listener_name(workload.address, inbound.port),
@@ -122,7 +127,8 @@ def inbound_listener(
 
 
 def inbound_filters(
-    inbound: InboundPort, security: InboundSecurity, stat_prefix: str
+    inbound: InboundPort, security: InboundSecurity, stat_prefix: str,
+    logs: tuple[LogSink, ...] = (),
 ) -> list[listener_components_pb2.Filter]:
     """The network filters of an inbound port (either mode): an HTTP connection manager
     with an inline route to ``inbound|<port>||``, or a TCP proxy to it; RBAC first."""
@@ -133,13 +139,15 @@ def inbound_filters(
             codec_type=HCM.AUTO,
             route_config=_inbound_route(inbound.port, cluster),
             http_filters=[*security.http_filters, _router()],
+            access_log=access_logs(logs),
         )
         if security.client_cert_header:
             # The app learns the caller's SPIFFE ID; a plaintext caller cannot forge it.
             hcm.forward_client_cert_details = HCM.SANITIZE_SET
             hcm.set_current_client_cert_details.uri = True
         return [network_filter(HCM_FILTER, hcm)]
-    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster,
+                                   access_log=access_logs(logs))
     return [*security.network_filters, network_filter(TCP_PROXY_FILTER, proxy)]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from legation.model import Diagnostic, InterceptionMode, MeshSnapshot, Proxy
+from legation.model.telemetry import LogMode
 from legation.translators import (
     clusters,
     listeners,
@@ -88,6 +89,7 @@ def route_view(mesh: MeshSnapshot) -> MeshSnapshot:
         virtual_services=mesh.virtual_services,
         destination_rules=mesh.destination_rules,
         config=mesh.config,
+        telemetries=mesh.telemetries,
     )
 
 
@@ -106,6 +108,8 @@ def proxy_view(mesh: MeshSnapshot, namespace: str) -> MeshSnapshot:
         peer_authentications=mesh.peer_authentications,
         authorization_policies=mesh.authorization_policies,
         security=mesh.security,
+        telemetries=mesh.telemetries,  # access logs (model/telemetry.py)
+        config=mesh.config,
     )
 
 
@@ -140,12 +144,14 @@ def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     if is_ip(workload.address):
         out.listeners.append(
             listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace),
-                                        on_demand=proxy.on_demand)
+                                        on_demand=proxy.on_demand,
+                                        logs=mesh.access_logs(workload, LogMode.CLIENT))
         )
         for p in ports:
             security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
             diagnostics.extend(security.diagnostics)
-            out.listeners.append(listeners.inbound_listener(workload, p, security))
+            out.listeners.append(listeners.inbound_listener(
+                workload, p, security, logs=mesh.access_logs(workload, LogMode.SERVER)))
     else:
         diagnostics.append(listeners.address_not_ip(workload))
     out.diagnostics.extend(_unique(diagnostics))

@@ -73,7 +73,9 @@ from legation.model import (
     VirtualService,
     Workload,
 )
+from legation.model.telemetry import LogMode, LogSink
 from legation.translators import clusters, names, routes
+from legation.translators.accesslog import access_logs
 from legation.translators.authn import TLS_INSPECTOR, filter_chains, inbound_security
 from legation.translators.common import ads_config_source, pack, service_vip, socket_address
 from legation.translators.httproute import SourceKey, needed_filters
@@ -162,6 +164,9 @@ def virtual_outbound(
         wildcard_ports.add(routes.HTTP_DEFAULT_PORT)
         http.setdefault(routes.HTTP_DEFAULT_PORT, [])
     filters = needed_filters(mesh, namespace)
+    # shared by the namespace: its and the mesh's Telemetry (a selector-scoped one is
+    # applied to a transparent proxy's inbound side only)
+    logs = mesh.access_logs_for(namespace, (), LogMode.CLIENT)
     for port in sorted(http):
         name = names.outbound_chain(WILDCARD, port)
         wildcard = port in wildcard_ports
@@ -176,7 +181,7 @@ def virtual_outbound(
             continue
         claimed.update(((port, v), name) for v in mine)
         chains.append(Chain(name=name, filter_chain_match=_match(port, mine),
-                            filters=[_outbound_hcm(port, filters)]))
+                            filters=[_outbound_hcm(port, filters, logs)]))
     for svc, sp in tcp:
         vip = service_vip(svc)
         name = names.outbound_chain(vip or WILDCARD, sp.port)
@@ -231,8 +236,10 @@ def _match(port: int, vips: Sequence[str] = ()) -> listener_components_pb2.Filte
     return match
 
 
-def _outbound_hcm(port: int, filters: frozenset[str]) -> listener_components_pb2.Filter:
+def _outbound_hcm(port: int, filters: frozenset[str], logs: tuple[LogSink, ...] = ()
+                  ) -> listener_components_pb2.Filter:
     hcm = HCM(
+        access_log=access_logs(logs),
         stat_prefix=names.outbound_stat_prefix(WILDCARD, port),
         codec_type=HCM.AUTO,
         rds=http_connection_manager_pb2.Rds(
@@ -295,7 +302,8 @@ def _port_chains(
     """(whether they need the TLS inspector, chains, findings) of one inbound port: the
     explicit-mode listener's chains, each also matching the port."""
     security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
-    filters = inbound_filters(p, security, names.inbound_stat_prefix(WILDCARD, p.port))
+    filters = inbound_filters(p, security, names.inbound_stat_prefix(WILDCARD, p.port),
+                              mesh.access_logs(workload, LogMode.SERVER))
     inspector, chains = filter_chains(security.mode, filters)
     for chain in chains:
         chain.name = names.inbound_chain(chain.name or "inbound", p.port)

@@ -200,6 +200,12 @@ def tls_secret(name: str, ns: str, cert: str, key: str) -> Obj:
             "type": "kubernetes.io/tls", "stringData": {"tls.crt": cert, "tls.key": key}}
 
 
+def telemetry(name: str, ns: str) -> Obj:
+    return {"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+            "metadata": _meta(name, ns),
+            "spec": {"accessLogging": [{"providers": [{"name": "envoy"}]}]}}
+
+
 def opaque_secret(name: str, ns: str) -> Obj:
     """A Secret that is no TLS credential (read, and skipped with an info)."""
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(name, ns),
@@ -244,6 +250,7 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(authorization_policy("allow-frontend", n, app="svc-1",
                                         principal=f"cluster.local/ns/{n}/sa/frontend"))
         out.append(opaque_secret("app-config", n))
+        out.append(telemetry("logs", n))
         out.append(api_gateway("web", n))
         out.append(http_route("web", n, gateway="web", backend="svc-0"))
         out.append(http_route("grpc", n, gateway="web", backend="svc-0", kind="GRPCRoute"))

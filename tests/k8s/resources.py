@@ -16,6 +16,7 @@ from typing import Any
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
 GATEWAY_API = "gateway.networking.k8s.io"
+ISTIO_TELEMETRY = "telemetry.istio.io"
 COORDINATION = "coordination.k8s.io"
 AUTHENTICATION = "authentication.k8s.io"
 
@@ -80,6 +81,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "sidecars", "Sidecar", _NET),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
+    _crd(ISTIO_TELEMETRY, "telemetries", "Telemetry", ("v1", "v1alpha1")),
     _crd(GATEWAY_API, "gatewayclasses", "GatewayClass", _GW, namespaced=False),
     _crd(GATEWAY_API, "gateways", "Gateway", _GW),
     _crd(GATEWAY_API, "httproutes", "HTTPRoute", _GW),
@@ -92,7 +94,8 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
 )
 
 ALL_CRD_VERSIONS: Mapping[str, tuple[str, ...]] = {ISTIO_NETWORKING: _NET, ISTIO_SECURITY: _SEC,
-                                                   GATEWAY_API: _GW}
+                                                   GATEWAY_API: _GW,
+                                                   ISTIO_TELEMETRY: ("v1", "v1alpha1")}
 
 
 def by_kind(group: str, kind: str) -> ResourceType:

@@ -37,6 +37,7 @@ from legation.sources.convert.secret import convert_secret
 from legation.sources.convert.service import convert_service
 from legation.sources.convert.serviceentry import convert_service_entry
 from legation.sources.convert.sidecar import convert_sidecar
+from legation.sources.convert.telemetry import convert_telemetry
 from legation.sources.convert.virtualservice import convert_virtual_service
 from legation.sources.convert.workload import convert_pod, convert_workload_entry
 
@@ -90,6 +91,8 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_authorization_policy))
     specs.append(KindSpec(group="security.istio.io", kind="RequestAuthentication",
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
+    specs.append(KindSpec(group="telemetry.istio.io", kind="Telemetry",
+                          versions=("v1", "v1alpha1"), convert=convert_telemetry))
     gw_api = GATEWAY_API_GROUP
     specs += [
         KindSpec(group=gw_api, kind="GatewayClass", versions=("v1", "v1beta1"),

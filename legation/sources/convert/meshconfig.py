@@ -30,27 +30,30 @@ from legation.model import (
     SourceRef,
 )
 from legation.model.meshconfig import MESH_CONFIG_KIND
+from legation.model.telemetry import FileLogProvider, LogEncoding
+from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.meta import Meta
 from legation.sources.convert.yamlload import child_path, load_documents
 
 MESH_CONFIG_MAP = "istio"  # Istio's ConfigMap name; its key `mesh` is the MeshConfig
 MESH_KEY = "mesh"
-APPLIED = ("outboundTrafficPolicy",)
+APPLIED = ("outboundTrafficPolicy", "accessLogFile", "accessLogEncoding", "accessLogFormat",
+           "extensionProviders", "defaultProviders")
 # The rest of Istio's MeshConfig (istio/api mesh/v1alpha1/config.proto, 1.2x): known,
 # not applied by Legation.
 NOT_APPLIED = (
     "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout",
     "protocolDetectionTimeout", "tcpKeepalive", "ingressClass", "ingressService",
-    "ingressControllerMode", "ingressSelector", "enableTracing", "accessLogFile",
-    "accessLogFormat", "accessLogEncoding", "enableEnvoyAccessLogService",
+    "ingressControllerMode", "ingressSelector", "enableTracing",
+    "enableEnvoyAccessLogService",
     "disableEnvoyListenerLog", "defaultConfig", "inboundTrafficPolicy", "configSources",
     "enableAutoMtls", "trustDomain", "trustDomainAliases", "caCertificates",
     "defaultServiceExportTo", "defaultVirtualServiceExportTo",
     "defaultDestinationRuleExportTo", "rootNamespace", "localityLbSetting", "dnsRefreshRate",
     "h2UpgradePolicy", "inboundClusterStatName", "outboundClusterStatName", "certificates",
     "serviceSettings", "enablePrometheusMerge", "verifyCertificateAtClient", "ca",
-    "extensionProviders", "defaultProviders", "discoverySelectors", "pathNormalization",
+    "discoverySelectors", "pathNormalization",
     "defaultHttpRetryPolicy", "meshMTLS", "tlsDefaults", "gatewayTopology",
     "serviceScopeConfigs", "meshNetworks", "enableSdsTokenMount", "sdsUdsPath",
     "thriftConfig", "mixerCheckServer", "mixerReportServer", "disablePolicyChecks",
@@ -131,10 +134,56 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
             ctx.warn(child_path(path, name), "field-unknown",
                      f"MeshConfig has no field {name!r}; it is ignored.{hint}")
     policy = _outbound(ctx, data, path)
+    log_file = istio.string(ctx, data, "accessLogFile", path, expected="a file path")
+    encoding = istio.enum_value(ctx, data, "accessLogEncoding", path, ["TEXT", "JSON"]) or "TEXT"
+    log_format = istio.string(ctx, data, "accessLogFormat", path,
+                              expected="an Envoy access log format string")
+    providers = _providers(ctx, data, path)
+    defaults = _default_providers(ctx, data, path)
     if ctx.failed:
         return None
     return MeshConfig(ref=ctx.ref, name=ctx.ref.name, namespace=namespace,
-                      outbound_policy=policy)
+                      outbound_policy=policy, access_log_file=log_file,
+                      access_log_encoding=LogEncoding(encoding), access_log_format=log_format,
+                      log_providers=providers, default_log_providers=defaults)
+
+
+def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogProvider, ...]:
+    """`extensionProviders`: the envoyFileAccessLog ones are served; other kinds are
+    said not to be (yet)."""
+    out = []
+    for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
+        name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
+        kinds = [k for k in item if k != "name"]
+        if kinds != ["envoyFileAccessLog"]:
+            ctx.info(ppath, "provider-not-applied",
+                     f"provider {name!r} ({', '.join(kinds) or 'no kind'}) is not applied: "
+                     "Legation serves envoyFileAccessLog providers (and the built-in envoy).")
+            continue
+        fpath = child_path(ppath, "envoyFileAccessLog")
+        section = ctx.mapping(item, "envoyFileAccessLog", ppath, problem="file-access-log")
+        file = istio.string(ctx, section, "path", fpath) or "/dev/stdout"
+        fmt = ctx.mapping(section, "logFormat", fpath, problem="log-format")
+        text = istio.string(ctx, fmt, "text", child_path(fpath, "logFormat"))
+        labels = ctx.mapping(fmt, "labels", child_path(fpath, "logFormat"), problem="labels")
+        if text and labels:
+            ctx.error(child_path(fpath, "logFormat"), "log-format-invalid",
+                      "a log format is text or labels, not both.")
+        json_labels = tuple((str(k), str(v)) for k, v in sorted(labels.items()))
+        if name:
+            out.append(FileLogProvider(name=name, path=file, text_format=text,
+                                       json_labels=json_labels))
+    return tuple(out)
+
+
+def _default_providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    section = ctx.mapping(data, "defaultProviders", path, problem="default-providers")
+    dpath = child_path(path, "defaultProviders")
+    for key in section:
+        if key != "accessLogging":
+            ctx.info(child_path(dpath, str(key)), "field-not-applied",
+                     f"defaultProviders.{key} is not applied yet (accessLogging is).")
+    return istio.strings(ctx, section, "accessLogging", dpath)
 
 
 def _outbound(ctx: Ctx, data: Mapping[str, Any], path: str) -> OutboundPolicy:

@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 ISTIO_NETWORKING = "networking.istio.io"
 ISTIO_SECURITY = "security.istio.io"
+ISTIO_TELEMETRY = "telemetry.istio.io"
 GATEWAY_API = "gateway.networking.k8s.io"
 SECRET_SELECTOR = ("type!=kubernetes.io/service-account-token,type!=helm.sh/release.v1,"
                    "type!=bootstrap.kubernetes.io/token")
@@ -84,6 +85,7 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _crd("Sidecar", "sidecars", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("PeerAuthentication", "peerauthentications", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("AuthorizationPolicy", "authorizationpolicies", ISTIO_SECURITY, _SECURITY_VERSIONS),
+    _crd("Telemetry", "telemetries", ISTIO_TELEMETRY, ("v1", "v1alpha1")),
     _crd("GatewayClass", "gatewayclasses", GATEWAY_API, ("v1", "v1beta1"), namespaced=False),
     _crd("Gateway", "gateways", GATEWAY_API, ("v1", "v1beta1")),
     _crd("HTTPRoute", "httproutes", GATEWAY_API, ("v1", "v1beta1")),

@@ -7,7 +7,7 @@ from typing import Any
 
 from k8s import ApiServer, objects
 from k8s.harness import RecordingStore, api_client, diagnostics, expected, running, until
-from k8s.resources import GATEWAY_API, ISTIO_NETWORKING, ISTIO_SECURITY
+from k8s.resources import GATEWAY_API, ISTIO_NETWORKING, ISTIO_SECURITY, ISTIO_TELEMETRY
 from structlog.testing import capture_logs
 
 from legation.model import Severity
@@ -106,8 +106,8 @@ async def test_dropped_watch_connections_resync_without_duplicates(
 
 
 async def test_a_crd_that_appears_late_is_a_warning_first_then_its_objects_flow() -> None:
-    with ApiServer(crds={ISTIO_NETWORKING: ("v1",), ISTIO_SECURITY: (), GATEWAY_API: ("v1",)}
-                   ) as apiserver:
+    with ApiServer(crds={ISTIO_NETWORKING: ("v1",), ISTIO_SECURITY: (), GATEWAY_API: ("v1",),
+                         ISTIO_TELEMETRY: ("v1",)}) as apiserver:
         api = api_client(apiserver.url)
         apiserver.apply(objects.service("web", "shop"))
         store = RecordingStore()
@@ -133,7 +133,7 @@ async def test_a_crd_that_appears_late_is_a_warning_first_then_its_objects_flow(
 
 async def test_the_first_served_crd_version_is_used() -> None:
     with ApiServer(crds={ISTIO_NETWORKING: ("v1alpha3",), ISTIO_SECURITY: ("v1beta1", "v1"),
-                         GATEWAY_API: ("v1",)}) as apiserver:
+                         GATEWAY_API: ("v1",), ISTIO_TELEMETRY: ("v1",)}) as apiserver:
         api = api_client(apiserver.url)
         vs = apiserver.apply(objects.virtual_service("r", "shop", "r", version="v1alpha3"))
         store = RecordingStore()

@@ -19,7 +19,7 @@ kind: ConfigMap
 metadata: {name: istio, namespace: NS}
 data:
   mesh: |-
-    accessLogFile: /dev/stdout
+    enableTracing: true
     outboundTrafficPolicy:
       mode: MODE
 """
@@ -34,9 +34,9 @@ def test_the_istio_config_map_is_read() -> None:
     (cfg,) = result.objects
     assert isinstance(cfg, MeshConfig)
     assert (cfg.outbound_policy, cfg.namespace) == (OutboundPolicy.REGISTRY_ONLY, "istio-system")
-    (info,) = result.diagnostics  # accessLogFile is known, not applied: said so
+    (info,) = result.diagnostics  # enableTracing is known, not applied: said so
     assert (info.code, info.severity, info.field) == (
-        "configmap.field-not-applied", Severity.INFO, "data.mesh.accessLogFile")
+        "configmap.field-not-applied", Severity.INFO, "data.mesh.enableTracing")
 
 
 def test_other_config_maps_are_not_read_and_say_so() -> None:

@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	@# Prometheus (Debian's package) for the metrics test; without root or apt the test skips.
+	@command -v prometheus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends prometheus; } >/dev/null 2>&1; } \
+		|| echo "note: prometheus not installed: tests/e2e/test_prometheus_metrics.py will skip"
 	touch $(STAMP)
 
 demo: install

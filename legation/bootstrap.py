@@ -37,6 +37,12 @@ _DOWNSTREAM_CX_CONFIG = (
 # A generous cap; Envoy warns at startup when there is none.
 MAX_DOWNSTREAM_CONNECTIONS = 100_000
 
+PROMETHEUS_PORT = 15090  # Istio's: <workload address>:15090/stats/prometheus
+PROMETHEUS_CLUSTER = "prometheus_stats"
+_HCM = ("type.googleapis.com/"
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")
+_ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
 # Back-off between attempts to re-open the ADS stream (Envoy default: 1 s base, 10 s max).
 _RETRY_BASE = "0.25s"
 _RETRY_MAX = "2s"
@@ -54,6 +60,9 @@ def build_bootstrap(
     xds_tls_ca_pem: str | None = None,
     xds_token: str | None = None,
     xds_tls_server_name: str | None = None,
+    workload: str = "",
+    namespace: str = "",
+    prometheus_port: int | None = PROMETHEUS_PORT,
 ) -> dict[str, Any]:
     """An Envoy v3 bootstrap for one proxy, as proto3-JSON-shaped data.
 
@@ -62,6 +71,16 @@ def build_bootstrap(
     checking that the server certificate names `xds_tls_server_name` (default:
     `xds_host`) in its subjectAltName. With `xds_token` every ADS stream carries
     `authorization: Bearer <token>` as gRPC initial metadata.
+
+    Metrics (`stats_config`, `prometheus_stats`): every stat of an outbound cluster is
+    tagged with its `destination_service`, `destination_port` and
+    `destination_subset` (from Legation's cluster names, ``outbound|<port>|<subset>|
+    <fqdn>``), every stat with the proxy's own `source_workload` and
+    `source_namespace` (`workload`, `namespace`), response codes as
+    `envoy_response_code`; Prometheus text is served on
+    ``<admin_host>:<prometheus_port>/stats/prometheus`` (Istio's 15090) by a static
+    listener in front of the admin API, when the admin port is fixed.
+    (deploy/prometheus/ derives Istio's `istio_requests_total` and others from these.)
     """
     grpc_service: dict[str, Any] = {
         "envoy_grpc": {
@@ -107,17 +126,77 @@ def build_bootstrap(
                 }
             ]
         },
-        "static_resources": {
-            "clusters": [
-                _xds_cluster(
-                    xds_host,
-                    xds_port,
-                    ca_pem=xds_tls_ca_pem,
-                    server_name=xds_tls_server_name or xds_host,
-                )
-            ]
-        },
+        "stats_config": stats_config(workload, namespace),
+        "static_resources": _static(
+            _xds_cluster(xds_host, xds_port, ca_pem=xds_tls_ca_pem,
+                         server_name=xds_tls_server_name or xds_host),
+            admin_host, admin_port, prometheus_port),
     }
+
+
+def _static(xds: dict[str, Any], admin_host: str, admin_port: int,
+            prometheus_port: int | None) -> dict[str, Any]:
+    if not prometheus_port or not admin_port:
+        return {"clusters": [xds]}
+    return {"clusters": [xds, {
+        "name": PROMETHEUS_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": PROMETHEUS_CLUSTER, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket_address(admin_host, admin_port)}}]}]},
+    }], "listeners": [{
+        "name": PROMETHEUS_CLUSTER,
+        "address": _socket_address(admin_host, prometheus_port),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": _HCM,
+                "stat_prefix": PROMETHEUS_CLUSTER,
+                "route_config": {"virtual_hosts": [{
+                    "name": PROMETHEUS_CLUSTER, "domains": ["*"],
+                    "routes": [{"match": {"path": "/stats/prometheus"},
+                                "route": {"cluster": PROMETHEUS_CLUSTER}}],
+                }]},
+                "http_filters": [{"name": "envoy.filters.http.router",
+                                  "typed_config": {"@type": _ROUTER}}],
+            },
+        }]}],
+    }]}
+
+
+def stats_config(workload: str, namespace: str) -> dict[str, Any]:
+    """Tag extraction for Legation's cluster names, and the proxy's own identity.
+
+    Tags whose first capture group is an empty lookahead remove nothing from the stat
+    name, so each reads the whole cluster name; `envoy.cluster_name` (Envoy's own regex
+    stops at the first dot of an FQDN) then removes it. Envoy's default tags are
+    replaced by these (a default and a custom tag of one name do not mix), so the
+    response code ones are restated. A cluster name ends where one of Envoy's cluster
+    stat names begins.
+    """
+    ends = ("upstream_", "membership_", "lb_", r"circuit_breakers\.", r"internal\.",
+            r"external\.", r"ssl\.", r"outlier_detection\.", "update_", "assignment_",
+            "max_host_weight", "version", "warming_state", "bind_errors", "retry_or_shadow",
+            "original_dst", "init_fetch", "client_ssl", r"http1\.", r"http2\.",
+            r"zone\.", r"canary\.", r"health_check\.", "default_")
+    suffix = "(?:" + "|".join(ends) + ")"
+    tags: list[dict[str, str]] = [
+        {"tag_name": "destination_port",
+         "regex": r"^cluster\.(?:outbound|inbound)\|((?=(\d+)\|))"},
+        {"tag_name": "destination_subset",
+         "regex": r"^cluster\.outbound\|\d+\|((?=([^|]*)\|))"},
+        {"tag_name": "destination_service",
+         "regex": r"^cluster\.outbound\|\d+\|[^|]*\|((?=(.+?)\." + suffix + "))"},
+        {"tag_name": "envoy.cluster_name", "regex": r"^cluster\.((.+?)\.)" + suffix},
+        {"tag_name": "envoy.response_code", "regex": r"_rq(_(\d{3}))$"},
+        {"tag_name": "envoy.response_code_class", "regex": r"_rq(_(\dxx))$"},
+        {"tag_name": "envoy.http_conn_manager_prefix", "regex": r"^http\.((.*?)\.)"},
+        {"tag_name": "envoy.listener_address",
+         "regex": r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"},
+    ]
+    if workload:
+        tags.append({"tag_name": "source_workload", "fixed_value": workload})
+    if namespace:
+        tags.append({"tag_name": "source_namespace", "fixed_value": namespace})
+    return {"use_all_default_tags": False, "stats_tags": tags}
 
 
 def render_bootstrap(bootstrap: dict[str, Any], *, fmt: Literal["yaml", "json"] = "yaml") -> str:

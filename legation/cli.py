@@ -313,6 +313,8 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             xds_tls_ca_pem=ca_pem if a.xds_tls else None,
             xds_token=token,
             xds_tls_server_name=a.xds_tls_server_name,
+            workload=a.workload,
+            namespace=a.namespace,
         )
     )
     if a.output == "-":

@@ -7,6 +7,7 @@ import errno
 import socket
 from collections.abc import Iterable
 
+from legation.bootstrap import PROMETHEUS_PORT
 from legation.demo.plan import ENVOY_ADMIN_PORT, OUTBOUND_PORT, Plan
 
 Need = tuple[str, int, str]  # host, port, what it is for
@@ -24,6 +25,7 @@ def needed_ports(plan: Plan, *, xds: tuple[str, int], admin: tuple[str, int]) ->
     for s in plan.sidecars:
         needs.append((s.address, OUTBOUND_PORT, f"{s.workload}'s sidecar outbound listener"))
         needs.append((s.address, ENVOY_ADMIN_PORT, f"{s.workload}'s sidecar admin"))
+        needs.append((s.address, PROMETHEUS_PORT, f"{s.workload}'s sidecar metrics (15090)"))
         needs += [(s.address, p, f"{s.workload}'s sidecar inbound listener") for p in s.inbound]
     needs += [(a.host, a.port, f"the {a.name} app") for a in plan.apps]
     return needs

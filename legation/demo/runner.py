@@ -428,6 +428,8 @@ def _bootstrap(spec: SidecarSpec) -> dict[str, object]:
         admin_host=spec.address,
         admin_port=ENVOY_ADMIN_PORT,
         delta=spec.delta,
+        workload=spec.workload,
+        namespace=spec.namespace,
     )
 
 

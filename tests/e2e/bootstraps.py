@@ -15,16 +15,20 @@ def sidecar_bootstrap(
     xds: tuple[str, int],
     delta: bool = False,
     node_cluster: str | None = None,
+    admin_port: int = 0,
 ) -> dict[str, Any]:
-    """A mesh sidecar's bootstrap: node `<workload>.<namespace>`, admin on port 0 (Envoy picks)."""
+    """A mesh sidecar's bootstrap: node `<workload>.<namespace>`, admin on port 0 (Envoy
+    picks; then no Prometheus listener on 15090) unless `admin_port` fixes it."""
     return build_bootstrap(
         node_id=f"{workload}.{namespace}",
         node_cluster=node_cluster or namespace,  # as `legation bootstrap` writes it
         xds_host=xds[0],
         xds_port=xds[1],
         admin_host=admin_host,
-        admin_port=0,
+        admin_port=admin_port,
         delta=delta,
+        workload=workload,
+        namespace=namespace,
     )
 
 

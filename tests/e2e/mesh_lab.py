@@ -141,6 +141,9 @@ class MeshLab:
             admin=(host, ADMIN_PORT),
         )
         self.workloads: dict[str, MeshWorkload] = {}
+        # sidecars' Envoy admin port: 0 lets Envoy pick; a fixed one (each workload has its
+        # own address) also gives each sidecar its Prometheus listener on 15090
+        self.admin_port = 0
 
     # -- files -----------------------------------------------------------
 
@@ -219,6 +222,7 @@ class MeshLab:
             admin_host=w.address,
             xds=cp.xds,
             delta=self.delta,
+            admin_port=self.admin_port,
         )
         w.envoy = await self.envoys.start(w.name, boot, wait=wait)
         return w.envoy

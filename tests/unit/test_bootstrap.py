@@ -61,9 +61,25 @@ def _validate(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _xds_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
-    [cluster] = bootstrap["static_resources"]["clusters"]
-    assert cluster["name"] == XDS_CLUSTER
+    [cluster] = [c for c in bootstrap["static_resources"]["clusters"]
+                 if c["name"] == XDS_CLUSTER]
     return dict(cluster)
+
+
+def test_metrics_on_15090_and_tags_from_cluster_names_and_the_node() -> None:
+    boot = _bootstrap(workload="order-v1", namespace="shop")
+    [listener] = boot["static_resources"]["listeners"]
+    assert listener["address"]["socket_address"] == {"address": "127.0.10.1",
+                                                     "port_value": 15090}
+    [stats] = [c for c in boot["static_resources"]["clusters"] if c["name"] != XDS_CLUSTER]
+    endpoint = stats["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["port_value"] == 15000  # the admin API
+    tags = {t["tag_name"]: t for t in boot["stats_config"]["stats_tags"]}
+    assert tags["source_workload"]["fixed_value"] == "order-v1"
+    assert tags["source_namespace"]["fixed_value"] == "shop"
+    assert {"destination_service", "destination_port", "destination_subset",
+            "envoy.cluster_name", "envoy.response_code"} <= set(tags)
+    assert "listeners" not in _bootstrap(admin_port=0)["static_resources"]  # no fixed admin
 
 
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -62,6 +62,8 @@ def test_example_bootstrap_is_current_and_valid() -> None:
             xds_port=15010,
             admin_host="127.0.10.2",
             admin_port=15000,
+            workload="order-v1",
+            namespace="shop",
         )
     )
 

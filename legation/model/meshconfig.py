@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from legation.model.diagnostics import SourceRef
-from legation.model.telemetry import FileLogProvider, LogEncoding
+from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
 
 
 class OutboundPolicy(StrEnum):
@@ -45,6 +45,8 @@ class MeshConfig:
     access_log_format: str = ""
     log_providers: tuple[FileLogProvider, ...] = ()
     default_log_providers: tuple[str, ...] = ()
+    tracing_providers: tuple[TracingProvider, ...] = ()
+    default_tracing_providers: tuple[str, ...] = ()
 
     @property
     def allow_any(self) -> bool:

@@ -42,12 +42,15 @@ from legation.model.security import (
 )
 from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
 from legation.model.telemetry import (
+    DEFAULT_SAMPLING,
     FileLogProvider,
     LogEncoding,
     LogMode,
     LogSink,
     Telemetry,
+    TracingSetup,
     applicable,
+    applicable_tracing,
 )
 from legation.model.traffic import VirtualService
 
@@ -350,6 +353,25 @@ class MeshSnapshot:
             if provider is not None:
                 sinks.append(LogSink(provider=provider, filter=filter_))
         return tuple(dict.fromkeys(sinks))
+
+    def tracing_for(self, namespace: str, labels: Labels, mode: LogMode
+                    ) -> TracingSetup | None:
+        """How a workload's proxy traces one direction (model/telemetry.py); None: not.
+        `labels` () : what every workload of the namespace shares."""
+        entry = applicable_tracing(self.telemetries, namespace=namespace, labels=labels,
+                                   root_namespace=self.root_namespace, mode=mode)
+        if entry is not None and entry.disable_span_reporting:
+            return None
+        names = (entry.providers if entry is not None else ()) or (
+            self.config.default_tracing_providers)
+        provider = next((p for n in names for p in self.config.tracing_providers
+                         if p.name == n), None)
+        if provider is None:
+            return None
+        sampling = entry.sampling if entry is not None and entry.sampling is not None else (
+            DEFAULT_SAMPLING)
+        return TracingSetup(provider=provider, sampling=sampling,
+                            custom_tags=entry.custom_tags if entry is not None else ())
 
     def services_selecting(self, workload: Workload) -> tuple[Service, ...]:
         """Services of the workload's namespace whose selector matches its labels."""

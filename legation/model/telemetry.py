@@ -12,6 +12,11 @@ stdout, Istio's default text format); none listed: MeshConfig
 `filter.expression` is CEL, evaluated by Envoy. With no Telemetry at all,
 MeshConfig `accessLogFile` (with `accessLogEncoding` and `accessLogFormat`)
 and `defaultProviders.accessLogging` apply, as in Istio.
+
+Tracing resolves the same way (`tracing[]`: providers from MeshConfig
+`opentelemetry` (OTLP over gRPC) or `zipkin` extension providers, else
+`defaultProviders.tracing`; `randomSamplingPercentage`, default 1%;
+`customTags` literal / header / environment; `disableSpanReporting`).
 """
 
 from __future__ import annotations
@@ -43,12 +48,56 @@ class AccessLogging:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CustomTag:
+    """A span tag: a literal, a request header's value, or an environment variable's."""
+
+    name: str
+    kind: str  # "literal", "header", "environment"
+    value: str  # the literal, the header name or the variable name
+    default: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tracing:
+    """One `tracing[]` entry of a Telemetry."""
+
+    providers: tuple[str, ...] = ()  # () : MeshConfig defaultProviders.tracing
+    sampling: float | None = None  # randomSamplingPercentage; None : Istio's 1%
+    disable_span_reporting: bool = False
+    custom_tags: tuple[CustomTag, ...] = ()
+    mode: LogMode = LogMode.CLIENT_AND_SERVER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Telemetry:
     ref: SourceRef
     name: str
     namespace: str
     selector: Labels = ()  # matchLabels; () : the whole namespace
     access_logging: tuple[AccessLogging, ...] = ()
+    tracing: tuple[Tracing, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracingProvider:
+    """MeshConfig `extensionProviders[].opentelemetry` (OTLP/gRPC) or `.zipkin`."""
+
+    name: str
+    kind: str  # "opentelemetry" or "zipkin"
+    service: str  # host name or IP of the collector
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TracingSetup:
+    """How one proxy traces one direction: where spans go, which requests, tagged how."""
+
+    provider: TracingProvider
+    sampling: float = 1.0  # percent
+    custom_tags: tuple[CustomTag, ...] = ()
+
+
+DEFAULT_SAMPLING = 1.0  # Istio's default random sampling, percent
 
 
 class LogEncoding(StrEnum):
@@ -83,15 +132,33 @@ def applicable(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: La
     """The accessLogging entry that decides for a workload and a direction: from its
     most specific Telemetry with one for that direction (see the module docstring);
     None when no Telemetry says anything (MeshConfig decides)."""
+    for t in _by_precedence(telemetries, namespace=namespace, labels=labels,
+                            root_namespace=root_namespace):
+        for entry in t.access_logging:
+            if entry.mode.covers(mode):
+                return entry
+    return None
+
+
+def applicable_tracing(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: Labels,
+                       root_namespace: str, mode: LogMode) -> Tracing | None:
+    """`applicable`, for the `tracing` entries."""
+    for t in _by_precedence(telemetries, namespace=namespace, labels=labels,
+                            root_namespace=root_namespace):
+        for entry in t.tracing:
+            if entry.mode.covers(mode):
+                return entry
+    return None
+
+
+def _by_precedence(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: Labels,
+                   root_namespace: str) -> list[Telemetry]:
+    """Workload-scoped, then namespace-wide, then mesh-wide; by name within a level."""
     levels = (
         [t for t in telemetries if t.namespace == namespace and t.selector
          and selector_matches(t.selector, labels)],
         [t for t in telemetries if t.namespace == namespace and not t.selector],
         [t for t in telemetries if t.namespace == root_namespace and not t.selector],
     )
-    for level in levels:
-        for t in sorted(level, key=lambda t: t.name):  # Istio: the oldest; here by name
-            for entry in t.access_logging:
-                if entry.mode.covers(mode):
-                    return entry
-    return None
+    # Istio: the oldest first within a level; here by name (no creation times in files)
+    return [t for level in levels for t in sorted(level, key=lambda t: t.name)]

@@ -42,7 +42,7 @@ from legation.model import (
     gateway_key,
 )
 from legation.model.hosts import intersect_hosts, specificity
-from legation.model.telemetry import LogMode, LogSink
+from legation.model.telemetry import LogMode, LogSink, TracingSetup
 from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
 from legation.translators.accesslog import access_logs
@@ -58,6 +58,7 @@ from legation.translators.listeners import (
 )
 from legation.translators.result import Translated
 from legation.translators.secrets import credential_secrets, mesh_tls_context, sds
+from legation.translators.tracing import cluster_name, collector_cluster, hcm_tracing
 
 
 def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
@@ -83,7 +84,8 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         filters = filters_used(vs for _, _, found in bound for vs in found)
         chain = listener_components_pb2.FilterChain(
             filters=[_hcm(address, port, names.gateway_route(port), filters,
-                          mesh.access_logs(proxy.workload, LogMode.SERVER))])
+                          mesh.access_logs(proxy.workload, LogMode.SERVER),
+                          *_trace(mesh, proxy, out))])
         out.listeners.append(_listener(address, port, [chain]))
     return out
 
@@ -133,7 +135,8 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
                                             gw.name, gw.namespace)
             out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
             filters = [_hcm(address, port, route, filters_used(services),
-                            mesh.access_logs(proxy.workload, LogMode.SERVER))]
+                            mesh.access_logs(proxy.workload, LogMode.SERVER),
+                            *_trace(mesh, proxy, out))]
         out.secrets.extend(secrets)
         chains.append(listener_components_pb2.FilterChain(
             filter_chain_match=listener_components_pb2.FilterChainMatch(server_names=list(sni)),
@@ -219,6 +222,18 @@ def _to(mesh: MeshSnapshot, vs: VirtualService, route: tuple[RouteDestination, .
     return tcp_proxy_pb2.TcpProxy(stat_prefix=stat, weighted_clusters=weighted)
 
 
+def _trace(mesh: MeshSnapshot, proxy: Proxy, out: Translated
+           ) -> tuple[TracingSetup | None, str]:
+    """The gateway's tracing (its Telemetry, server side) and span name; the collector's
+    cluster joins its resources (once)."""
+    w = proxy.workload
+    setup = mesh.tracing_for(w.namespace, w.labels, LogMode.SERVER)
+    if setup is not None and not any(c.name == cluster_name(setup.provider)
+                                     for c in out.clusters):
+        out.clusters.append(collector_cluster(setup.provider))
+    return setup, f"{w.name}.{w.namespace}"
+
+
 def _downstream_tls(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:
     """SIMPLE and MUTUAL: the credential's certificate (and client CA); ISTIO_MUTUAL: the
     gateway's workload certificate, and a client certificate of the mesh required, as a
@@ -282,8 +297,10 @@ def _server_diag(gw: Gateway, server: GatewayServer, field: str, code: str,
 
 
 def _hcm(address: str, port: int, route: str, filters: frozenset[str],
-         logs: tuple[LogSink, ...] = ()) -> listener_components_pb2.Filter:
+         logs: tuple[LogSink, ...] = (), trace: TracingSetup | None = None,
+         service: str = "") -> listener_components_pb2.Filter:
     hcm = HCM(
+        tracing=hcm_tracing(trace, service) if trace is not None else None,
         access_log=access_logs(logs),
         stat_prefix=f"gateway_{address}_{port}",
         codec_type=HCM.AUTO,

@@ -29,7 +29,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import duration_pb2, wrappers_pb2
 
 from legation.model import Diagnostic, Workload, WorkloadKind
-from legation.model.telemetry import LogSink
+from legation.model.telemetry import LogSink, TracingSetup
 from legation.translators import names
 from legation.translators.accesslog import access_logs
 from legation.translators.authn import InboundSecurity, filter_chains
@@ -37,6 +37,7 @@ from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.forwardproxy import forward_proxy_filter
 from legation.translators.inbound import InboundPort
 from legation.translators.outbound import connect_upgrade
+from legation.translators.tracing import hcm_tracing
 
 HCM = http_connection_manager_pb2.HttpConnectionManager
 
@@ -51,7 +52,7 @@ ON_DEMAND_TIMEOUT_S = 5  # how long a request waits for an on-demand cluster
 
 def outbound_listener(
     workload: Workload, filters: frozenset[str] = frozenset(), *, on_demand: bool = False,
-    logs: tuple[LogSink, ...] = (),
+    logs: tuple[LogSink, ...] = (), tracing: TracingSetup | None = None,
 ) -> listener_pb2.Listener:
     """`filters`: which optional HTTP filters (CORS_FILTER, FAULT_FILTER) to include.
     `on_demand`: virtual hosts (VHDS) and clusters (on-demand CDS) are fetched on a
@@ -74,6 +75,8 @@ def outbound_listener(
         upgrade_configs=[connect_upgrade()],
         access_log=access_logs(logs),
     )
+    if tracing is not None:
+        hcm.tracing.CopyFrom(hcm_tracing(tracing, f"{workload.name}.{workload.namespace}"))
     hcm_filter = network_filter(HCM_FILTER, hcm)
     return _listener(workload.address, port, base_pb2.OUTBOUND, hcm_filter)
 
@@ -109,13 +112,14 @@ def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_p
 
 def inbound_listener(
     workload: Workload, inbound: InboundPort, security: InboundSecurity | None = None,
-    logs: tuple[LogSink, ...] = (),
+    logs: tuple[LogSink, ...] = (), tracing: TracingSetup | None = None,
 ) -> listener_pb2.Listener:
     """`security` (authn.py): the filter chains its mTLS mode needs, RBAC filters first
     (None: plaintext, no RBAC)."""
     security = security or InboundSecurity()
     stat_prefix = names.inbound_stat_prefix(workload.address, inbound.port)
-    filters = inbound_filters(inbound, security, stat_prefix, logs)
+    filters = inbound_filters(inbound, security, stat_prefix, logs, tracing,
+                              f"{workload.name}.{workload.namespace}")
     listener_filters, chains = filter_chains(security.mode, filters)
     return listener_pb2.Listener(
         name=names.listener_name(workload.address, inbound.port),
@@ -128,7 +132,7 @@ def inbound_listener(
 
 def inbound_filters(
     inbound: InboundPort, security: InboundSecurity, stat_prefix: str,
-    logs: tuple[LogSink, ...] = (),
+    logs: tuple[LogSink, ...] = (), tracing: TracingSetup | None = None, service: str = "",
 ) -> list[listener_components_pb2.Filter]:
     """The network filters of an inbound port (either mode): an HTTP connection manager
     with an inline route to ``inbound|<port>||``, or a TCP proxy to it; RBAC first."""
@@ -141,6 +145,8 @@ def inbound_filters(
             http_filters=[*security.http_filters, _router()],
             access_log=access_logs(logs),
         )
+        if tracing is not None:
+            hcm.tracing.CopyFrom(hcm_tracing(tracing, service))
         if security.client_cert_header:
             # The app learns the caller's SPIFFE ID; a plaintext caller cannot forge it.
             hcm.forward_client_cert_details = HCM.SANITIZE_SET

@@ -25,6 +25,7 @@ from legation.translators import (
     outbound,
     routes,
     subsets,
+    tracing,
     transparent,
 )
 from legation.translators.authn import inbound_security
@@ -142,16 +143,22 @@ def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     diagnostics.extend(found)
     out.clusters.extend(clusters.inbound_cluster(p) for p in ports)
     if is_ip(workload.address):
+        client = mesh.tracing_for(workload.namespace, workload.labels, LogMode.CLIENT)
+        server = mesh.tracing_for(workload.namespace, workload.labels, LogMode.SERVER)
+        out.clusters.extend(tracing.collector_cluster(t.provider) for t in
+                            {t.provider: t for t in (client, server) if t}.values())
         out.listeners.append(
             listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace),
                                         on_demand=proxy.on_demand,
-                                        logs=mesh.access_logs(workload, LogMode.CLIENT))
+                                        logs=mesh.access_logs(workload, LogMode.CLIENT),
+                                        tracing=client)
         )
         for p in ports:
             security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
             diagnostics.extend(security.diagnostics)
             out.listeners.append(listeners.inbound_listener(
-                workload, p, security, logs=mesh.access_logs(workload, LogMode.SERVER)))
+                workload, p, security, logs=mesh.access_logs(workload, LogMode.SERVER),
+                tracing=server))
     else:
         diagnostics.append(listeners.address_not_ip(workload))
     out.diagnostics.extend(_unique(diagnostics))

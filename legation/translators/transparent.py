@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
@@ -73,7 +74,7 @@ from legation.model import (
     VirtualService,
     Workload,
 )
-from legation.model.telemetry import LogMode, LogSink
+from legation.model.telemetry import LogMode, LogSink, TracingSetup
 from legation.translators import clusters, names, routes
 from legation.translators.accesslog import access_logs
 from legation.translators.authn import TLS_INSPECTOR, filter_chains, inbound_security
@@ -89,6 +90,7 @@ from legation.translators.listeners import (
     network_filter,
 )
 from legation.translators.result import Translated
+from legation.translators.tracing import collector_cluster, hcm_tracing
 
 ORIGINAL_DST_FILTER = "envoy.filters.listener.original_dst"
 WILDCARD = "0.0.0.0"  # IPv4 only, so far
@@ -109,10 +111,12 @@ def namespace_resources(
     diagnostics += [_tcp_not_applied(vs) for vs in mesh.virtual_services_for(namespace) if vs.tcp]
     diagnostics += [routes.tls_not_applied(vs) for vs in mesh.virtual_services_for(namespace)
                     if vs.tls]
+    trace = mesh.tracing_for(namespace, (), LogMode.CLIENT)
     return Translated(
         routes=configs,
         listeners=[listener],
-        clusters=[clusters.passthrough_cluster(), clusters.blackhole_cluster()],
+        clusters=[clusters.passthrough_cluster(), clusters.blackhole_cluster(),
+                  *([collector_cluster(trace.provider)] if trace is not None else [])],
         diagnostics=diagnostics,
     )
 
@@ -134,9 +138,15 @@ def proxy_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
     return Translated(
         listeners=[listener],
         clusters=[*(clusters.transparent_inbound_cluster(p) for p in ports),
-                  clusters.inbound_passthrough_cluster()],
+                  clusters.inbound_passthrough_cluster(), *_collector(mesh, workload)],
         diagnostics=[*diagnostics, *found_in],
     )
+
+
+def _collector(mesh: MeshSnapshot, workload: Workload) -> list[Any]:
+    """The tracing collector's cluster, when the workload's inbound side traces."""
+    trace = mesh.tracing_for(workload.namespace, workload.labels, LogMode.SERVER)
+    return [collector_cluster(trace.provider)] if trace is not None else []
 
 
 def _is_ipv6(address: str) -> bool:
@@ -167,6 +177,7 @@ def virtual_outbound(
     # shared by the namespace: its and the mesh's Telemetry (a selector-scoped one is
     # applied to a transparent proxy's inbound side only)
     logs = mesh.access_logs_for(namespace, (), LogMode.CLIENT)
+    trace = mesh.tracing_for(namespace, (), LogMode.CLIENT)
     for port in sorted(http):
         name = names.outbound_chain(WILDCARD, port)
         wildcard = port in wildcard_ports
@@ -181,7 +192,7 @@ def virtual_outbound(
             continue
         claimed.update(((port, v), name) for v in mine)
         chains.append(Chain(name=name, filter_chain_match=_match(port, mine),
-                            filters=[_outbound_hcm(port, filters, logs)]))
+                            filters=[_outbound_hcm(port, filters, logs, trace, namespace)]))
     for svc, sp in tcp:
         vip = service_vip(svc)
         name = names.outbound_chain(vip or WILDCARD, sp.port)
@@ -236,9 +247,11 @@ def _match(port: int, vips: Sequence[str] = ()) -> listener_components_pb2.Filte
     return match
 
 
-def _outbound_hcm(port: int, filters: frozenset[str], logs: tuple[LogSink, ...] = ()
+def _outbound_hcm(port: int, filters: frozenset[str], logs: tuple[LogSink, ...] = (),
+                  trace: TracingSetup | None = None, service: str = ""
                   ) -> listener_components_pb2.Filter:
     hcm = HCM(
+        tracing=hcm_tracing(trace, service) if trace is not None else None,
         access_log=access_logs(logs),
         stat_prefix=names.outbound_stat_prefix(WILDCARD, port),
         codec_type=HCM.AUTO,
@@ -303,7 +316,10 @@ def _port_chains(
     explicit-mode listener's chains, each also matching the port."""
     security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
     filters = inbound_filters(p, security, names.inbound_stat_prefix(WILDCARD, p.port),
-                              mesh.access_logs(workload, LogMode.SERVER))
+                              mesh.access_logs(workload, LogMode.SERVER),
+                              mesh.tracing_for(workload.namespace, workload.labels,
+                                               LogMode.SERVER),
+                              f"{workload.name}.{workload.namespace}")
     inspector, chains = filter_chains(security.mode, filters)
     for chain in chains:
         chain.name = names.inbound_chain(chain.name or "inbound", p.port)

@@ -30,7 +30,7 @@ from legation.model import (
     SourceRef,
 )
 from legation.model.meshconfig import MESH_CONFIG_KIND
-from legation.model.telemetry import FileLogProvider, LogEncoding
+from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.meta import Meta
@@ -139,26 +139,54 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
     log_format = istio.string(ctx, data, "accessLogFormat", path,
                               expected="an Envoy access log format string")
     providers = _providers(ctx, data, path)
-    defaults = _default_providers(ctx, data, path)
+    tracers = _tracers(ctx, data, path)
+    default_logs, default_tracing = _default_providers(ctx, data, path)
     if ctx.failed:
         return None
     return MeshConfig(ref=ctx.ref, name=ctx.ref.name, namespace=namespace,
                       outbound_policy=policy, access_log_file=log_file,
                       access_log_encoding=LogEncoding(encoding), access_log_format=log_format,
-                      log_providers=providers, default_log_providers=defaults)
+                      log_providers=providers, default_log_providers=default_logs,
+                      tracing_providers=tracers, default_tracing_providers=default_tracing)
+
+
+def _tracers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[TracingProvider, ...]:
+    """`extensionProviders` of kind opentelemetry (OTLP over gRPC) or zipkin."""
+    out = []
+    for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
+        kind = next((k for k in ("opentelemetry", "zipkin") if k in item), "")
+        if not kind:
+            continue
+        name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
+        kpath = child_path(ppath, kind)
+        section = ctx.mapping(item, kind, ppath, problem=kind)
+        service = istio.string(ctx, section, "service", kpath, required=True,
+                               expected="the collector's host name, e.g. "
+                               "otel-collector.observability.svc.cluster.local")
+        port = ctx.port(section, "port", kpath, problem="port", required=True)
+        others = sorted(k for k in section if k not in ("service", "port"))
+        if others:
+            ctx.info(child_path(kpath, others[0]), "field-not-applied",
+                     f"{kind}.{', '.join(others)} not applied.")
+        if name and service and port:
+            out.append(TracingProvider(name=name, kind=kind, service=service, port=port))
+    return tuple(out)
 
 
 def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogProvider, ...]:
-    """`extensionProviders`: the envoyFileAccessLog ones are served; other kinds are
-    said not to be (yet)."""
+    """`extensionProviders`: the envoyFileAccessLog ones are served (and tracing ones:
+    `_tracers`); other kinds are said not to be (yet)."""
     out = []
     for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
         name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
         kinds = [k for k in item if k != "name"]
+        if kinds in (["opentelemetry"], ["zipkin"]):
+            continue
         if kinds != ["envoyFileAccessLog"]:
             ctx.info(ppath, "provider-not-applied",
                      f"provider {name!r} ({', '.join(kinds) or 'no kind'}) is not applied: "
-                     "Legation serves envoyFileAccessLog providers (and the built-in envoy).")
+                     "Legation serves envoyFileAccessLog, opentelemetry and zipkin providers "
+                     "(and the built-in envoy).")
             continue
         fpath = child_path(ppath, "envoyFileAccessLog")
         section = ctx.mapping(item, "envoyFileAccessLog", ppath, problem="file-access-log")
@@ -176,14 +204,18 @@ def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogPro
     return tuple(out)
 
 
-def _default_providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[str, ...]:
+def _default_providers(ctx: Ctx, data: Mapping[str, Any], path: str
+                       ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(defaultProviders.accessLogging, defaultProviders.tracing)."""
     section = ctx.mapping(data, "defaultProviders", path, problem="default-providers")
     dpath = child_path(path, "defaultProviders")
     for key in section:
-        if key != "accessLogging":
+        if key not in ("accessLogging", "tracing"):
             ctx.info(child_path(dpath, str(key)), "field-not-applied",
-                     f"defaultProviders.{key} is not applied yet (accessLogging is).")
-    return istio.strings(ctx, section, "accessLogging", dpath)
+                     f"defaultProviders.{key} is not applied yet (accessLogging and tracing "
+                     "are).")
+    return (istio.strings(ctx, section, "accessLogging", dpath),
+            istio.strings(ctx, section, "tracing", dpath))
 
 
 def _outbound(ctx: Ctx, data: Mapping[str, Any], path: str) -> OutboundPolicy:

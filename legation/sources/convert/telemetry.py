@@ -3,7 +3,9 @@
 Checked against istio/api telemetry/v1alpha1/telemetry.proto: `selector`
 (matchLabels), `accessLogging[]` (providers by name, `disabled`,
 `filter.expression`, `match.mode` CLIENT / SERVER / CLIENT_AND_SERVER).
-Not applied yet, and said so: `targetRef(s)`, `tracing`, `metrics`.
+`tracing[]` (providers, `randomSamplingPercentage`, `customTags`,
+`disableSpanReporting`, `match.mode`). Not applied yet, and said so:
+`targetRef(s)`, `metrics`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from legation.model.telemetry import AccessLogging, LogMode, Telemetry
+from legation.model.telemetry import AccessLogging, CustomTag, LogMode, Telemetry, Tracing
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx
 from legation.sources.convert.meta import Meta
@@ -21,7 +23,6 @@ SPEC_FIELDS = ("selector", "targetRef", "targetRefs", "accessLogging", "tracing"
 NOT_APPLIED = {
     "targetRef": "policy attachment to Gateways and Services is not served; use selector",
     "targetRefs": "policy attachment to Gateways and Services is not served; use selector",
-    "tracing": "tracing is not configured by Legation yet",
     "metrics": "metric overrides are not applied yet",
 }
 
@@ -69,4 +70,57 @@ def convert_telemetry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Telemetr
             providers=tuple(providers), disabled=istio.boolean(ctx, item, "disabled", path)
             or False, filter=expression, mode=mode))
     return Telemetry(ref=ctx.ref, name=meta.name, namespace=meta.namespace, selector=labels,
-                     access_logging=tuple(entries))
+                     access_logging=tuple(entries), tracing=_tracing(ctx, spec))
+
+
+def _tracing(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[Tracing, ...]:
+    out = []
+    for path, item in ctx.mapping_items(spec, "tracing", "spec", problem="tracing"):
+        istio.check_fields(ctx, item, path, ("providers", "randomSamplingPercentage",
+                                             "disableSpanReporting", "customTags", "match",
+                                             "useRequestIdForTraceSampling",
+                                             "enableIstioTags"),
+                           what="a tracing entry")
+        for key in ("useRequestIdForTraceSampling", "enableIstioTags"):
+            if key in item:
+                ctx.warn(child_path(path, key), "field-not-applied", f"{key} is not applied.")
+        providers = []
+        for ppath, p in ctx.mapping_items(item, "providers", path, problem="provider"):
+            name = istio.string(ctx, p, "name", ppath, required=True, expected="a name")
+            if name:
+                providers.append(name)
+        sampling = item.get("randomSamplingPercentage")
+        if sampling is not None and (isinstance(sampling, bool) or not isinstance(
+                sampling, int | float) or not 0 <= sampling <= 100):
+            ctx.invalid(child_path(path, "randomSamplingPercentage"), "sampling", sampling,
+                        "a percentage from 0 to 100")
+            sampling = None
+        tags = []
+        for name, raw in ctx.mapping(item, "customTags", path, problem="custom-tags").items():
+            tpath = child_path(child_path(path, "customTags"), str(name))
+            tag = ctx.as_mapping(raw, tpath, problem="custom-tag")
+            kinds = [k for k in ("literal", "header", "environment") if k in (tag or {})]
+            if tag is None or len(kinds) != 1:
+                ctx.error(tpath, "custom-tag-invalid",
+                          "a custom tag is one of literal, header or environment.")
+                continue
+            body = ctx.mapping(tag, kinds[0], tpath, problem="custom-tag")
+            key = "value" if kinds[0] == "literal" else "name"
+            value = istio.string(ctx, body, key, child_path(tpath, kinds[0]), required=True,
+                                 expected=f"the tag's {key}")
+            tags.append(CustomTag(name=str(name), kind=kinds[0], value=value,
+                                  default=istio.string(ctx, body, "defaultValue",
+                                                       child_path(tpath, kinds[0]))))
+        mode = LogMode.CLIENT_AND_SERVER
+        match = istio.section(ctx, item, "match", path)
+        if match is not None:
+            mode = LogMode(istio.enum_value(ctx, match, "mode", child_path(path, "match"),
+                                            [m.value for m in LogMode])
+                           or LogMode.CLIENT_AND_SERVER)
+        out.append(Tracing(
+            providers=tuple(providers),
+            sampling=float(sampling) if sampling is not None else None,
+            disable_span_reporting=istio.boolean(ctx, item, "disableSpanReporting", path)
+            or False,
+            custom_tags=tuple(tags), mode=mode))
+    return tuple(out)

@@ -43,7 +43,8 @@ def _bootstrap(tmp_path: Path, *extra: str) -> dict[str, object]:
 
 def test_bootstrap_xds_tls_embeds_the_ca_and_a_credential_for_the_workload(tmp_path: Path) -> None:
     boot = _bootstrap(tmp_path, "--xds-tls")
-    (cluster,) = boot["static_resources"]["clusters"]  # type: ignore[index]
+    (cluster,) = [c for c in boot["static_resources"]["clusters"]  # type: ignore[index]
+                  if c["name"] == "xds-grpc"]
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 15012}
     ctx = cluster["transport_socket"]["typed_config"]["common_tls_context"]
@@ -59,7 +60,8 @@ def test_bootstrap_xds_tls_embeds_the_ca_and_a_credential_for_the_workload(tmp_p
 
 def test_bootstrap_with_a_ca_but_plaintext_still_carries_the_credential(tmp_path: Path) -> None:
     boot = _bootstrap(tmp_path)
-    (cluster,) = boot["static_resources"]["clusters"]  # type: ignore[index]
+    (cluster,) = [c for c in boot["static_resources"]["clusters"]  # type: ignore[index]
+                  if c["name"] == "xds-grpc"]
     assert "transport_socket" not in cluster
     assert "initial_metadata" in boot["dynamic_resources"]["ads_config"]["grpc_services"][0]  # type: ignore[index]
 

@@ -32,12 +32,14 @@ def test_an_access_logging_entry() -> None:
 
 
 @pytest.mark.parametrize(("body", "code", "severity"), [
-    ("  tracing: [{randomSamplingPercentage: 1}]  # <-\n", "telemetry.field-not-applied",
+    ("  metrics: [{providers: [{name: prometheus}]}]  # <-\n", "telemetry.field-not-applied",
      Severity.WARNING),
+    ("  tracing:\n  - randomSamplingPercentage: 120  # <-\n", "telemetry.sampling-invalid",
+     Severity.ERROR),
     ("  accessLogging:\n  - match: {mode: BOTH}  # <-\n", "telemetry.mode-invalid",
      Severity.ERROR),
     ("  accessLogs: []  # <-\n", "telemetry.field-unknown", Severity.ERROR),
-], ids=["tracing", "mode", "unknown"])
+], ids=["metrics", "sampling", "mode", "unknown"])
 def test_what_is_said(body: str, code: str, severity: Severity) -> None:
     text = telemetry("t", "shop", body)
     result = convert(text)

@@ -31,7 +31,7 @@ import structlog
 
 from legation import logs
 from legation.app import App
-from legation.bootstrap import build_bootstrap
+from legation.bootstrap import PROMETHEUS_PORT, build_bootstrap
 from legation.demo.app import DemoApp, Target
 from legation.demo.convergence import ProxyView, all_in_sync, last_ack, proxy_view
 from legation.demo.envoy import Envoy, EnvoyError
@@ -180,9 +180,23 @@ class Demo:
             + "\n".join(render(dataclasses.replace(frame, footer="")))
             + f"\nstopped: {len(self.envoys)} Envoys ({len(left)} still running), "
             f"{len(self.plan.apps)} apps, the control plane\n"
+            + self._where_to_look()
             + summary_line(frame)
             + "\n"
         )
+
+    def _where_to_look(self) -> str:
+        """What to open next time, while it runs; and one access log line (Telemetry)."""
+        c = self.plan.client
+        lines = [f"where to look while it runs: legation proxy-status --admin-address {ADMIN}"
+                 f" · metrics http://{c.address}:{PROMETHEUS_PORT}/stats/prometheus"]
+        envoy = next((e for e in self.envoys if e.name == c.workload), None)
+        if envoy is not None and envoy.log_path.exists():
+            logged = [x for x in envoy.log_path.read_text(errors="replace").splitlines()
+                      if x.startswith("[") and '"GET ' in x]
+            if logged:
+                lines.append(f"access log ({c.workload}'s sidecar): {logged[-1]}")
+        return "\n".join(lines) + "\n"
 
     def _say(self, text: str) -> None:
         """Write to the terminal (or pipe); a reader that went away (`| head`) is fine."""
@@ -356,8 +370,10 @@ class Demo:
             ingress=self.ingress,
             external=self.external,
             footer=(
-                f"look closer: http://{ADMIN}/debug/proxies · Envoy admin on each sidecar's "
-                f"address, port {ENVOY_ADMIN_PORT} · logs in {self.work}"
+                f"look closer: legation proxy-status --admin-address {ADMIN} (proxy-config, "
+                f"changes) · metrics http://{self.plan.client.address}:{PROMETHEUS_PORT}"
+                f"/stats/prometheus (each sidecar) · Envoy admin on each sidecar's address, "
+                f"port {ENVOY_ADMIN_PORT} · logs in {self.work}"
             ),
         )
 

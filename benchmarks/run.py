@@ -1,6 +1,7 @@
 """`python -m benchmarks.run --output FILE [--quick] [--only NAME]`: run, write JSON, print tables.
 
-Scenarios (see each module's docstring): `translation`, `fanout`, `envoy`.
+Scenarios (see each module's docstring): `translation`, `fanout`, `envoy`,
+`scoping`, `telemetry`.
 `--quick` shrinks every scenario to seconds (the smoke test uses it). The
 JSON file holds every measurement; stdout gets one table per scenario.
 Progress goes to stderr. No threshold is asserted anywhere: the numbers are
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envoys, fanout, fanout_report, scoping, translation
+from benchmarks import envoys, fanout, fanout_report, scoping, telemetry, translation
 from benchmarks.stats import (
     cpu_seconds_with_children,
     load_average,
@@ -30,7 +31,7 @@ from benchmarks.stats import (
 )
 from legation.logs import configure
 
-SCENARIOS = ("translation", "fanout", "envoy", "scoping")
+SCENARIOS = ("translation", "fanout", "envoy", "scoping", "telemetry")
 SCHEMA = 1
 
 
@@ -103,6 +104,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "scoping" in chosen:
         _progress("scoping")
         out["scenarios"]["scoping"] = scoping.run(scoping.ScopingConfig.make(quick=args.quick))
+    if "telemetry" in chosen:
+        _progress("telemetry")
+        out["scenarios"]["telemetry"] = telemetry.run(
+            telemetry.TelemetryConfig.make(quick=args.quick))
     if "envoy" in chosen:
         _progress("envoy")
         out["scenarios"]["envoy"] = asyncio.run(envoys.run(envoys.EnvoyConfig.make(
@@ -130,6 +135,8 @@ def tables(result: dict[str, Any]) -> str:
         parts.extend(f"  fan-out error: {e}" for e in errors)
     if "scoping" in scenarios:
         parts.append(scoping.summary(scenarios["scoping"]))
+    if "telemetry" in scenarios:
+        parts.append(telemetry.summary(scenarios["telemetry"]))
     if "envoy" in scenarios:
         parts.append(envoys.summary(scenarios["envoy"]))
     m = result["machine"]

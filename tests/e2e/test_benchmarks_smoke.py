@@ -37,7 +37,15 @@ def test_the_file_names_the_run(result: dict[str, Any]) -> None:
     assert result["schema"] == 1
     assert result["quick"] is True
     assert result["machine"]["cpus"] >= 1
-    assert set(result["scenarios"]) == {"translation", "fanout", "envoy", "scoping"}
+    assert set(result["scenarios"]) == {"translation", "fanout", "envoy", "scoping",
+                                        "telemetry"}
+
+
+def test_telemetry_config_adds_to_each_proxys_own_resources(result: dict[str, Any]) -> None:
+    cost = result["scenarios"]["telemetry"]
+    assert cost["none"]["proxies"] == cost["access_logs"]["proxies"] > 0
+    assert 0 < cost["access_logs"]["added_bytes_per_proxy"] < (
+        cost["logs_and_tracing"]["added_bytes_per_proxy"])
 
 
 def test_a_sidecar_cuts_what_each_proxy_is_sent(result: dict[str, Any]) -> None:

@@ -93,7 +93,8 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "stopped: 6 Envoys (0 still running)" in out
     # Where to look, and one access log line of the client's sidecar (telemetry.yaml).
     assert "where to look while it runs: legation proxy-status" in out
-    assert re.search(r'access log \(frontend\'s sidecar\): \[\S+\] "GET /shop HTTP/1.1" 200', out), out
+    assert re.search(r'access log \(frontend\'s sidecar\): \[\S+\] "GET /shop HTTP/1.1" 200',
+                     out), out
     [workdir] = set(re.findall(r"(/\S*legation-demo-[^/\s]+)/", out))
     assert not Path(workdir).exists()  # the temporary copy and logs are cleaned up
     assert _processes_mentioning(workdir) == []  # no Envoy (or anything) left running

@@ -3,8 +3,9 @@
 MeshConfig names an `opentelemetry` provider; a mesh-wide Telemetry samples
 every request and tags spans. A request from frontend's app through its
 sidecar to catalog's sidecar makes two spans (the client's, the server's),
-which a small OTLP/gRPC collector (the `opentelemetry-proto` service
-definition, served by grpcio in this test) receives with one trace id.
+which a small OTLP/gRPC collector (OTLP's TraceService/Export, its messages from
+the OpenTelemetry protos xds-protos ships, served by grpcio in this test)
+receives with one trace id.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import pytest
 from grpc import aio
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from .harness import MeshLab, eventually, request
 
@@ -42,7 +44,10 @@ spec:
 """
 
 
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class Collector:
     def __init__(self) -> None:
         self.spans: list[tuple[str, str, dict[str, str]]] = []  # (service, trace id, attrs)
 
@@ -52,17 +57,27 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[mi
         for rs in request.resource_spans:
             service = next((a.value.string_value for a in rs.resource.attributes
                             if a.key == "service.name"), "")
-            for ss in rs.scope_spans:
+            # xds-protos ships an OpenTelemetry proto from before `scope_spans` was named so:
+            # same field number, same shape
+            for ss in getattr(rs, "scope_spans", None) or rs.instrumentation_library_spans:
                 for span in ss.spans:
                     attrs = {a.key: a.value.string_value for a in span.attributes}
                     self.spans.append((service, span.trace_id.hex(), attrs))
         return trace_service_pb2.ExportTraceServiceResponse()
 
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(TRACE_SERVICE, {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                self.Export,
+                request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
+                response_serializer=trace_service_pb2.ExportTraceServiceResponse
+                .SerializeToString)})
+
 
 async def test_two_hops_share_a_trace_id_at_the_collector(mesh: MeshLab) -> None:
     collector = Collector()
     server = aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    server.add_generic_rpc_handlers((collector.handler(),))
     host = mesh.loopback.next()
     port = server.add_insecure_port(f"{host}:0")
     await server.start()

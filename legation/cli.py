@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--debounce-max", default=None,
                        help="longest delay of a push (default: 1s)")
     serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
+    serve.add_argument("--jwks-refresh", default="5m", metavar="DURATION",
+                       help="how often Envoy refetches the JWKS of a RequestAuthentication "
+                       "jwksUri (default: 5m); a failed fetch keeps the keys it has")
     serve.add_argument(
         "--mesh-config", type=Path, default=None, metavar="FILE",
         help="Istio MeshConfig YAML (e.g. outboundTrafficPolicy), watched; wins over the "
@@ -226,6 +229,7 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         debounce_max_s=max(1.0 if most is None else most, 0.1 if quiet is None else quiet),
         domain=a.domain,
         trust_domain=a.trust_domain,
+        jwks_refresh_s=parse_duration(a.jwks_refresh, flag="--jwks-refresh"),
         keepalive_time_s=parse_duration(a.keepalive, flag="--keepalive"),
         max_connection_age_s=_max_connection_age(a.max_connection_age),
         kubeconfig=a.kubeconfig,

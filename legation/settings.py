@@ -73,6 +73,7 @@ class Settings:
     debounce_max_s: float = 1.0
     domain: str = "cluster.local"
     trust_domain: str = "cluster.local"
+    jwks_refresh_s: float = 300.0  # how often Envoy refetches a RequestAuthentication jwksUri
     root_namespace: str = "istio-system"
     keepalive_time_s: float = 30.0
     max_connection_age_s: float | None = None
@@ -117,6 +118,8 @@ class Settings:
                 "debounce: expected 0 <= quiet <= max, got "
                 f"quiet={self.debounce_quiet_s}s max={self.debounce_max_s}s"
             )
+        if self.jwks_refresh_s < 1:
+            raise SettingsError(f"--jwks-refresh: expected at least 1s, got {self.jwks_refresh_s}s")
         if self.ca_dir is None and (
             self.insecure_plaintext_secrets or self.require_xds_credentials or self.xds_tls_names
         ):

@@ -40,7 +40,8 @@ _UNSPECIFIED = ("0.0.0.0", "::", "")
 
 
 def mesh_security(settings: Settings) -> MeshSecurity:
-    return MeshSecurity(mtls=settings.security, trust_domain=settings.trust_domain)
+    return MeshSecurity(mtls=settings.security, trust_domain=settings.trust_domain,
+                        jwks_refresh_s=settings.jwks_refresh_s)
 
 
 class Security:

@@ -50,6 +50,7 @@ from legation.model.security import (
     MeshSecurity,
     MtlsMode,
     PeerAuthentication,
+    RequestAuthentication,
 )
 from legation.model.serviceentry import EntryEndpoint, EntryInfo, Location, Resolution
 from legation.model.sidecar import EgressHost, Scope, Sidecar
@@ -88,6 +89,7 @@ __all__ = [
     "PolicyObject",
     "Protocol",
     "Proxy",
+    "RequestAuthentication",
     "Resolution",
     "Scope",
     "Service",

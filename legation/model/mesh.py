@@ -27,7 +27,11 @@ from legation.model.gatewayapi import (
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.meshconfig import MeshConfig
 from legation.model.protocol import Protocol
-from legation.model.security import AuthorizationPolicy, PeerAuthentication
+from legation.model.security import (
+    AuthorizationPolicy,
+    PeerAuthentication,
+    RequestAuthentication,
+)
 from legation.model.serviceentry import EntryInfo, Resolution
 from legation.model.sidecar import Sidecar
 from legation.model.telemetry import Telemetry
@@ -264,7 +268,7 @@ MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
     | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
     | MeshConfig | GatewayClass | ApiGateway | ApiRoute | ReferenceGrant | Telemetry
-    | PeerAuthentication | AuthorizationPolicy
+    | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
 )
 
 __all__ = ["Labels", "ObjectKey", "labels_of", "selector_matches"]

@@ -7,6 +7,9 @@ file wins when both are given. Applied now:
 - access logging: ``accessLogFile``, ``accessLogEncoding``, ``accessLogFormat``,
   ``extensionProviders[].envoyFileAccessLog``, ``defaultProviders.accessLogging``
   (model/telemetry.py);
+- external authorization: ``extensionProviders[].envoyExtAuthzHttp`` and
+  ``.envoyExtAuthzGrpc``, the providers AuthorizationPolicies with
+  ``action: CUSTOM`` name (translators/extauthz.py);
 - ``outboundTrafficPolicy.mode`` (istio/api mesh/v1alpha1/config.proto):
   ALLOW_ANY, Istio's default, lets a sidecar reach hosts the mesh does not
   know (explicit mode through Envoy's dynamic forward proxy, transparent mode
@@ -21,6 +24,29 @@ from enum import StrEnum
 
 from legation.model.diagnostics import SourceRef
 from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtAuthzProvider:
+    """MeshConfig `extensionProviders[].envoyExtAuthzHttp` or `.envoyExtAuthzGrpc`
+    (istio/api mesh/v1alpha1/config.proto), defaults as Istio's."""
+
+    name: str
+    grpc: bool  # envoyExtAuthzGrpc; else envoyExtAuthzHttp
+    service: str  # host name or IP of the authorizer
+    port: int
+    timeout_s: float = 600.0
+    fail_open: bool = False  # allow the request when the authorizer cannot be reached
+    status_on_error: int = 403  # the status sent when it cannot (and not fail_open)
+    path_prefix: str = ""  # HTTP: prepended to the request path of the check
+    include_request_headers: tuple[str, ...] = ()  # HTTP: headers sent in the check (patterns)
+    include_additional_headers: tuple[tuple[str, str], ...] = ()  # HTTP: added to the check
+    headers_to_upstream_on_allow: tuple[str, ...] = ()  # HTTP: from the check's response
+    headers_to_downstream_on_allow: tuple[str, ...] = ()
+    headers_to_downstream_on_deny: tuple[str, ...] = ()
+    body_max_bytes: int = 0  # includeRequestBodyInCheck: 0 sends no body
+    body_allow_partial: bool = False
+    body_as_bytes: bool = False  # gRPC: the body as raw bytes
 
 
 class OutboundPolicy(StrEnum):
@@ -47,6 +73,10 @@ class MeshConfig:
     default_log_providers: tuple[str, ...] = ()
     tracing_providers: tuple[TracingProvider, ...] = ()
     default_tracing_providers: tuple[str, ...] = ()
+    authz_providers: tuple[ExtAuthzProvider, ...] = ()
+
+    def authz_provider(self, name: str) -> ExtAuthzProvider | None:
+        return next((p for p in self.authz_providers if p.name == name), None)
 
     @property
     def allow_any(self) -> bool:

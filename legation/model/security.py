@@ -1,4 +1,5 @@
-"""PeerAuthentication and AuthorizationPolicy as typed values, and whom they apply to.
+"""PeerAuthentication, RequestAuthentication and AuthorizationPolicy as typed values, and
+whom they apply to.
 
 Produced by `legation.sources.convert.peerauthentication` and
 `.authorizationpolicy` (every per-object check happens there); read by
@@ -18,6 +19,11 @@ Scoping follows Istio (istio/istio pilot/pkg/security/authn/policy_applier.go,
   the workload level; with nothing set the mode is PERMISSIVE. Istio lets
   the oldest policy win a tie at one level; creation times are not part of
   a manifest, so here the first by (namespace, name) wins.
+- RequestAuthentication: as PeerAuthentication's levels (a root-namespace
+  policy without a selector, one of the workload's namespace without a
+  selector or with a matching one), but every applicable policy counts: their
+  JWT rules are merged (istio/istio pilot/pkg/model/authentication.go,
+  `GetJwtPoliciesForWorkload`).
 - AuthorizationPolicy: every policy of the root namespace and of the
   workload's namespace whose selector is absent or matches the workload.
 """
@@ -42,6 +48,7 @@ class MeshSecurity:
 
     mtls: bool = False  # a CA runs: proxies get certificates, PeerAuthentication applies
     trust_domain: str = DEFAULT_TRUST_DOMAIN
+    jwks_refresh_s: float = 300.0  # how often Envoy refetches a jwksUri (`--jwks-refresh`)
 
     def spiffe_uri(self, namespace: str, service_account: str) -> str:
         """`spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (no validation)."""
@@ -133,6 +140,75 @@ def peer_authentication_for(
     return MtlsDecision(mode=mode, applied=tuple(applied), shadowed=shadowed)
 
 
+# -- RequestAuthentication ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtHeader:
+    """`fromHeaders[]`: the token is in header `name`, after `prefix` (e.g. "Bearer ")."""
+
+    name: str
+    prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtRule:
+    """One `jwtRules[]` entry: which tokens of one issuer are valid, where they are found
+    and what is passed on after validation."""
+
+    issuer: str
+    audiences: tuple[str, ...] = ()  # none: any audience
+    jwks: str = ""  # inline JWKS (JSON), or
+    jwks_uri: str = ""  # where Envoy fetches it (http or https)
+    timeout_s: float = 5.0  # of a JWKS fetch
+    from_headers: tuple[JwtHeader, ...] = ()  # none of the from_*: Authorization: Bearer,
+    from_params: tuple[str, ...] = ()  # and the access_token query parameter (Envoy's
+    from_cookies: tuple[str, ...] = ()  # and Istio's default)
+    output_payload_to_header: str = ""  # base64url of the payload, to this header
+    output_claim_to_headers: tuple[tuple[str, str], ...] = ()  # (header, claim)
+    forward_original_token: bool = False  # else the token is removed before the app
+    field: str = ""  # spec.jwtRules[<i>]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestAuthentication:
+    ref: SourceRef
+    name: str
+    namespace: str
+    selector: Labels = ()  # empty: namespace-wide (mesh-wide in the root namespace)
+    rules: tuple[JwtRule, ...] = ()
+    targets_other_proxies: bool = False  # targetRef(s): gateways and waypoints only
+    lines: Lines = field(default=(), repr=False)
+
+    def line_of(self, path: str) -> int:
+        return _line(self.lines, path, self.ref.line)
+
+
+def request_authentications_for(
+    policies: Iterable[RequestAuthentication],
+    *,
+    root_namespace: str,
+    namespace: str,
+    labels: Labels,
+) -> tuple[RequestAuthentication, ...]:
+    """Every RequestAuthentication that applies to a workload, by (namespace, name)."""
+    out = []
+    for p in sorted(policies, key=lambda p: (p.namespace, p.name)):
+        if p.targets_other_proxies:
+            continue
+        if not p.selector:
+            if p.namespace in (root_namespace, namespace):
+                out.append(p)
+        elif p.namespace == namespace and _matches(p.selector, labels):
+            out.append(p)
+    return tuple(out)
+
+
+def jwt_issuers(policies: Iterable[RequestAuthentication]) -> tuple[str, ...]:
+    """The issuers whose tokens the policies accept, sorted, once each."""
+    return tuple(sorted({r.issuer for p in policies for r in p.rules}))
+
+
 # -- AuthorizationPolicy -------------------------------------------------------------
 
 
@@ -173,7 +249,8 @@ class Attribute(StrEnum):
 
     @property
     def needs_jwt(self) -> bool:
-        """Set only by JWT authentication (RequestAuthentication), which Legation lacks."""
+        """Set only by JWT authentication (RequestAuthentication): read from the payload of
+        the validated token."""
         return self in _JWT
 
     @property

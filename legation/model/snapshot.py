@@ -39,6 +39,7 @@ from legation.model.security import (
     AuthorizationPolicy,
     MeshSecurity,
     PeerAuthentication,
+    RequestAuthentication,
 )
 from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
 from legation.model.telemetry import (
@@ -99,6 +100,7 @@ class MeshSnapshot:
     destination_rules: tuple[DestinationRule, ...] = ()  # in force (validated), by (ns, name)
     peer_authentications: tuple[PeerAuthentication, ...] = ()  # by (ns, name)
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
+    request_authentications: tuple[RequestAuthentication, ...] = ()  # by (ns, name)
     sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
     telemetries: tuple[Telemetry, ...] = ()  # by (ns, name)
     gateways: tuple[Gateway, ...] = ()  # by (ns, name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -41,7 +42,8 @@ from legation.model import (
     Workload,
     selector_matches,
 )
-from legation.model.security import peer_authentication_for
+from legation.model.security import jwt_issuers, peer_authentication_for
+from legation.translators import jwt
 from legation.translators.common import pack
 from legation.translators.inbound import InboundPort
 from legation.translators.rbac import rbac_filters
@@ -62,6 +64,9 @@ class InboundSecurity:
     # RBAC filters: HTTP ones before the router, network ones before the TCP proxy
     http_filters: tuple[http_connection_manager_pb2.HttpFilter, ...] = ()
     network_filters: tuple[listener_components_pb2.Filter, ...] = ()
+    clusters: tuple[cluster_pb2.Cluster, ...] = ()  # JWKS servers, external authorizer
+    # the HCM's local replies: a rejected JWT is a 401 (jwt.py); None: Envoy's own
+    local_reply: http_connection_manager_pb2.LocalReplyConfig | None = None
     diagnostics: tuple[Diagnostic, ...] = ()
 
 
@@ -81,14 +86,20 @@ def inbound_security(
         for p in mesh.peer_authentications
         if p.namespace == mesh.root_namespace and selector_matches(p.selector, workload.labels)
     ]
-    rbac = rbac_filters(mesh, workload, inbound.port, tcp=not inbound.protocol.is_http)
+    tcp = not inbound.protocol.is_http
+    jwt_policies = () if tcp else jwt.policies_for(mesh, workload)
+    jwt_filter = jwt.jwt_filter(jwt_policies, mesh.security.jwks_refresh_s)
+    issuers = jwt_issuers(jwt_policies)
+    rbac = rbac_filters(mesh, workload, inbound.port, tcp=tcp, issuers=issuers)
     diagnostics.extend(rbac.diagnostics)
     mtls = mesh.security.mtls
     return InboundSecurity(
         mode=decision.mode if mtls else MtlsMode.DISABLE,
         client_cert_header=mtls,
-        http_filters=tuple(rbac.http),
+        http_filters=(*([jwt_filter] if jwt_filter is not None else []), *rbac.http),
         network_filters=tuple(rbac.network),
+        clusters=(*jwt.jwks_clusters(jwt_policies), *rbac.clusters),
+        local_reply=jwt.local_reply(issuers) if jwt_filter is not None else None,
         diagnostics=tuple(diagnostics),
     )
 

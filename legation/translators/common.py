@@ -51,6 +51,13 @@ def seconds(value: int) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=value)
 
 
+def fractional_seconds(value: float) -> duration_pb2.Duration:
+    """A Duration of `value` seconds, to the millisecond."""
+    d = duration_pb2.Duration()
+    d.FromMilliseconds(round(value * 1000))
+    return d
+
+
 def ads_config_source() -> config_source_pb2.ConfigSource:
     """Fetch over the ADS stream the proxy already has (bootstrap ads_config)."""
     return config_source_pb2.ConfigSource(

@@ -147,6 +147,8 @@ def inbound_filters(
         )
         if tracing is not None:
             hcm.tracing.CopyFrom(hcm_tracing(tracing, service))
+        if security.local_reply is not None:
+            hcm.local_reply_config.CopyFrom(security.local_reply)
         if security.client_cert_header:
             # The app learns the caller's SPIFFE ID; a plaintext caller cannot forge it.
             hcm.forward_client_cert_details = HCM.SANITIZE_SET

@@ -108,6 +108,7 @@ def proxy_view(mesh: MeshSnapshot, namespace: str) -> MeshSnapshot:
         virtual_services=filter_sources(mesh, namespace),  # what needed_filters reads
         peer_authentications=mesh.peer_authentications,
         authorization_policies=mesh.authorization_policies,
+        request_authentications=mesh.request_authentications,
         security=mesh.security,
         telemetries=mesh.telemetries,  # access logs (model/telemetry.py)
         config=mesh.config,
@@ -156,6 +157,8 @@ def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         for p in ports:
             security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
             diagnostics.extend(security.diagnostics)
+            out.clusters.extend(c for c in security.clusters
+                                if all(c.name != have.name for have in out.clusters))
             out.listeners.append(listeners.inbound_listener(
                 workload, p, security, logs=mesh.access_logs(workload, LogMode.SERVER),
                 tracing=server))

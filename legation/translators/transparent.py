@@ -51,6 +51,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
@@ -134,11 +135,12 @@ def proxy_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
             ports.append(p)
     if _is_ipv6(workload.address):
         diagnostics.append(_ipv6(workload))
-    listener, found_in = virtual_inbound(mesh, workload, ports)
+    listener, found_in, security = virtual_inbound(mesh, workload, ports)
     return Translated(
         listeners=[listener],
         clusters=[*(clusters.transparent_inbound_cluster(p) for p in ports),
-                  clusters.inbound_passthrough_cluster(), *_collector(mesh, workload)],
+                  clusters.inbound_passthrough_cluster(), *_collector(mesh, workload),
+                  *security],
         diagnostics=[*diagnostics, *found_in],
     )
 
@@ -278,22 +280,26 @@ def _tcp_chain(
 
 def virtual_inbound(
     mesh: MeshSnapshot, workload: Workload, ports: list[InboundPort]
-) -> tuple[listener_pb2.Listener, list[Diagnostic]]:
-    """The inbound capture listener of a transparent `workload` serving `ports`."""
+) -> tuple[listener_pb2.Listener, list[Diagnostic], list[cluster_pb2.Cluster]]:
+    """The inbound capture listener of a transparent `workload` serving `ports`, and the
+    clusters its security filters call (JWKS servers, external authorizer)."""
     diagnostics: list[Diagnostic] = []
+    security_clusters: dict[str, cluster_pb2.Cluster] = {}
     chains = [_tcp_chain(names.INBOUND_BLACKHOLE_CHAIN, _match(names.INBOUND_CAPTURE_PORT),
                          names.BLACKHOLE_CLUSTER)]
     inspected = False
     plaintext_only: list[int] = []  # ports where the TLS inspector has nothing to decide
     for p in ports:
-        inspector, port_chains, found = _port_chains(mesh, workload, p)
+        inspector, port_chains, found, called = _port_chains(mesh, workload, p)
         diagnostics.extend(found)
+        security_clusters.update((c.name, c) for c in called)
         inspected = inspected or inspector
         if not inspector:
             plaintext_only.append(p.port)
         chains.extend(port_chains)
-    inspector, passthrough, found = _passthrough_chains(mesh, workload)
+    inspector, passthrough, found, called = _passthrough_chains(mesh, workload)
     diagnostics.extend(found)
+    security_clusters.update((c.name, c) for c in called)
     chains.extend(passthrough)
     listener_filters = [listener_components_pb2.ListenerFilter(
         name=ORIGINAL_DST_FILTER, typed_config=pack(original_dst_pb2.OriginalDst()))]
@@ -306,12 +312,14 @@ def virtual_inbound(
         listener_filters=listener_filters,
         filter_chains=chains,
     )
-    return listener, diagnostics
+    return listener, diagnostics, list(security_clusters.values())
 
 
-def _port_chains(
-    mesh: MeshSnapshot, workload: Workload, p: InboundPort
-) -> tuple[bool, list[listener_components_pb2.FilterChain], tuple[Diagnostic, ...]]:
+_Chains = tuple[bool, list[listener_components_pb2.FilterChain], tuple[Diagnostic, ...],
+                tuple[cluster_pb2.Cluster, ...]]
+
+
+def _port_chains(mesh: MeshSnapshot, workload: Workload, p: InboundPort) -> _Chains:
     """(whether they need the TLS inspector, chains, findings) of one inbound port: the
     explicit-mode listener's chains, each also matching the port."""
     security = inbound_security(mesh, workload, p)  # PeerAuthentication, RBAC
@@ -324,12 +332,10 @@ def _port_chains(
     for chain in chains:
         chain.name = names.inbound_chain(chain.name or "inbound", p.port)
         chain.filter_chain_match.destination_port.value = p.port
-    return bool(inspector), chains, security.diagnostics
+    return bool(inspector), chains, security.diagnostics, security.clusters
 
 
-def _passthrough_chains(
-    mesh: MeshSnapshot, workload: Workload
-) -> tuple[bool, list[listener_components_pb2.FilterChain], tuple[Diagnostic, ...]]:
+def _passthrough_chains(mesh: MeshSnapshot, workload: Workload) -> _Chains:
     """(whether they need the TLS inspector, chains, findings) for ports no service
     declares: the workload's port-less mTLS mode (port 0 asks for no port-level setting)
     and its TCP RBAC, to the original destination."""
@@ -342,7 +348,7 @@ def _passthrough_chains(
     for chain in chains:
         chain.name = names.inbound_catchall_chain(chain.name.removeprefix("inbound-")
                                                   if chain.name else "")
-    return bool(inspector), chains, security.diagnostics
+    return bool(inspector), chains, security.diagnostics, security.clusters
 
 
 def _tls_inspector(plaintext_only: list[int]) -> listener_components_pb2.ListenerFilter:

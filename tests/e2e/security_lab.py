@@ -207,11 +207,12 @@ class SecureLab:
         method: str = "GET",
         path: str = "/",
         timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> HttpResponse:
         """A request from `client`'s app through its sidecar's outbound proxy."""
         return await request(
             client.address, OUTBOUND_PORT, method, path,
-            headers={"host": f"{service}.{NAMESPACE}:9080"}, timeout=timeout,
+            headers={"host": f"{service}.{NAMESPACE}:9080", **(headers or {})}, timeout=timeout,
         )  # fmt: skip
 
     async def plaintext_refused(self, target: SecureWorkload) -> bool:

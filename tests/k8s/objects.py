@@ -156,6 +156,16 @@ def authorization_policy(name: str, ns: str, *, app: str, principal: str,
                      "rules": [{"from": [{"source": {"principals": [principal]}}]}]}}
 
 
+def request_authentication(name: str, ns: str, *, issuer: str, app: str = "",
+                           version: str = "v1") -> Obj:
+    spec: dict[str, Any] = {"jwtRules": [{"issuer": issuer,
+                                          "jwksUri": f"{issuer}/.well-known/jwks.json"}]}
+    if app:
+        spec["selector"] = {"matchLabels": {"app": app}}
+    return {"apiVersion": f"security.istio.io/{version}", "kind": "RequestAuthentication",
+            "metadata": _meta(name, ns), "spec": spec}
+
+
 def config_map(name: str, ns: str, data: Mapping[str, str]) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns),
             "data": dict(data)}
@@ -249,6 +259,7 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(peer_authentication("default", n))
         out.append(authorization_policy("allow-frontend", n, app="svc-1",
                                         principal=f"cluster.local/ns/{n}/sa/frontend"))
+        out.append(request_authentication("jwt", n, issuer="https://idp.example.com"))
         out.append(opaque_secret("app-config", n))
         out.append(telemetry("logs", n))
         out.append(api_gateway("web", n))

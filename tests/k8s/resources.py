@@ -81,6 +81,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "sidecars", "Sidecar", _NET),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
+    _crd(ISTIO_SECURITY, "requestauthentications", "RequestAuthentication", _SEC),
     _crd(ISTIO_TELEMETRY, "telemetries", "Telemetry", ("v1", "v1alpha1")),
     _crd(GATEWAY_API, "gatewayclasses", "GatewayClass", _GW, namespaced=False),
     _crd(GATEWAY_API, "gateways", "Gateway", _GW),

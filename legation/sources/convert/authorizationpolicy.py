@@ -9,10 +9,10 @@ other; every `from` needs a non-empty `source`, every `to` a non-empty
 are checked by what they test (IP blocks, ports) in `authzvalues.py`.
 
 What Legation cannot enforce is converted anyway and reported, the way the
-policy then behaves spelled out: JWT attributes (no RequestAuthentication
-support: they never match), CUSTOM (no external authorizer: its rules deny,
-as Istio does when the provider is unusable), targetRef (gateways and
-waypoints, not sidecars: not applied).
+policy then behaves spelled out: targetRef (gateways and waypoints, not
+sidecars: not applied). JWT attributes (request principals, claims) are
+read from tokens a RequestAuthentication validated (translators/jwt.py);
+CUSTOM providers are resolved per workload (translators/rbac.py).
 """
 
 from __future__ import annotations
@@ -55,12 +55,6 @@ OPERATION_FIELDS = (
     ("paths", "notPaths", Attribute.PATH),
 )
 
-_JWT_NOTE = (
-    "it needs JWT authentication (RequestAuthentication), which Legation does not support: "
-    "no request has a request principal or claims, so this condition never matches "
-    "(and its not-form always does)"
-)
-
 
 def convert_authorization_policy(
     ctx: Ctx, meta: Meta, data: Mapping[str, Any]
@@ -75,14 +69,6 @@ def convert_authorization_policy(
     rules = tuple(
         _rule(ctx, raw, path) for path, raw in ctx.items(spec, "rules", "spec", problem="rule")
     )
-    if action is AuthzAction.CUSTOM:
-        ctx.warn(
-            "spec.action",
-            "custom-unsupported",
-            "CUSTOM delegates to an external authorizer, which Legation does not "
-            "configure; the requests its rules match are denied instead (as Istio does "
-            "when the provider cannot be used).",
-        )
     return AuthorizationPolicy(
         ref=ctx.ref,
         name=meta.name,
@@ -209,8 +195,6 @@ def _conditions(
         if not found and not not_found:
             continue
         where = child_path(p, values_key if found else not_key)
-        if attribute.needs_jwt:
-            ctx.warn(where, "jwt-unsupported", f"{values_key}: {_JWT_NOTE}.")
         out.append(Condition(attribute=attribute, values=found, not_values=not_found, field=where))
     if isinstance(entry.get(key), Mapping) and not any(section.get(n) for n in names):
         ctx.error(
@@ -248,8 +232,6 @@ def _when(ctx: Ctx, entry: Mapping[str, Any], path: str) -> Condition | None:
     attribute, name = parsed
     found = values(ctx, entry, "values", path, attribute)
     not_found = values(ctx, entry, "notValues", path, attribute)
-    if attribute.needs_jwt:
-        ctx.warn(child_path(path, "key"), "jwt-unsupported", f"{raw_key}: {_JWT_NOTE}.")
     if attribute is Attribute.ENVOY_FILTER:
         ctx.warn(
             child_path(path, "key"),

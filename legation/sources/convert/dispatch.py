@@ -33,6 +33,7 @@ from legation.sources.convert.meshconfig import convert_config_map
 from legation.sources.convert.meta import Meta, NameRule, parse_meta, raw_name_namespace
 from legation.sources.convert.peerauthentication import convert_peer_authentication
 from legation.sources.convert.policy import convert_policy
+from legation.sources.convert.requestauthentication import convert_request_authentication
 from legation.sources.convert.secret import convert_secret
 from legation.sources.convert.service import convert_service
 from legation.sources.convert.serviceentry import convert_service_entry
@@ -90,7 +91,8 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
     specs.append(KindSpec(group="security.istio.io", kind="AuthorizationPolicy",
                           versions=ISTIO_SECURITY_VERSIONS, convert=convert_authorization_policy))
     specs.append(KindSpec(group="security.istio.io", kind="RequestAuthentication",
-                          versions=ISTIO_SECURITY_VERSIONS, convert=convert_policy))
+                          versions=ISTIO_SECURITY_VERSIONS,
+                          convert=convert_request_authentication))
     specs.append(KindSpec(group="telemetry.istio.io", kind="Telemetry",
                           versions=("v1", "v1alpha1"), convert=convert_telemetry))
     gw_api = GATEWAY_API_GROUP

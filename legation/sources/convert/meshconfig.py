@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
+from envoy.type.v3 import http_status_pb2
 
 from legation.model import (
     Diagnostic,
@@ -29,7 +30,7 @@ from legation.model import (
     Severity,
     SourceRef,
 )
-from legation.model.meshconfig import MESH_CONFIG_KIND
+from legation.model.meshconfig import MESH_CONFIG_KIND, ExtAuthzProvider
 from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, describe
@@ -140,6 +141,7 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
                               expected="an Envoy access log format string")
     providers = _providers(ctx, data, path)
     tracers = _tracers(ctx, data, path)
+    authorizers = _authorizers(ctx, data, path)
     default_logs, default_tracing = _default_providers(ctx, data, path)
     if ctx.failed:
         return None
@@ -147,7 +149,8 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
                       outbound_policy=policy, access_log_file=log_file,
                       access_log_encoding=LogEncoding(encoding), access_log_format=log_format,
                       log_providers=providers, default_log_providers=default_logs,
-                      tracing_providers=tracers, default_tracing_providers=default_tracing)
+                      tracing_providers=tracers, default_tracing_providers=default_tracing,
+                      authz_providers=authorizers)
 
 
 def _tracers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[TracingProvider, ...]:
@@ -173,6 +176,82 @@ def _tracers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[TracingProvi
     return tuple(out)
 
 
+_AUTHZ_COMMON = ("service", "port", "timeout", "failOpen", "statusOnError",
+                 "includeRequestBodyInCheck")
+_AUTHZ_HTTP = (*_AUTHZ_COMMON, "pathPrefix", "includeRequestHeadersInCheck",
+               "includeAdditionalHeadersInCheck", "headersToUpstreamOnAllow",
+               "headersToDownstreamOnAllow", "headersToDownstreamOnDeny",
+               "includeHeadersInCheck")
+_AUTHZ_GRPC = _AUTHZ_COMMON
+_STATUS_CODES = frozenset(c for c in http_status_pb2.StatusCode.values() if c)
+
+
+def _authorizers(ctx: Ctx, data: Mapping[str, Any], path: str
+                 ) -> tuple[ExtAuthzProvider, ...]:
+    """`extensionProviders` of kind envoyExtAuthzHttp or envoyExtAuthzGrpc (Istio's
+    defaults: timeout 600s, failOpen false, statusOnError 403)."""
+    out = []
+    for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
+        kind = next((k for k in ("envoyExtAuthzHttp", "envoyExtAuthzGrpc") if k in item), "")
+        if not kind:
+            continue
+        grpc = kind == "envoyExtAuthzGrpc"
+        name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
+        kpath = child_path(ppath, kind)
+        section = ctx.mapping(item, kind, ppath, problem="ext-authz")
+        istio.check_fields(ctx, section, kpath, _AUTHZ_GRPC if grpc else _AUTHZ_HTTP,
+                           what=kind, deprecated={"includeHeadersInCheck":
+                                                  "use includeRequestHeadersInCheck"})
+        service = istio.string(ctx, section, "service", kpath, required=True,
+                               expected="the authorizer's host name, e.g. "
+                               "ext-authz.foo.svc.cluster.local")
+        port = ctx.port(section, "port", kpath, problem="port", required=True)
+        timeout = istio.duration_ms(ctx, section, "timeout", kpath)
+        status = _status(ctx, section, kpath)
+        body = istio.section(ctx, section, "includeRequestBodyInCheck", kpath) or {}
+        bpath = child_path(kpath, "includeRequestBodyInCheck")
+        istio.check_fields(ctx, body, bpath, ("maxRequestBytes", "allowPartialMessage",
+                                              "packAsBytes"), what="a body setting")
+        max_bytes = istio.integer(ctx, body, "maxRequestBytes", bpath, low=1)
+        headers = (*istio.strings(ctx, section, "includeRequestHeadersInCheck", kpath),
+                   *istio.strings(ctx, section, "includeHeadersInCheck", kpath))
+        added = ctx.string_map(section, "includeAdditionalHeadersInCheck", kpath,
+                               problem="header")
+        if not (name and service and port):
+            continue
+        out.append(ExtAuthzProvider(
+            name=name, grpc=grpc, service=service, port=port,
+            timeout_s=(timeout if timeout is not None else 600_000) / 1000,
+            fail_open=bool(istio.boolean(ctx, section, "failOpen", kpath)),
+            status_on_error=status,
+            path_prefix=istio.string(ctx, section, "pathPrefix", kpath),
+            include_request_headers=headers,
+            include_additional_headers=tuple(sorted(added.items())),
+            headers_to_upstream_on_allow=istio.strings(ctx, section, "headersToUpstreamOnAllow",
+                                                       kpath),
+            headers_to_downstream_on_allow=istio.strings(
+                ctx, section, "headersToDownstreamOnAllow", kpath),
+            headers_to_downstream_on_deny=istio.strings(
+                ctx, section, "headersToDownstreamOnDeny", kpath),
+            body_max_bytes=(max_bytes or 8192) if body else 0,  # Istio's default size
+            body_allow_partial=bool(istio.boolean(ctx, body, "allowPartialMessage", bpath)),
+            body_as_bytes=bool(istio.boolean(ctx, body, "packAsBytes", bpath))))
+    return tuple(out)
+
+
+def _status(ctx: Ctx, section: Mapping[str, Any], path: str) -> int:
+    """`statusOnError`: an HTTP status Envoy knows, as a string ("403"), default 403."""
+    raw = section.get("statusOnError")
+    if raw is None:
+        return 403
+    text = str(raw) if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if text.isdigit() and int(text) in _STATUS_CODES:
+        return int(text)
+    ctx.invalid(child_path(path, "statusOnError"), "status-on-error", raw,
+                'an HTTP status code Envoy can send, e.g. "403" or "503"')
+    return 403
+
+
 def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogProvider, ...]:
     """`extensionProviders`: the envoyFileAccessLog ones are served (and tracing ones:
     `_tracers`); other kinds are said not to be (yet)."""
@@ -180,13 +259,15 @@ def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogPro
     for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
         name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
         kinds = [k for k in item if k != "name"]
-        if kinds in (["opentelemetry"], ["zipkin"]):
+        if kinds in (["opentelemetry"], ["zipkin"], ["envoyExtAuthzHttp"],
+                     ["envoyExtAuthzGrpc"]):
             continue
         if kinds != ["envoyFileAccessLog"]:
             ctx.info(ppath, "provider-not-applied",
                      f"provider {name!r} ({', '.join(kinds) or 'no kind'}) is not applied: "
-                     "Legation serves envoyFileAccessLog, opentelemetry and zipkin providers "
-                     "(and the built-in envoy).")
+                     "Legation serves envoyFileAccessLog, opentelemetry, zipkin, "
+                     "envoyExtAuthzHttp and envoyExtAuthzGrpc providers (and the built-in "
+                     "envoy).")
             continue
         fpath = child_path(ppath, "envoyFileAccessLog")
         section = ctx.mapping(item, "envoyFileAccessLog", ppath, problem="file-access-log")

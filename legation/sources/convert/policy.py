@@ -1,6 +1,6 @@
 """Istio kinds Legation reads but does not implement yet, kept as plain data.
 
-RequestAuthentication is checked to be
+Kinds of Gateway API not implemented yet are checked to be
 well-formed objects with a mapping `spec`, normalised to JSON-like data
 (string keys, no YAML timestamps or sets) and given a content hash so that
 equality is cheap. None of them changes what a proxy receives yet, so each
@@ -22,8 +22,6 @@ from legation.sources.convert.meta import Meta
 
 # What a user relying on each kind would miss.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "RequestAuthentication": "JWTs are not validated (no jwt_authn filter), so its "
-                             "jwtRules neither reject bad tokens nor set request principals.",
     "TCPRoute": "gateways get no TCP listeners from it.",
     "TLSRoute": "gateways get no TLS passthrough listeners from it.",
     "UDPRoute": "Envoy sidecars and gateways here carry no UDP.",

@@ -85,6 +85,8 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _crd("Sidecar", "sidecars", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("PeerAuthentication", "peerauthentications", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("AuthorizationPolicy", "authorizationpolicies", ISTIO_SECURITY, _SECURITY_VERSIONS),
+    _crd("RequestAuthentication", "requestauthentications", ISTIO_SECURITY,
+         _SECURITY_VERSIONS),
     _crd("Telemetry", "telemetries", ISTIO_TELEMETRY, ("v1", "v1alpha1")),
     _crd("GatewayClass", "gatewayclasses", GATEWAY_API, ("v1", "v1beta1"), namespaced=False),
     _crd("Gateway", "gateways", GATEWAY_API, ("v1", "v1beta1")),

@@ -8,8 +8,11 @@ one, a request must match one of its rules.
 
 - A policy without rules: ALLOW allows nothing; DENY and AUDIT never match
   (Istio's explicit "match never" policy, kept so the filter is visible).
-- CUSTOM: there is no external authorizer, so its rules are enforced as
-  DENY (Istio does the same when the provider cannot be used).
+- CUSTOM: the policies whose provider the port can use (rbac.py decides)
+  come first, as the *shadow* rules of an RBAC filter that only marks the
+  requests to send to the external authorizer (translators/extauthz.py);
+  the others' rules are enforced as DENY, as Istio does when a provider is
+  missing or cannot be used.
 - `istio.io/dry-run: "true"`: the policy goes to `shadow_rules` (evaluated,
   counted, logged; not enforced).
 - A TCP port gets network RBAC filters; rules with HTTP-only conditions
@@ -28,6 +31,7 @@ from legation.model import Diagnostic, Severity
 from legation.model.security import AuthorizationPolicy, AuthzAction, MeshSecurity
 from legation.translators import names
 from legation.translators.authz.generate import Context, rule_policy
+from legation.translators.extauthz import POLICY_PREFIX
 
 # Istio's explicit "never matches" policy (builder.go, rbacPolicyMatchNever).
 MATCH_NEVER = rbac_pb2.Policy(
@@ -55,6 +59,8 @@ class BuiltRbac:
 @dataclass(slots=True, kw_only=True)
 class Built:
     configs: list[BuiltRbac] = field(default_factory=list)  # in filter order
+    # CUSTOM policies sent to the external authorizer: shadow rules that mark requests
+    custom: rbac_pb2.RBAC | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -64,9 +70,19 @@ def build(
     tcp: bool,
     port: int,
     security: MeshSecurity,
+    issuers: tuple[str, ...] = (),
+    custom: Iterable[AuthorizationPolicy] = (),
 ) -> Built:
-    """RBAC configurations for one workload port's filter chain (module docstring)."""
+    """RBAC configurations for one workload port's filter chain (module docstring).
+    `issuers`: whose JWTs the workload validates; `custom`: the CUSTOM policies that go
+    to the external authorizer (CUSTOM ones in `policies` are enforced as DENY)."""
     out = Built()
+    for policy in custom:
+        if out.custom is None:
+            out.custom = rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW)
+        for name, generated in _policies(policy, tcp, port, security, issuers,
+                                         out.diagnostics):
+            out.custom.policies[POLICY_PREFIX + name].CopyFrom(generated)
     chosen = list(policies)
     for action, kinds in _ORDER:
         group = [p for p in chosen if p.action in kinds]
@@ -75,7 +91,8 @@ def build(
         built = BuiltRbac(action=action)
         for policy in group:
             target = _target(built, policy.dry_run)
-            for name, generated in _policies(policy, tcp, port, security, out.diagnostics):
+            for name, generated in _policies(policy, tcp, port, security, issuers,
+                                             out.diagnostics):
                 target.policies[name].CopyFrom(generated)
         out.configs.append(built)
     return out
@@ -96,15 +113,17 @@ def _policies(
     tcp: bool,
     port: int,
     security: MeshSecurity,
+    issuers: tuple[str, ...],
     diagnostics: list[Diagnostic],
 ) -> list[tuple[str, rbac_pb2.Policy]]:
     if not policy.rules:
         return [(names.rbac_policy(policy.namespace, policy.name, 0), MATCH_NEVER)]
     ctx = Context(
         tcp=tcp,
-        strict=policy.action is AuthzAction.ALLOW,
+        strict=policy.action is AuthzAction.ALLOW,  # CUSTOM: widened, checks more
         security=security,
         namespace=policy.namespace,
+        issuers=issuers,
     )
     out = []
     for index, rule in enumerate(policy.rules):

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from envoy.config.rbac.v3 import rbac_pb2
-from envoy.type.matcher.v3 import string_pb2
+from envoy.type.matcher.v3 import metadata_pb2, string_pb2
 
 from legation.model.security import Attribute, AuthzRule, Condition, MeshSecurity
 from legation.translators.authz import matcher
 
 Permission = rbac_pb2.Permission
 Principal = rbac_pb2.Principal
+StringMatcher = string_pb2.StringMatcher
 
 SPIFFE_PREFIX = "spiffe://"
 LEGACY_TRUST_DOMAIN = "cluster.local"  # Istio treats it as an alias of the mesh's own
@@ -53,6 +54,7 @@ class Context:
     strict: bool  # ALLOW: an Unsupported value drops the rule; else only the value
     security: MeshSecurity
     namespace: str  # of the policy: the default namespace of `serviceAccounts`
+    issuers: tuple[str, ...] = ()  # whose tokens the workload validates (RequestAuthentication)
 
 
 def rule_policy(rule: AuthzRule, ctx: Context) -> tuple[rbac_pb2.Policy | None, list[Unsupported]]:
@@ -141,8 +143,53 @@ def _principal(c: Condition, value: str, ctx: Context) -> list[rbac_pb2.Principa
         return [rbac_pb2.Principal(remote_ip=matcher.cidr(value))]
     if a is Attribute.REQUEST_HEADERS:
         return [rbac_pb2.Principal(header=matcher.header(c.key, value))]
-    keys = [a.value, c.key] if c.key else [a.value]  # JWT attributes: never set
-    return [rbac_pb2.Principal(metadata=matcher.metadata(matcher.JWT_METADATA_FILTER, keys, value))]
+    return _jwt(c, value, ctx)
+
+
+def _jwt(c: Condition, value: str, ctx: Context) -> list[rbac_pb2.Principal]:
+    """A JWT attribute, read from the payload of a validated token: the jwt_authn filter
+    writes it under its issuer (translators/jwt.py), so each of the workload's issuers is
+    one alternative. No issuer: nothing can match (a never-matching principal)."""
+    a = c.attribute
+    found: list[metadata_pb2.MetadataMatcher] = []
+    for issuer in ctx.issuers:
+        if a is Attribute.REQUEST_PRINCIPAL:
+            found += _principal_of(issuer, value)
+        elif a is Attribute.REQUEST_AUDIENCES:
+            found += matcher.claim(issuer, ["aud"], value)
+        elif a is Attribute.REQUEST_PRESENTER:
+            found += matcher.claim(issuer, ["azp"], value)
+        else:  # REQUEST_CLAIMS: request.auth.claims[a][b] -> keys a, b
+            found += matcher.claim(issuer, c.key.split("]["), value)
+    if not found:
+        return [Principal(not_id=Principal(any=True))]
+    return [Principal(sourced_metadata=rbac_pb2.SourcedMetadata(metadata_matcher=m))
+            for m in found]
+
+
+def _principal_of(issuer: str, value: str) -> list[metadata_pb2.MetadataMatcher]:
+    """`<iss>/<sub>` against tokens of `issuer`: Envoy keeps iss and sub apart, so the
+    value (Istio's exact, `prefix*`, `*suffix` or `*`) becomes a test of sub alone."""
+    head = issuer + "/"
+    if value == "*":
+        return [matcher.claim_present(issuer, "sub")]
+    if value.startswith("*"):
+        suffix = value[1:]
+        out = [matcher.claim_string(issuer, "sub", StringMatcher(suffix=suffix))]
+        # the suffix may begin inside "<iss>/": then sub is the rest of it
+        out += [matcher.claim_string(issuer, "sub", StringMatcher(exact=suffix[k:]))
+                for k in range(1, len(suffix)) if head.endswith(suffix[:k])]
+        return out
+    if value.endswith("*"):
+        prefix = value[:-1]
+        if head.startswith(prefix):
+            return [matcher.claim_present(issuer, "sub")]
+        if prefix.startswith(head):
+            return [matcher.claim_string(issuer, "sub", StringMatcher(prefix=prefix[len(head):]))]
+        return []
+    if value.startswith(head) and len(value) > len(head):
+        return [matcher.claim_string(issuer, "sub", StringMatcher(exact=value[len(head):]))]
+    return []
 
 
 def _permission(c: Condition, value: str, ctx: Context) -> list[rbac_pb2.Permission]:
@@ -167,7 +214,8 @@ def _permission(c: Condition, value: str, ctx: Context) -> list[rbac_pb2.Permiss
     if not name or not key.endswith("]") or len(key) < 2:
         raise Unsupported(f"experimental.envoy.filters.{c.key} is not <filter>[<key>]")
     keys = key[:-1].split("][")
-    return [rbac_pb2.Permission(metadata=matcher.metadata(f"envoy.filters.{name}", keys, value))]
+    m = matcher.metadata(f"envoy.filters.{name}", keys, value)
+    return [rbac_pb2.Permission(sourced_metadata=rbac_pb2.SourcedMetadata(metadata_matcher=m))]
 
 
 def _authenticated(m: string_pb2.StringMatcher) -> rbac_pb2.Principal:

@@ -21,9 +21,8 @@ from google.protobuf import wrappers_pb2
 
 # RE2 metacharacters; RE2 accepts a backslash before any punctuation.
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$-])")
-# No filter of a Legation sidecar writes this dynamic metadata: JWT attributes and
-# Envoy filter metadata never match, as in Istio without a RequestAuthentication.
-JWT_METADATA_FILTER = "istio_authn"
+# Where the jwt_authn filter writes a validated token's payload, under its issuer.
+JWT_METADATA_FILTER = "envoy.filters.http.jwt_authn"
 
 
 def escape(text: str) -> str:
@@ -85,3 +84,29 @@ def metadata(filter_name: str, keys: list[str], value: str) -> metadata_pb2.Meta
         path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in keys],
         value=value_pb2.ValueMatcher(string_match=string(value)),
     )
+
+
+def claim(issuer: str, keys: list[str], value: str) -> list[metadata_pb2.MetadataMatcher]:
+    """A claim of a token of `issuer` equals `value` (Istio's wildcards), or is a list
+    holding it (audiences, groups): Envoy tests the two shapes apart."""
+    path = [issuer, *keys]
+    return [
+        metadata(JWT_METADATA_FILTER, path, value),
+        metadata_pb2.MetadataMatcher(
+            filter=JWT_METADATA_FILTER,
+            path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in path],
+            value=value_pb2.ValueMatcher(list_match=value_pb2.ListMatcher(
+                one_of=value_pb2.ValueMatcher(string_match=string(value))))),
+    ]
+
+
+def claim_string(issuer: str, key: str, m: string_pb2.StringMatcher
+                 ) -> metadata_pb2.MetadataMatcher:
+    return metadata_pb2.MetadataMatcher(
+        filter=JWT_METADATA_FILTER,
+        path=[metadata_pb2.MetadataMatcher.PathSegment(key=k) for k in (issuer, key)],
+        value=value_pb2.ValueMatcher(string_match=m))
+
+
+def claim_present(issuer: str, key: str) -> metadata_pb2.MetadataMatcher:
+    return claim_string(issuer, key, regex(".+"))

@@ -115,7 +115,8 @@ async def test_a_crd_that_appears_late_is_a_warning_first_then_its_objects_flow(
             await until(lambda: store.ready)  # a missing CRD does not hold readiness
             missing = diagnostics(store, "kubernetes.crd-missing")
             assert {d.ref.name for d in missing} == {
-                "peerauthentications.security.istio.io", "authorizationpolicies.security.istio.io"}
+                "peerauthentications.security.istio.io", "authorizationpolicies.security.istio.io",
+                "requestauthentications.security.istio.io"}
             assert all(d.severity is Severity.WARNING for d in missing)
             assert ("Service", "shop", "web") in store.objects("k8s")
 

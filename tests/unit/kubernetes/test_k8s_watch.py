@@ -52,6 +52,9 @@ KINDS: list[tuple[str, Obj, Obj]] = [
      objects.peer_authentication("pa", "new", mode="PERMISSIVE")),
     ("AuthorizationPolicy", objects.authorization_policy("ap", "new", app="a", principal="x"),
      objects.authorization_policy("ap", "new", app="a", principal="y")),
+    ("RequestAuthentication",
+     objects.request_authentication("ra", "new", issuer="https://a.example.com"),
+     objects.request_authentication("ra", "new", issuer="https://b.example.com", app="a")),
     ("ConfigMap", objects.mesh_config("ALLOW_ANY", "new-cp"),
      objects.mesh_config("REGISTRY_ONLY", "new-cp")),
 ]

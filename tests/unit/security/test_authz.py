@@ -114,11 +114,15 @@ def test_deny_only_has_no_allow_filter() -> None:
     assert actions(filters(policy("d", "DENY", "  - {}\n"))) == ["DENY"]
 
 
-def test_custom_is_enforced_as_deny() -> None:
+def test_custom_without_its_provider_in_mesh_config_is_enforced_as_deny_and_reported() -> None:
     text = policy("c", "CUSTOM", "  - to: [{operation: {paths: [/x]}}]\n").replace(
         "  action: CUSTOM\n", "  action: CUSTOM\n  provider: {name: opa}\n"
     )
-    assert actions(filters(text)) == ["DENY"]
+    f = filters(text)
+    assert actions(f) == ["DENY"]
+    (d,) = f.diagnostics
+    assert d.code == "authorizationpolicy.custom-unusable" and d.field == "spec.provider"
+    assert "no envoyExtAuthzHttp or envoyExtAuthzGrpc provider named 'opa'" in d.message
 
 
 ONLY_POST = "  - to: [{operation: {methods: [POST]}}]\n"

@@ -251,21 +251,6 @@ BAD = [
     ),
     # Legation cannot enforce these; the policy is kept, and what happens is said.
     Bad(
-        id="ap-jwt",
-        code="authorizationpolicy.jwt-unsupported",
-        severity=Severity.WARNING,
-        field="spec.rules[0].from[0].source.requestPrincipals",
-        yaml=AP + "spec:\n  rules:\n  - from:\n    - source:\n        requestPrincipals:  # <-\n"
-        "        - '*'\n",
-    ),
-    Bad(
-        id="ap-custom",
-        code="authorizationpolicy.custom-unsupported",
-        severity=Severity.WARNING,
-        field="spec.action",
-        yaml=AP + "spec:\n  action: CUSTOM  # <-\n  provider: {name: opa}\n",
-    ),
-    Bad(
         id="ap-target-ref",
         code="authorizationpolicy.target-ref-unsupported",
         severity=Severity.WARNING,

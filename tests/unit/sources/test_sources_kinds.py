@@ -170,8 +170,10 @@ POLICIES = [
     # VirtualService and DestinationRule have typed models: tests/unit/traffic/;
     # PeerAuthentication and AuthorizationPolicy too: tests/unit/security/; Sidecar:
     # tests/unit/test_pipeline_scope.py; Gateway: tests/unit/sources/test_sources_gateway.py;
-    # ServiceEntry: tests/unit/sources/test_sources_service_entry.py
-    ("security.istio.io/v1", "RequestAuthentication"),
+    # ServiceEntry: tests/unit/sources/test_sources_service_entry.py; RequestAuthentication:
+    # tests/unit/security/test_request_authentication.py. Kept as plain data: the Gateway
+    # API kinds not implemented yet.
+    ("gateway.networking.k8s.io/v1alpha2", "TCPRoute"),
 ]
 
 
@@ -189,7 +191,7 @@ def test_policy_kinds(api_version: str, kind: str) -> None:
 
 def test_policy_hash_is_content_based() -> None:
     def policy(spec: str) -> PolicyObject:
-        p = only(convert("apiVersion: security.istio.io/v1\nkind: RequestAuthentication\n"
+        p = only(convert("apiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\n"
                          f"metadata: {{name: p}}\nspec: {spec}\n"))
         assert isinstance(p, PolicyObject)
         return p

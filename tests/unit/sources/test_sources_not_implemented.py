@@ -7,8 +7,9 @@ import pytest
 from legation.sources.convert import convert_text
 
 MANIFESTS = {
-    "RequestAuthentication": "security.istio.io/v1\nkind: RequestAuthentication\n"
-                             "spec: {jwtRules: [{issuer: issuer.example.com}]}",
+    "TCPRoute": "gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n"
+                "spec: {parentRefs: [{name: gw}],\n"
+                "       rules: [{backendRefs: [{name: db, port: 5432}]}]}",
 }
 
 

@@ -86,21 +86,46 @@ def inbound_security(
         for p in mesh.peer_authentications
         if p.namespace == mesh.root_namespace and selector_matches(p.selector, workload.labels)
     ]
-    tcp = not inbound.protocol.is_http
-    jwt_policies = () if tcp else jwt.policies_for(mesh, workload)
-    jwt_filter = jwt.jwt_filter(jwt_policies, mesh.security.jwks_refresh_s)
-    issuers = jwt_issuers(jwt_policies)
-    rbac = rbac_filters(mesh, workload, inbound.port, tcp=tcp, issuers=issuers)
-    diagnostics.extend(rbac.diagnostics)
+    auth = request_security(mesh, workload, inbound.port, tcp=not inbound.protocol.is_http)
+    diagnostics.extend(auth.diagnostics)
     mtls = mesh.security.mtls
     return InboundSecurity(
         mode=decision.mode if mtls else MtlsMode.DISABLE,
         client_cert_header=mtls,
+        http_filters=auth.http_filters,
+        network_filters=auth.network_filters,
+        clusters=auth.clusters,
+        local_reply=auth.local_reply,
+        diagnostics=tuple(diagnostics),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSecurity:
+    """End-user authentication and authorization of one port of a workload (a sidecar's
+    inbound port or a gateway's): its filters, the clusters they call, the local replies
+    they need (jwt.py) and what was reported."""
+
+    http_filters: tuple[http_connection_manager_pb2.HttpFilter, ...] = ()
+    network_filters: tuple[listener_components_pb2.Filter, ...] = ()
+    clusters: tuple[cluster_pb2.Cluster, ...] = ()
+    local_reply: http_connection_manager_pb2.LocalReplyConfig | None = None
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+
+def request_security(mesh: MeshSnapshot, workload: Workload, port: int, *, tcp: bool
+                     ) -> RequestSecurity:
+    """RequestAuthentication (HTTP only) then AuthorizationPolicy, in Istio's order."""
+    jwt_policies = () if tcp else jwt.policies_for(mesh, workload)
+    jwt_filter = jwt.jwt_filter(jwt_policies, mesh.security.jwks_refresh_s)
+    issuers = jwt_issuers(jwt_policies)
+    rbac = rbac_filters(mesh, workload, port, tcp=tcp, issuers=issuers)
+    return RequestSecurity(
         http_filters=(*([jwt_filter] if jwt_filter is not None else []), *rbac.http),
         network_filters=tuple(rbac.network),
         clusters=(*jwt.jwks_clusters(jwt_policies), *rbac.clusters),
         local_reply=jwt.local_reply(issuers) if jwt_filter is not None else None,
-        diagnostics=tuple(diagnostics),
+        diagnostics=tuple(rbac.diagnostics),
     )
 
 

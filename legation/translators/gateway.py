@@ -46,7 +46,12 @@ from legation.model.telemetry import LogMode, LogSink, TracingSetup
 from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
 from legation.translators.accesslog import access_logs
-from legation.translators.authn import TLS_INSPECTOR, TLS_TRANSPORT_SOCKET
+from legation.translators.authn import (
+    TLS_INSPECTOR,
+    TLS_TRANSPORT_SOCKET,
+    RequestSecurity,
+    request_security,
+)
 from legation.translators.common import ads_config_source, pack, socket_address
 from legation.translators.httproute import filters_used, source_key, virtual_service_routes
 from legation.translators.listeners import (
@@ -84,6 +89,7 @@ def gateway_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         filters = filters_used(vs for _, _, found in bound for vs in found)
         chain = listener_components_pb2.FilterChain(
             filters=[_hcm(address, port, names.gateway_route(port), filters,
+                          _auth(mesh, proxy, port, out),
                           mesh.access_logs(proxy.workload, LogMode.SERVER),
                           *_trace(mesh, proxy, out))])
         out.listeners.append(_listener(address, port, [chain]))
@@ -135,6 +141,7 @@ def _https_port(mesh: MeshSnapshot, proxy: Proxy, port: int,
                                             gw.name, gw.namespace)
             out.routes.append(_route_config(mesh, proxy, route, port, [(gw, server, services)]))
             filters = [_hcm(address, port, route, filters_used(services),
+                            _auth(mesh, proxy, port, out),
                             mesh.access_logs(proxy.workload, LogMode.SERVER),
                             *_trace(mesh, proxy, out))]
         out.secrets.extend(secrets)
@@ -296,9 +303,19 @@ def _server_diag(gw: Gateway, server: GatewayServer, field: str, code: str,
                       severity=Severity.WARNING, line=line_of(gw.lines, path, gw.ref.line))
 
 
+def _auth(mesh: MeshSnapshot, proxy: Proxy, port: int, out: Translated) -> RequestSecurity:
+    """RequestAuthentication and AuthorizationPolicy selecting the gateway's workload, as
+    on a sidecar's inbound port (Istio applies both to gateways)."""
+    auth = request_security(mesh, proxy.workload, port, tcp=False)
+    have = {c.name for c in out.clusters}
+    out.clusters.extend(c for c in auth.clusters if c.name not in have)
+    out.diagnostics.extend(d for d in auth.diagnostics if d not in out.diagnostics)
+    return auth
+
+
 def _hcm(address: str, port: int, route: str, filters: frozenset[str],
-         logs: tuple[LogSink, ...] = (), trace: TracingSetup | None = None,
-         service: str = "") -> listener_components_pb2.Filter:
+         auth: RequestSecurity, logs: tuple[LogSink, ...] = (),
+         trace: TracingSetup | None = None, service: str = "") -> listener_components_pb2.Filter:
     hcm = HCM(
         tracing=hcm_tracing(trace, service) if trace is not None else None,
         access_log=access_logs(logs),
@@ -309,8 +326,10 @@ def _hcm(address: str, port: int, route: str, filters: frozenset[str],
         # The gateway is the edge: it appends the peer to X-Forwarded-For and trusts
         # nothing before it (Istio sets this on gateways).
         use_remote_address=wrappers_pb2.BoolValue(value=True),
-        http_filters=http_filters(filters),
+        http_filters=[*auth.http_filters, *http_filters(filters)],
     )
+    if auth.local_reply is not None:
+        hcm.local_reply_config.CopyFrom(auth.local_reply)
     return network_filter(HCM_FILTER, hcm)
 
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 
-from .harness import AppFleet, EnvoyFleet, Loopback, eventually
+from .harness import AppFleet, EnvoyFleet, Loopback, MeshLab, eventually, request
 from .security_lab import NAMESPACE, SecureLab, SecureWorkload
 
 ISSUER = "https://issuer.test"
@@ -377,3 +377,69 @@ async def _call_is(lab: SecureLab, client: SecureWorkload, service: str, path: s
                    headers: dict[str, str]) -> Any:
     resp = await lab.call(client, service, path=path, headers=headers)
     return resp if resp.status == want else None
+
+
+# -- at the ingress gateway ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delta", [False], ids=["sotw"])
+async def test_the_ingress_gateway_requires_a_valid_token(mesh: MeshLab) -> None:
+    key = EcKey("gw")
+    mesh.service("productpage")
+    await mesh.backend("productpage-v1", app="productpage")
+    gateway = mesh.client("ingressgateway", labels={"istio": "ingressgateway"})
+    mesh.write("gateway.yaml", f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: public, namespace: {mesh.namespace}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: shop, namespace: {mesh.namespace}}}
+spec:
+  hosts: ["*"]
+  gateways: [public]
+  http:
+  - route:
+    - destination: {{host: productpage, port: {{number: 9080}}}}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ingress, namespace: {mesh.namespace}}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  jwtRules:
+  - issuer: {EC_ISSUER}
+    jwks: '{json.dumps({"keys": [key.jwk()]})}'
+    outputClaimToHeaders: [{{header: x-user, claim: sub}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ingress-require-jwt, namespace: {mesh.namespace}}}
+spec:
+  selector: {{matchLabels: {{istio: ingressgateway}}}}
+  action: DENY
+  rules:
+  - from: [{{source: {{notRequestPrincipals: ["*"]}}}}]
+""")
+    await mesh.start()
+
+    async def get(headers: dict[str, str]) -> Any:
+        return await request(gateway.address, 8080, "GET", "/productpage",
+                             headers={"host": "shop.example.com", **headers}, timeout=5)
+
+    async def served() -> Any:
+        resp = await get(bearer(token(key, iss=EC_ISSUER, sub="carol")))
+        return resp if resp.status == 200 else None
+
+    resp = await eventually(served, what="a valid token through the gateway")
+    assert resp.header("x-served-by") == "productpage-v1"
+    assert resp.json()["headers"]["x-user"] == "carol"  # outputClaimToHeaders
+    assert (await get({})).status == 403
+    # expired beyond the 60 s of clock skew Envoy allows
+    assert (await get(bearer(token(key, iss=EC_ISSUER, exp_in=-300)))).status == 401

@@ -32,6 +32,7 @@ from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
+from legation.sources.jwks import JwksProbe
 from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.xds.changes import ChangeLog
 from legation.xds.keys import WithoutPrivateKeys
@@ -139,6 +140,8 @@ class App:
             if self.security is not None
             else None
         )
+        # every RequestAuthentication jwksUri, fetched to report unusable ones (jwks.py)
+        self.jwks_probe = JwksProbe(self.store, interval_s=settings.jwks_refresh_s)
         # Gateway API status conditions, written back to the objects (Kubernetes only)
         self.gateway_status = (GatewayStatusWriter(self._kube_api)
                                if self._kube_api is not None else None)
@@ -267,6 +270,7 @@ class App:
                 for source in self.sources:
                     tg.create_task(source.run())
                 tg.create_task(self.pipeline.run())
+                tg.create_task(self.jwks_probe.run())
                 if self.security is not None:
                     tg.create_task(self.security.issuer.run())
                 if self.ca_duties is not None:

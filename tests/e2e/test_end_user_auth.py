@@ -267,6 +267,14 @@ spec:
         assert await status(lab, web, headers=bearer(token(k2))) == 200
         assert await status(lab, web, headers=bearer(token(k1))) == 401
 
+        # ... and the control plane, fetching the URI too, says what is wrong, where.
+        async def reported() -> list[dict[str, Any]] | None:
+            return [d for d in await lab.control_plane.diagnostics()
+                    if d["code"] == "requestauthentication.jwks-unusable"] or None
+
+        (d,) = await eventually(reported, timeout=15, what="the unusable jwksUri reported")
+        assert d["field"] == "spec.jwtRules[0].jwksUri" and "HTTP 503" in d["message"]
+
 
 async def _status_is(lab: SecureLab, client: SecureWorkload, want: int,
                      headers: dict[str, str]) -> Any:

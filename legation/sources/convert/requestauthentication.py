@@ -80,6 +80,10 @@ def _rule(ctx: Ctx, rule: Mapping[str, Any], path: str) -> JwtRule | None:
     issuer = istio.string(ctx, rule, "issuer", path, required=True,
                           expected="the issuer of the tokens (the iss claim), e.g. "
                           "https://accounts.example.com")
+    if issuer and any(c.isspace() or ord(c) < 0x20 for c in issuer):
+        ctx.invalid(child_path(path, "issuer"), "issuer", issuer,
+                    "the iss claim of the tokens, without spaces or control characters")
+        issuer = ""
     jwks = _jwks(ctx, rule, path)
     jwks_uri = _jwks_uri(ctx, rule, path)
     if jwks and jwks_uri:

@@ -134,6 +134,10 @@ BAD = [
     Bad(id="issuer-missing", code="requestauthentication.issuer-missing",
         field="spec.jwtRules[0].issuer",
         yaml=RA + "spec:\n  jwtRules:\n  - jwks: '{}'\n    issuer: ''  # <-\n"),
+    Bad(id="issuer-space", code="requestauthentication.issuer-invalid",
+        field="spec.jwtRules[0].issuer",
+        yaml=RA + "spec:\n  jwtRules:\n  - jwksUri: http://x/k\n"
+        "    issuer: 'https://a b'  # <-\n"),
     Bad(id="jwks-not-json", code="requestauthentication.jwks-invalid",
         field="spec.jwtRules[0].jwks",
         yaml=RA + "spec:\n  jwtRules:\n  - issuer: a\n    jwks: '{keys: ['  # <-\n"),

@@ -24,6 +24,7 @@ from typing import Any
 
 from legation.model.security import Attribute
 from legation.sources.convert.fields import Ctx, describe, is_dns1123_label, is_dns1123_subdomain
+from legation.sources.convert.httpparts import TOKEN
 
 _WHEN_KEYS = {
     a.value: a
@@ -55,6 +56,9 @@ def parse_when_key(key: str) -> tuple[Attribute, str] | str:
             name = key[len(prefix) :]
             if not name.endswith("]") or len(name) < 2 or "[" in name[:1]:
                 return f"{key!r} needs a name in brackets, e.g. {attribute.value}[x-user]"
+            if attribute is Attribute.REQUEST_HEADERS and not TOKEN.match(name[:-1]):
+                return (f"{key!r} names no HTTP header: expected a header name (letters, "
+                        "digits and !#$%&'*+-.^_`|~), without spaces or line breaks")
             return attribute, name[:-1]
     if key.startswith(_ENVOY_PREFIX) and len(key) > len(_ENVOY_PREFIX):
         return Attribute.ENVOY_FILTER, key[len(_ENVOY_PREFIX) :]
@@ -124,6 +128,9 @@ def _problem(attribute: Attribute, value: str) -> str | None:
         return "a service account name or <namespace>/<service account>, without wildcards"
     if not value:
         return "a non-empty string"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return ("a value without control characters (a YAML `|` block ends with a newline: "
+                "use a plain or quoted scalar)")
     if attribute is Attribute.PATH and is_template(value):
         return None
     if (value != "*" and "*" in value[1:-1]) or value.count("*") > 1:

@@ -169,11 +169,20 @@ def _header_ops(ctx: Ctx, obj: Mapping[str, Any], key: str, path: str) -> Header
     def pairs(op: str) -> tuple[tuple[str, str], ...]:
         values = ctx.string_map(section, op, p, problem="header-value")
         return tuple((k, v) for k, v in sorted(values.items())
-                     if _header_name(ctx, k, child_path(child_path(p, op), k), key))
+                     if _header_name(ctx, k, child_path(child_path(p, op), k), key)
+                     and _header_value(ctx, v, child_path(child_path(p, op), k)))
 
     removed = tuple(n for i, n in enumerate(istio.strings(ctx, section, "remove", p))
                     if _header_name(ctx, n, child_path(child_path(p, "remove"), i), key))
     return HeaderOperations(set=pairs("set"), add=pairs("add"), remove=removed)
+
+
+def _header_value(ctx: Ctx, value: str, path: str) -> bool:
+    if not istio.bad_header_value(value):
+        return True
+    ctx.error(path, "header-value-invalid", f"found {value!r}, which holds a line break or "
+              f"NUL; Envoy refuses such a header value ({istio.HEADER_VALUE_HINT}).")
+    return False
 
 
 def _header_name(ctx: Ctx, name: str, path: str, direction: str) -> bool:

@@ -30,6 +30,16 @@ from legation.sources.convert.fields import Ctx, describe, is_dns1123_label, is_
 from legation.sources.convert.regex import check_re2
 from legation.sources.convert.yamlload import child_path
 
+# Envoy's HTTP_HEADER_VALUE rule (protoc-gen-validate well_known_regex): no NUL, CR or LF.
+HEADER_VALUE_HINT = ("a YAML `|` block ends with a newline: use a plain or quoted scalar, "
+                     "or `|-`")
+
+
+def bad_header_value(value: str) -> bool:
+    """Envoy refuses a header value holding NUL, CR or LF (HTTP_HEADER_VALUE)."""
+    return any(c in value for c in "\x00\r\n")
+
+
 PERCENT_EXPECTED = "a mapping {value: <number from 0 to 100>}"
 INT32_MAX = 2**31 - 1
 UINT32_MAX = 2**32 - 1
@@ -184,6 +194,11 @@ def string_match(ctx: Ctx, raw: Any, path: str, *, presence_ok: bool = False
     value = m[kind.value]
     if not isinstance(value, str):
         ctx.invalid(child_path(path, kind.value), "match", value, "a string")
+        return False, None
+    if bad_header_value(value):
+        ctx.error(child_path(path, kind.value), "match-invalid",
+                  f"found {value!r}, which holds a line break or NUL; expected a value "
+                  f"without them ({HEADER_VALUE_HINT}).")
         return False, None
     if kind is MatchKind.REGEX:
         if presence_ok and value == "*":  # istio/istio#20629: "*" means "present"

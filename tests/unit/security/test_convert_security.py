@@ -250,6 +250,21 @@ BAD = [
         "      - http  # <-\n",
     ),
     # Legation cannot enforce these; the policy is kept, and what happens is said.
+    # issue 13: Envoy would refuse the listener, and the old policy would stay in force
+    Bad(
+        id="ap-when-header-newline",
+        code="authorizationpolicy.when-key-invalid",
+        field="spec.rules[0].when[0].key",
+        yaml=AP + "spec:\n  action: DENY\n  rules:\n  - when:\n"
+        "    - key: \"request.headers[x-a\\nb]\"  # <-\n      values: [x]\n",
+    ),
+    Bad(
+        id="ap-value-newline",
+        code="authorizationpolicy.value-invalid",
+        field="spec.rules[0].when[0].values[0]",
+        yaml=AP + "spec:\n  action: DENY\n  rules:\n  - when:\n"
+        "    - key: request.headers[x-user]\n      values:\n      - |  # <-\n        eve\n",
+    ),
     Bad(
         id="ap-target-ref",
         code="authorizationpolicy.target-ref-unsupported",

@@ -75,6 +75,31 @@ VS_FINDINGS = [
             yaml=vs("hosts: [catalog]\nhttp:\n- rewrite:\n    uriRegexRewrite:\n"
                     "      match: '^/(a'  # <-\n      rewrite: /b\n"
                     "  route: [{destination: {host: catalog}}]")),
+    # issue 13: Envoy refuses these, and with them the whole shared route configuration
+    Finding(id="regex-program-size", code="virtualservice.regex-invalid",
+            field="spec.http[0].match[0].uri.regex", message="program size is 1004",
+            yaml=vs("hosts: [catalog]\nhttp:\n- match:\n  - uri:\n"
+                    "      regex: 'a{1000}'  # <-\n  route: [{destination: {host: catalog}}]")),
+    Finding(id="query-regex-program-size", code="virtualservice.regex-invalid",
+            field="spec.http[0].match[0].queryParams.id.regex", message="over Envoy's limit",
+            yaml=vs("hosts: [catalog]\nhttp:\n- match:\n  - queryParams:\n      id:\n"
+                    "        regex: '[0-9]{1,200}'  # <-\n"
+                    "  route: [{destination: {host: catalog}}]")),
+    Finding(id="cors-regex-program-size", code="virtualservice.regex-invalid",
+            field="spec.http[0].corsPolicy.allowOrigins[0].regex", message="over Envoy's limit",
+            yaml=vs("hosts: [catalog]\nhttp:\n- corsPolicy:\n    allowOrigins:\n"
+                    "    - regex: 'https://[a-z]{1,300}'  # <-\n"
+                    "  route: [{destination: {host: catalog}}]")),
+    Finding(id="header-value-newline", code="virtualservice.header-value-invalid",
+            field="spec.http[0].headers.request.set.x-team", message="holds a line break",
+            yaml=vs("hosts: [catalog]\nhttp:\n- headers:\n    request:\n      set:\n"
+                    "        x-team: |  # <-\n          blue\n"
+                    "  route: [{destination: {host: catalog}}]")),
+    Finding(id="match-value-newline", code="virtualservice.match-invalid",
+            field="spec.http[0].match[0].headers.x-team.exact", message="holds a line break",
+            yaml=vs("hosts: [catalog]\nhttp:\n- match:\n  - headers:\n      x-team:\n"
+                    "        exact: \"blue\\r\\n\"  # <-\n"
+                    "  route: [{destination: {host: catalog}}]")),
     Finding(id="weights-sum", code="virtualservice.weights-sum", field="spec.http[0].route",
             message="add up to 110 (90 + 20); expected them to add up to 100",
             yaml=vs("hosts: [catalog]\nhttp:\n- route:  # <-\n"

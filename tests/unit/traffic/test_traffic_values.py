@@ -54,7 +54,7 @@ def test_milliseconds_round_trip(ms: int) -> None:
 
 @pytest.mark.parametrize("pattern", [
     r"^/api/v\d+/.*$", r"(?i)catalog", r"a(?i:b)c", r"(?P<id>[0-9]+)", r"(?<id>[0-9]+)",
-    r"[[:alpha:]_]+", r"\pL+\p{Greek}", r"\x{1F600}", r"\Q1+1=2\E", r"a{2,1000}", r"\012",
+    r"[[:alpha:]_]+", r"\p{Greek}", r"\x{1F600}", r"\Q1+1=2\E", r"a{2,40}", r"\012",
     r"(?U)a+", r"\Aab\z", r"[^\]]", r"x*?y+?", "", ".*",
 ], ids=str)
 def test_valid_re2(pattern: str) -> None:
@@ -76,6 +76,17 @@ def test_invalid_re2(pattern: str, why: str) -> None:
     assert problem is not None
     assert re.search(why, problem), problem
     assert "https://github.com/google/re2/wiki/Syntax" in problem
+
+
+@pytest.mark.parametrize(("pattern", "size"), [
+    (r"a{1000}", 1004), (r"a{2,1000}", 2002), (r"\pL+\p{Greek}", 1263), (r"[a-z]{1,50}", 103),
+], ids=str)
+def test_valid_re2_that_envoy_refuses_for_its_program_size(pattern: str, size: int) -> None:
+    """Envoy rejects a regex whose RE2 program is larger than 100 (issue 13: `a{1000}` in
+    one VirtualService froze the shared route configuration of every proxy)."""
+    problem = check_re2(pattern)
+    assert problem is not None
+    assert f"program size is {size}, over Envoy's limit of 100" in problem
 
 
 @given(st.text(alphabet="ab.*+?|()[]{}\\^$0123456789", max_size=12))

@@ -34,6 +34,7 @@ from legation.cache import (
     short_name,
 )
 from legation.metrics import Metrics
+from legation.xds.limits import MAX_DETAIL_CHARS, clip
 from legation.xds.status import Nack, ProxyStatus
 from legation.xds.subscription import NameTable, Subscription
 
@@ -231,12 +232,18 @@ class ProtocolBase:
             self.env.status.changes.on_ack(self.env.node_id, short, version)
 
     def record_nack(self, type_url: str, *, version: str, nonce: str, detail: str) -> None:
+        """Kept, counted and logged clipped (limits.py); the same NACK of the same version
+        again (a client repeating itself) is counted, not logged again."""
         short = short_name(type_url)
         st = self.env.status.type(short)
+        detail = clip(detail, MAX_DETAIL_CHARS)
+        again = (st.last_nack is not None and st.last_nack.version == version
+                 and st.last_nack.message == detail)
         st.last_nack = Nack(version=version, nonce=nonce, message=detail, at=time.time())
-        self.env.log.warning(
-            "xds.nack", type_url=type_url, version=version, nonce=nonce, detail=detail
-        )
+        if not again:
+            self.env.log.warning(
+                "xds.nack", type_url=type_url, version=version, nonce=nonce, detail=detail
+            )
         self.env.metrics.xds_nacks.labels(type=short).inc()
         if self.env.status.changes is not None:
             self.env.status.changes.on_nack(self.env.node_id, short, version, detail)

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from legation.cache import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, SnapshotCache
 from legation.metrics import Metrics
 from legation.xds.csds import add_to_server as add_csds
+from legation.xds.limits import MAX_RECEIVE_BYTES
 from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator, StreamDeps, StreamSpec, run_stream
 
@@ -76,7 +77,7 @@ _KEEPALIVE_TIMEOUT_MS = 10_000
 _MIN_CLIENT_PING_INTERVAL_MS = 5_000  # clients may ping this often without a GOAWAY
 _MAX_CONNECTION_AGE_GRACE_MS = 10_000  # then streams on an aged connection are closed
 _MAX_SEND_BYTES = 256 * 1024 * 1024  # a big mesh's CDS/RDS can exceed gRPC's 4 MiB default
-_MAX_RECEIVE_BYTES = 32 * 1024 * 1024
+_MAX_RECEIVE_BYTES = MAX_RECEIVE_BYTES  # limits.py: nothing a client sends is larger
 _MAX_PENDING_CALLS = 20_000
 
 

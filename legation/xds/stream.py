@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +29,15 @@ from grpc import aio
 from legation.cache import ProxyError, Snapshot, SnapshotCache, Watch, short_name
 from legation.metrics import Metrics
 from legation.xds.delta import DeltaProtocol
+from legation.xds.limits import (
+    LOGGED_ID_CHARS,
+    MAX_STREAMS_PER_PEER,
+    Refusal,
+    check_node,
+    check_request,
+    clip,
+    peer_host,
+)
 from legation.xds.protocol import Outgoing, StreamEnv, StreamProtocol, StreamRejected, logger
 from legation.xds.sotw import SotwProtocol
 from legation.xds.status import StatusBoard
@@ -66,10 +75,12 @@ class StreamDeps:
         self.authenticate = authenticate
         self._logged: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self.names = NameTable()
+        self.peers: Counter[str] = Counter()  # open streams per client IP (limits.py)
 
     def first_rejection(self, node_id: str, rejected: StreamRejected) -> bool:
-        """True the first time a node is refused for a reason: log once, not per retry."""
-        key = (node_id, rejected.code.name, rejected.message)
+        """True the first time a node is refused for a reason: log once, not per retry.
+        The key is bounded whatever the client sent (limits.py)."""
+        key = (clip(node_id, LOGGED_ID_CHARS), rejected.code.name, rejected.message[:512])
         if key in self._logged:
             self._logged.move_to_end(key)
             return False
@@ -81,13 +92,21 @@ class StreamDeps:
 
 async def run_stream(context: aio.ServicerContext, spec: StreamSpec, deps: StreamDeps) -> None:
     """Serve one stream; every way it can end becomes a proper gRPC status."""
-    log = logger().bind(stream=spec.kind, peer=context.peer())
+    peer = context.peer()
+    log = logger().bind(stream=spec.kind, peer=peer)
     node_id = ""
+    host = peer_host(peer)
+    deps.peers[host] += 1
     try:
+        if deps.peers[host] > MAX_STREAMS_PER_PEER:
+            raise StreamRejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{host} has {MAX_STREAMS_PER_PEER} xDS streams open; close some first")
         first = await context.read()
         if first is aio.EOF:
             return
         node_id = first.node.id
+        _refuse(check_node(first.node) or check_request(first, delta=spec.delta))
         if not node_id:
             # xDS spec, "Basic Protocol Overview": the first request carries the node.
             raise StreamRejected(
@@ -101,7 +120,8 @@ async def run_stream(context: aio.ServicerContext, spec: StreamSpec, deps: Strea
     except StreamRejected as rejected:
         deps.metrics.xds_rejected_streams.labels(code=rejected.code.name).inc()
         if deps.first_rejection(node_id, rejected):
-            log.warning("xds.stream_rejected", code=rejected.code.name, message=rejected.message)
+            log.warning("xds.stream_rejected", code=rejected.code.name, message=rejected.message,
+                        node=clip(node_id, LOGGED_ID_CHARS))
         await context.abort(rejected.code, rejected.message)
     except asyncio.CancelledError:
         log.debug("xds.stream_cancelled")  # the client went away, or the server stops
@@ -111,6 +131,10 @@ async def run_stream(context: aio.ServicerContext, spec: StreamSpec, deps: Strea
     except Exception as exc:
         log.error("xds.stream_error", error=repr(exc), exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server")
+    finally:
+        deps.peers[host] -= 1
+        if deps.peers[host] <= 0:
+            del deps.peers[host]
 
 
 async def _serve(
@@ -151,15 +175,22 @@ async def _run_tasks(
     cache: SnapshotCache,
 ) -> None:
     watch.changed.set()  # answer the first request as soon as there is a snapshot
+    spec_delta = isinstance(protocol, DeltaProtocol)
     try:
         async with asyncio.TaskGroup() as tg:
             writer = tg.create_task(_write_loop(context, env, protocol, watch, cache))
             while (request := await context.read()) is not aio.EOF:
+                _refuse(check_request(request, delta=spec_delta))
                 if protocol.on_request(request):
                     watch.changed.set()
             writer.cancel()  # the client half-closed: the stream is over
     except BaseExceptionGroup as group:
         raise _pick(group) from None
+
+
+def _refuse(refusal: Refusal | None) -> None:
+    if refusal is not None:
+        raise StreamRejected(*refusal)
 
 
 def _pick(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -495,6 +495,11 @@ def _ca_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
         p.add_argument(
             "--admin-address", default="127.0.0.1:15014", help="the server's admin HTTP (H:P)"
         )
+    token = rotate.add_mutually_exclusive_group()
+    token.add_argument("--ca-dir", type=Path, default=None,
+                       help="the server's --ca-dir: its admin-token authorizes the action")
+    token.add_argument("--admin-token-file", type=Path, default=None,
+                       help="a file holding the admin token (a copy of <ca-dir>/admin-token)")
 
 
 def cmd_ca(a: argparse.Namespace) -> int:
@@ -503,9 +508,11 @@ def cmd_ca(a: argparse.Namespace) -> int:
 
     address = HostPort.parse(a.admin_address, flag="--admin-address")
     rotate = a.ca_command == "rotate-root"
+    headers = {"Authorization": f"Bearer {_admin_token(a)}"} if rotate else {}
     conn = http.client.HTTPConnection(address.host, address.port, timeout=30)
     try:
-        conn.request("POST" if rotate else "GET", "/ca/rotate-root" if rotate else "/debug/ca")
+        conn.request("POST" if rotate else "GET", "/ca/rotate-root" if rotate else "/debug/ca",
+                     headers=headers)
         resp = conn.getresponse()
         status, body = resp.status, resp.read().decode("utf-8", "replace")
     except OSError as e:
@@ -526,6 +533,20 @@ def cmd_ca(a: argparse.Namespace) -> int:
         message = body.strip()
     print(f"legation: {message} (HTTP {status})", file=sys.stderr)
     return 1
+
+
+def _admin_token(a: argparse.Namespace) -> str:
+    """The token an operator action sends: from --admin-token-file, or --ca-dir's."""
+    from legation.admin.server import ADMIN_TOKEN_FILE
+
+    path: Path | None = a.admin_token_file or (a.ca_dir / ADMIN_TOKEN_FILE if a.ca_dir else None)
+    if path is None:
+        raise SettingsError("ca rotate-root: give --ca-dir DIR (the server's) or "
+                            "--admin-token-file FILE: the admin API requires its token")
+    try:
+        return path.read_text().strip()
+    except OSError as e:
+        raise SettingsError(f"{path}: cannot read the admin token: {e.strerror}") from e
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -2,33 +2,38 @@
 /debug/config_dump /debug/diagnostics /debug/ca, and one operator action, POST
 /ca/rotate-root.
 
-A deliberately small HTTP/1.1 server on asyncio streams (one request per
-connection): the admin port is for probes, Prometheus and operators, not for
-traffic. GET handlers are plain functions (or coroutines, when they must wait for a
-worker thread) returning `(status, content_type, body)`; they read state
-through `AdminView`.
+An aiohttp server (`AdminServer`): the admin port is for probes, Prometheus
+and operators, not for traffic. GET handlers are plain functions (or
+coroutines, when they must wait for a worker thread) returning `(status,
+content_type, body)`; they read state through `AdminView`.
 
 POST /ca/rotate-root starts a root CA rotation (legation/security/rotation.py;
 `legation ca rotate-root` calls it): 202 with the new root's fingerprint once
-it is staged, 409 while a rotation is in progress, on a replica that is not
-the Lease holder, or for an operator-provided (Istio plug-in) CA, 404 without
-a CA. It is an operator action: the admin port binds to loopback by default,
-and a request that carries a browser's `Origin` or `Sec-Fetch-Site` header is
-refused (403), so a web page cannot trigger it. Anyone who can reach a
-non-loopback `--admin-address` can; keep it on a trusted network.
+it is staged, 409 while a rotation is in progress (it is never restarted), on
+a replica that is not the Lease holder, or for an operator-provided (Istio
+plug-in) CA, 404 without a CA. It is an operator action: it needs the token
+`legation serve` keeps in ``<ca-dir>/admin-token`` (mode 0600: whoever can
+read the CA's directory) as ``Authorization: Bearer`` (401 without it), one
+is taken a minute (429), and a request that carries a browser's `Origin` or
+`Sec-Fetch-Site` header is refused (403), so a web page cannot trigger it.
 """
 
 from __future__ import annotations
 
-import asyncio
+import hmac
 import inspect
 import json
+import os
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import structlog
+from aiohttp import web
 from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401  (registers types for Any decoding)
 from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
 from envoy.config.listener.v3 import listener_pb2  # noqa: F401
@@ -58,8 +63,9 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _JSON = "application/json"
-_MAX_HEADERS = 100
 _MAX_BODY = 64 * 1024
+POST_INTERVAL_S = 60.0  # operator actions: at most one a minute
+ADMIN_TOKEN_FILE = "admin-token"  # in --ca-dir
 _NO_CA = b"security is off: no CA runs here (start legation serve with --ca-dir DIR)\n"
 
 
@@ -202,79 +208,106 @@ def _json(value: Any, *, status: int = 200) -> Response:
 
 
 class AdminServer:
-    def __init__(self, admin: Admin, *, host: str, port: int) -> None:
+    """The admin API over HTTP/1.1 (aiohttp): request lines, headers and bodies are
+    bounded by the library (8 KiB lines and fields, `_MAX_BODY` bodies), keep-alive
+    works, and a client that goes away mid-response is nobody's error.
+
+    POST routes are operator actions: refused from browsers (403), and, when the server
+    has a `token` (`legation serve --ca-dir` writes one to ``<ca-dir>/admin-token``,
+    mode 0600), they require ``Authorization: Bearer <token>`` (401) and are taken at
+    most once per `post_interval_s` (429 with Retry-After)."""
+
+    def __init__(self, admin: Admin, *, host: str, port: int, token: str | None = None,
+                 post_interval_s: float = POST_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._routes = admin.routes()
         self._post = admin.post_routes()
         self._host, self._port = host, port
-        self._server: asyncio.Server | None = None
+        self._token = token
+        self._interval = post_interval_s
+        self._clock = clock
+        self._last_post: float | None = None
+        self._runner: web.AppRunner | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None, "start() first"
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._runner is not None, "start() first"
+        return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         try:
-            async with asyncio.timeout(10):
-                status, ctype, body = await self._respond(reader)
-            head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
+            status, ctype, body, headers = await self._respond(request)
         except Exception:  # a bug in a handler must not kill the admin server
-            _log.exception("admin.handler_error")
-        finally:
-            writer.close()
+            _log.exception("admin.handler_error", path=request.path[:200])
+            status, ctype, body, headers = 500, "text/plain", b"internal error\n", {}
+        return web.Response(status=status, body=body,
+                            headers={"Content-Type": ctype, **headers})
 
-    async def _respond(self, reader: asyncio.StreamReader) -> Response:
-        request_line = (await reader.readline()).decode("latin-1").split()
-        headers = await _headers(reader)
-        if len(request_line) < 2 or headers is None:
-            return 400, "text/plain", b"bad request\n"
-        method, target = request_line[0], request_line[1]
-        url = urlsplit(target)
-        path = url.path.rstrip("/") or "/"
-        if method == "POST" and path in self._post:
-            if "origin" in headers or "sec-fetch-site" in headers:
-                return 403, "text/plain", b"operator actions are not accepted from browsers\n"
-            length = headers.get("content-length", "0")
-            if not length.isdigit() or int(length) > _MAX_BODY:
-                return 400, "text/plain", b"bad Content-Length\n"
-            await reader.readexactly(int(length))  # no body is needed; drain it
-            return await self._post[path](parse_qs(url.query))
-        if method not in ("GET", "HEAD") or path in self._post:
+    async def _respond(self, request: web.Request
+                       ) -> tuple[int, str, bytes, dict[str, str]]:
+        path = request.path.rstrip("/") or "/"
+        query = parse_qs(request.query_string)
+        if request.method == "POST" and path in self._post:
+            refused = self._refuse_post(request)
+            if refused is not None:
+                return refused
+            await request.read()  # no body is needed; bounded by client_max_size
+            self._last_post = self._clock()
+            return (*await self._post[path](query), {})
+        if request.method not in ("GET", "HEAD") or path in self._post:
             allowed = "POST" if path in self._post else "GET"
-            return 405, "text/plain", f"only {allowed}\n".encode()
+            return 405, "text/plain", f"only {allowed}\n".encode(), {"Allow": allowed}
         handler = self._routes.get(path)
         if handler is None:
-            return (
-                404,
-                "text/plain",
-                ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode(),
-            )
-        response = handler(parse_qs(url.query))
-        return await response if inspect.isawaitable(response) else response
+            return (404, "text/plain",
+                    ("unknown path; try: " + " ".join(sorted(self._routes)) + "\n").encode(), {})
+        response = handler(query)
+        out = await response if inspect.isawaitable(response) else response
+        return (*out, {})
+
+    def _refuse_post(self, request: web.Request) -> tuple[int, str, bytes, dict[str, str]] | None:
+        headers = request.headers
+        if "Origin" in headers or "Sec-Fetch-Site" in headers:
+            return 403, "text/plain", b"operator actions are not accepted from browsers\n", {}
+        if self._token is not None:
+            given = headers.get("Authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    token.strip().encode(), self._token.encode()):
+                return (401, "text/plain",
+                        b"operator actions need Authorization: Bearer <the token in "
+                        b"<ca-dir>/admin-token> (legation ca ... --ca-dir DIR sends it)\n",
+                        {"WWW-Authenticate": 'Bearer realm="legation-admin"'})
+        if self._last_post is not None:
+            wait = self._interval - (self._clock() - self._last_post)
+            if wait > 0:
+                return (429, "text/plain",
+                        f"one operator action per {self._interval:.0f} s; try again in "
+                        f"{wait:.0f} s\n".encode(), {"Retry-After": str(max(1, round(wait)))})
+        return None
 
 
-async def _headers(reader: asyncio.StreamReader) -> dict[str, str] | None:
-    """The request's headers, names lower-cased; None when there are too many."""
-    out: dict[str, str] = {}
-    for _ in range(_MAX_HEADERS):
-        line = await reader.readline()
-        if line in (b"\r\n", b"\n", b""):
-            return out
-        name, _, value = line.decode("latin-1").partition(":")
-        out[name.strip().lower()] = value.strip()
-    return None
+def load_or_create_token(path: Path) -> str:
+    """The admin token in `path`, created (32 random bytes, hex, mode 0600) if missing."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_hex(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token

@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from legation.admin import Admin, AdminServer
+from legation.admin.server import ADMIN_TOKEN_FILE, load_or_create_token
 from legation.app.duties import CADuties, replica_identity
 from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.app.security import Security, mesh_security
@@ -190,6 +191,9 @@ class App:
             ),
             host=settings.admin_address.host,
             port=settings.admin_address.port,
+            # operator actions need the token kept beside the CA (admin/server.py)
+            token=(load_or_create_token(settings.ca_dir / ADMIN_TOKEN_FILE)
+                   if settings.ca_dir is not None else None),
         )
         self._serving = False
         self._task: asyncio.Task[None] | None = None

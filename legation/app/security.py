@@ -27,6 +27,7 @@ from legation.metrics import Metrics
 from legation.model import MeshSecurity, SpiffeId
 from legation.security import CertificateAuthority, CertificateIssuer, SdsMetrics, TokenAuthority
 from legation.security.clock import Clock, utc_now
+from legation.security.servercert import KeptServerCertificate
 from legation.security.workload_secrets import WorkloadSecrets
 from legation.settings import HostPort, Settings
 from legation.translators import names
@@ -93,11 +94,15 @@ class Security:
     def server_certificate(self, address: HostPort) -> ServerCertificate:
         """The TLS xDS listener's certificate: the listen address, loopback, `--xds-tls-san`."""
         dns, ips = server_names(address, self.settings.xds_tls_names)
+        assert self.settings.ca_dir is not None
+        kept = KeptServerCertificate(self.settings.ca_dir, dns=dns, ips=ips)
         return ServerCertificate(
             lambda: self.ca.issue_server(
                 dns, ips, ttl=SERVER_CERT_TTL, namespace=self.settings.root_namespace
             ),
             clock=self._clock,
+            kept=kept.load(self.ca.trust_bundle(), self._clock()),
+            keep=kept.save,
         )
 
     def _rotated(self, identity: SpiffeId) -> None:

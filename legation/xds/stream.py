@@ -129,6 +129,10 @@ async def run_stream(context: aio.ServicerContext, spec: StreamSpec, deps: Strea
     except aio.AbortError:
         raise  # the authenticator aborted the call itself
     except Exception as exc:
+        if _client_gone(context):
+            # the client went away while we wrote: its business, not an internal error
+            log.debug("xds.stream_gone", error=repr(exc))
+            return
         log.error("xds.stream_error", error=repr(exc), exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error in the xDS server")
     finally:
@@ -186,6 +190,13 @@ async def _run_tasks(
             writer.cancel()  # the client half-closed: the stream is over
     except BaseExceptionGroup as group:
         raise _pick(group) from None
+
+
+def _client_gone(context: aio.ServicerContext) -> bool:
+    try:
+        return bool(context.cancelled() or context.done())
+    except Exception:  # a context that cannot even say: it is gone too
+        return True
 
 
 def _refuse(refusal: Refusal | None) -> None:

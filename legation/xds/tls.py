@@ -25,12 +25,22 @@ _log = structlog.get_logger("legation.xds")
 
 
 class ServerCertificate:
-    def __init__(self, issue: Callable[[], WorkloadCertificate], *, clock: Clock) -> None:
+    """`kept`: a certificate kept from the last run, reused until its half-life
+    (security/servercert.py); `keep` is told of every certificate issued."""
+
+    def __init__(self, issue: Callable[[], WorkloadCertificate], *, clock: Clock,
+                 kept: WorkloadCertificate | None = None,
+                 keep: Callable[[WorkloadCertificate], None] | None = None) -> None:
         self._issue = issue
         self._clock = clock
+        self._keep = keep
         self._lock = threading.Lock()
-        self._cert = issue()
-        self._renew_at = self._half_life(self._cert)
+        if kept is not None:
+            self._cert = kept
+            self._renew_at = kept.not_before + kept.lifetime / 2
+        else:
+            self._cert = self._issued()
+            self._renew_at = self._half_life(self._cert)
 
     @property
     def current(self) -> WorkloadCertificate:
@@ -49,13 +59,22 @@ class ServerCertificate:
             if self._clock() < self._renew_at:
                 return None
             try:
-                cert = self._issue()
+                cert = self._issued()
             except Exception as e:  # never fail a handshake over a renewal; retry next time
                 _log.error("xds.server-certificate-renewal-failed", error=str(e))
                 return None
             self._cert, self._renew_at = cert, self._half_life(cert)
         _log.info("xds.server-certificate-renewed", not_after=cert.not_after.isoformat())
         return self._configuration(cert)
+
+    def _issued(self) -> WorkloadCertificate:
+        cert = self._issue()
+        if self._keep is not None:
+            try:
+                self._keep(cert)
+            except Exception as e:  # serving matters more than keeping
+                _log.warning("xds.server-certificate-not-kept", error=str(e))
+        return cert
 
     def _half_life(self, cert: WorkloadCertificate) -> datetime:
         now = self._clock()

@@ -83,7 +83,10 @@ def _record_published(app: App) -> list[tuple[list[str], str]]:
 
 
 async def _post(app: App) -> tuple[int, dict[str, Any]]:
-    resp = await request("127.0.0.1", app.admin.port, "POST", "/ca/rotate-root")
+    assert app.settings.ca_dir is not None
+    token = (app.settings.ca_dir / "admin-token").read_text().strip()
+    resp = await request("127.0.0.1", app.admin.port, "POST", "/ca/rotate-root",
+                         headers={"authorization": f"Bearer {token}"})
     body: dict[str, Any] = resp.json()
     return resp.status, body
 

@@ -132,10 +132,12 @@ async def _traffic(
 
 
 async def _rotate_root_cli(lab: SecureLab) -> str:
-    """`legation ca rotate-root --admin-address H:P`, as an operator runs it."""
+    """`legation ca rotate-root --admin-address H:P --ca-dir DIR`, as an operator runs it
+    (the CA's directory holds the admin token the action needs)."""
     host, port = lab.control_plane.admin
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "legation", "ca", "rotate-root", "--admin-address", f"{host}:{port}",
+        "--ca-dir", str(lab.ca_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from legation.admin import Admin, AdminServer
+from legation.admin.server import load_or_create_token
 from legation.cache import ProxyError, Snapshot
 from legation.cli import main
 from legation.demo.http import request
@@ -44,8 +47,13 @@ class FakeRotation:
         return self.answer
 
 
-async def _server(ca: FakeRotation | None) -> AdminServer:
-    server = AdminServer(Admin(View(), StatusBoard(), Metrics(), ca=ca), host="127.0.0.1", port=0)
+TOKEN = "t0ken"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+async def _server(ca: FakeRotation | None, **kw: Any) -> AdminServer:
+    server = AdminServer(Admin(View(), StatusBoard(), Metrics(), ca=ca), host="127.0.0.1",
+                         port=0, token=TOKEN, post_interval_s=kw.pop("interval", 0.0), **kw)
     await server.start()
     return server
 
@@ -58,8 +66,10 @@ async def admin() -> AsyncIterator[tuple[AdminServer, FakeRotation]]:
     await server.stop()
 
 
-async def _post(port: int, path: str, **headers: str) -> tuple[int, dict[str, Any] | str]:
-    resp = await request("127.0.0.1", port, "POST", path, headers=headers)
+async def _post(port: int, path: str, *, auth: bool = True,
+                **headers: str) -> tuple[int, dict[str, Any] | str]:
+    resp = await request("127.0.0.1", port, "POST", path,
+                         headers={**(AUTH if auth else {}), **headers})
     ctype = resp.header("content-type") or ""
     return resp.status, resp.json() if ctype.startswith("application/json") else resp.text()
 
@@ -115,15 +125,47 @@ async def test_without_a_ca_both_are_not_found() -> None:
         await server.stop()
 
 
+async def test_operator_actions_need_the_token_and_are_rate_limited() -> None:
+    """Issue 13: six unauthenticated POSTs left seven roots in the trust bundle."""
+    rotation = FakeRotation()
+    now = [0.0]
+    server = await _server(rotation, interval=60.0, clock=lambda: now[0])
+    try:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+            resp = await request("127.0.0.1", server.port, "POST", "/ca/rotate-root",
+                                 headers=headers)
+            assert resp.status == 401 and resp.header("www-authenticate") is not None
+        assert rotation.requests == 0
+        assert (await _post(server.port, "/ca/rotate-root"))[0] == 202
+        now[0] = 30.0
+        resp = await request("127.0.0.1", server.port, "POST", "/ca/rotate-root", headers=AUTH)
+        assert resp.status == 429 and resp.header("retry-after") == "30"
+        now[0] = 61.0
+        assert (await _post(server.port, "/ca/rotate-root"))[0] == 202
+        assert rotation.requests == 2
+    finally:
+        await server.stop()
+
+
+def test_the_token_file_is_made_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "ca" / "admin-token"
+    token = load_or_create_token(path)
+    assert len(token) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == token
+
+
 async def test_the_cli_triggers_and_reports(
-    admin: tuple[AdminServer, FakeRotation], capsys: pytest.CaptureFixture[str]
+    admin: tuple[AdminServer, FakeRotation], capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     server, rotation = admin
     address = f"127.0.0.1:{server.port}"
-    assert await asyncio.to_thread(main, ["ca", "rotate-root", "--admin-address", address]) == 0
+    (tmp_path / "admin-token").write_text(TOKEN + "\n")
+    rotate = ["ca", "rotate-root", "--admin-address", address, "--ca-dir", str(tmp_path)]
+    assert await asyncio.to_thread(main, rotate) == 0
     assert "ab" * 32 in capsys.readouterr().out
     rotation.answer = Outcome(refused=Refusal.IN_PROGRESS, message="a root rotation is running")
-    assert await asyncio.to_thread(main, ["ca", "rotate-root", "--admin-address", address]) == 1
+    assert await asyncio.to_thread(main, rotate) == 1
     assert "a root rotation is running (HTTP 409)" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["ca", "status", "--admin-address", address]) == 0
     assert json.loads(capsys.readouterr().out)["phase"] == "idle"

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import structlog
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
@@ -63,7 +64,8 @@ async def admin() -> AsyncIterator[tuple[AdminServer, FakeView, StatusBoard]]:
 async def get(port: int, path: str) -> tuple[int, str]:
     async with asyncio.timeout(5):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        # one request per connection (the server keeps connections alive otherwise)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         data = await reader.read()
         writer.close()
@@ -128,3 +130,45 @@ async def test_diagnostics_and_unknown_path(
     assert status == 200 and json.loads(body)[0]["code"] == "service.port-invalid"
     status, body = await get(server.port, "/nope")
     assert status == 404 and "/metrics" in body
+
+
+async def test_oversized_requests_get_a_clean_answer_and_no_traceback(
+    admin: tuple[AdminServer, FakeView, StatusBoard],
+) -> None:
+    """A request line or header over the library's 8 KiB limit is refused with a status
+    (issue 13: the hand-written parser closed the connection with an ERROR traceback)."""
+    server, _, _ = admin
+    with structlog.testing.capture_logs() as logs:
+        for head in (f"GET /{'a' * 70_000} HTTP/1.1\r\nHost: x\r\n",
+                     f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 70_000}\r\n"):
+            async with asyncio.timeout(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write((head + "Connection: close\r\n\r\n").encode())
+                await writer.drain()
+                data = await reader.read()
+                writer.close()
+            status = int(data.split(b" ", 2)[1])
+            assert 400 <= status < 500, data[:200]
+        # a client that sends half a request and goes away
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /metr")
+        await writer.drain()
+        writer.close()
+        assert await get(server.port, "/healthz") == (200, "ok\n")  # still serving
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(
+    admin: tuple[AdminServer, FakeView, StatusBoard],
+) -> None:
+    server, _, _ = admin
+    async with asyncio.timeout(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        for _ in range(3):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(length) == b"ok\n"
+        writer.close()

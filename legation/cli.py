@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -324,10 +325,7 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     if a.output == "-":
         sys.stdout.write(text)
     else:
-        try:
-            Path(a.output).write_text(text)
-        except OSError as e:
-            raise SettingsError(f"--output {a.output}: {e.strerror}") from None
+        _write_private(Path(a.output), text)
     return 0
 
 
@@ -390,6 +388,18 @@ def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[
     except (CAError, SpiffeIdError, ValueError) as e:
         raise SettingsError(f"bootstrap: {e}") from None
     return ca.trust_bundle().pem, token
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (0600, also when it existed): a bootstrap
+    holds a bearer credential that gets the workload's private key."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise SettingsError(f"--output {path}: {e.strerror}") from None
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,15 @@ def test_a_workload_a_gateway_selects_gets_a_router_node_id(
                  "--namespace", namespace, "--admin-address", "127.0.0.1:15000",
                  "-o", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["node"]["id"] == node_id
+
+
+def test_a_bootstrap_file_with_a_credential_is_private(tmp_path: Path) -> None:
+    """Issue 13: the file holds a bearer token that gets the workload's private key."""
+    out = tmp_path / "boot.yaml"
+    out.write_text("old\n")
+    out.chmod(0o644)  # an existing file is made private too
+    assert main(["bootstrap", "--config-dir", str(CASE), "--workload", "client",
+                 "--namespace", "shop", "--ca-dir", str(tmp_path / "ca"), "--xds-tls",
+                 "--admin-address", "127.0.0.1:15000", "-o", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "authorization" in out.read_text()

@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--debounce-max", default=None,
                        help="longest delay of a push (default: 1s)")
     serve.add_argument("--domain", default="cluster.local", help="cluster DNS domain")
+    serve.add_argument("--warn-file-objects", type=int, default=10_000, metavar="N",
+                       help="warn about a manifest file holding more than N objects "
+                       "(default: 10000)")
     serve.add_argument("--jwks-refresh", default="5m", metavar="DURATION",
                        help="how often Envoy refetches the JWKS of a RequestAuthentication "
                        "jwksUri (default: 5m); a failed fetch keeps the keys it has")
@@ -231,6 +234,7 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         domain=a.domain,
         trust_domain=a.trust_domain,
         jwks_refresh_s=parse_duration(a.jwks_refresh, flag="--jwks-refresh"),
+        warn_file_objects=a.warn_file_objects,
         keepalive_time_s=parse_duration(a.keepalive, flag="--keepalive"),
         max_connection_age_s=_max_connection_age(a.max_connection_age),
         kubeconfig=a.kubeconfig,

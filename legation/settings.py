@@ -73,6 +73,7 @@ class Settings:
     debounce_max_s: float = 1.0
     domain: str = "cluster.local"
     trust_domain: str = "cluster.local"
+    warn_file_objects: int = 10_000  # a manifest file with more objects gets a warning
     jwks_refresh_s: float = 300.0  # how often Envoy refetches a RequestAuthentication jwksUri
     root_namespace: str = "istio-system"
     keepalive_time_s: float = 30.0

@@ -148,7 +148,8 @@ class App:
                                if self._kube_api is not None else None)
         self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
-            self.sources.append(FileSource(list(settings.config_dirs), self.store))
+            self.sources.append(FileSource(list(settings.config_dirs), self.store,
+                                           warn_objects=settings.warn_file_objects))
         if settings.mesh_config is not None:
             self.sources.append(MeshConfigFile(settings.mesh_config, self.store))
         if self._kube_api is not None:

@@ -7,7 +7,21 @@ Bad input never takes the mesh down (DESIGN.md §3): per file, the last good
 version of each object is remembered; an object that stops converting keeps
 its last good version, and a file that stops parsing keeps all of its objects,
 until fixed. Watching uses inotify through `watchfiles`; a change reaches the
-store within tens of milliseconds (`debounce_ms`).
+store within tens of milliseconds (`debounce_ms`) plus the settle window.
+
+Half-written files (issue 13). A file is read once its size and modification
+time have not changed for `settle_s` (100 ms), and each file is read and
+parsed in its own task, off the event loop, so a huge file never delays a
+change elsewhere. A writer may still pause longer than that mid-file: a file
+rewritten *in place* (same inode) within the last `hold_s` (5 s) that lost
+objects is taken as still being written: what it adds or changes applies at
+once, but the objects it lost stay (an INFO says so) until it has been quiet
+for `hold_s`, when it is read again and they go if they are still missing.
+A file replaced by a rename is complete by construction and applies at once,
+deletions included: writing a temporary file in the same directory and
+`mv`-ing it over the manifest (what Kubernetes ConfigMap volumes, `kubectl
+cp` to a temp name plus `mv`, and most editors do) is the recommended way.
+A file with more than `warn_objects` objects gets a warning.
 
 `load_dirs` is the one-shot variant for `legation analyze` / `bootstrap`.
 """
@@ -18,6 +32,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,18 +235,31 @@ def load_dirs(dirs: Sequence[Path], *, files_too: bool = False) -> ConvertResult
 class _FileState:
     digest: bytes | None  # of the content last converted; None after a read error
     good: dict[ObjectKey, MeshObject]  # what the file contributes to the store now
+    inode: int = 0  # of the file last read: another one means it was replaced whole
+    held: frozenset[ObjectKey] = frozenset()  # lost while being written: kept for now
+
+
+SETTLE_S = 0.1  # a file is read once it has not changed for this long
+SETTLE_MAX_S = 5.0  # ... or after this long, changing or not
+HOLD_S = 5.0  # objects lost by a file rewritten in place this recently are kept this long
+WARN_OBJECTS = 10_000  # a file holding more objects than this gets a warning
 
 
 class FileSource:
     """Keeps the store in step with the manifests under `dirs` (see module docstring)."""
 
-    def __init__(self, dirs: Sequence[Path], store: MeshStore, *, debounce_ms: int = 50) -> None:
+    def __init__(self, dirs: Sequence[Path], store: MeshStore, *, debounce_ms: int = 50,
+                 settle_s: float = SETTLE_S, hold_s: float = HOLD_S,
+                 warn_objects: int = WARN_OBJECTS) -> None:
         self._roots: dict[Path, Path] = {}  # resolved root -> directory as the user gave it
         for d in dirs:
             self._roots.setdefault(check_dir(d), d)
         self._store = store
         self._debounce_ms = max(1, debounce_ms)
+        self._settle_s, self._hold_s, self._warn_objects = settle_s, hold_s, warn_objects
         self._files: dict[Path, _FileState] = {}
+        self._tasks: dict[Path, asyncio.Task[None]] = {}  # one reader per file at a time
+        self._again: set[Path] = set()  # changed while its reader ran: read once more
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._scan_source = "files:initial-scan:" + ",".join(str(r) for r in self._roots)
@@ -248,11 +276,15 @@ class FileSource:
             # first await: yielding once means no change after this point is missed.
             await asyncio.sleep(0)
             await self._initial_scan()
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                batch, self._pending = self._pending, set()
-                await self._apply(batch)
+            try:
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    batch, self._pending = self._pending, set()
+                    await self._apply(batch)
+            finally:
+                for task in self._tasks.values():
+                    task.cancel()
 
     async def _initial_scan(self) -> None:
         files = [f for root in self._roots for f in await asyncio.to_thread(scan, root)]
@@ -318,38 +350,107 @@ class FileSource:
             await self._refresh_dir(path)
         elif path.is_file():
             if is_manifest_name(path.name):
-                await self._load(path)
+                self._load_soon(path)
         elif not path.exists():
             for known in self._known_under(path):
-                self._remove(known)
+                self._load_soon(known)  # its reader finds it gone
             if path in self._roots:  # inotify cannot follow a directory re-created later
                 _log.warning("files.dir-removed", dir=str(self._roots[path]))
 
     async def _refresh_dir(self, directory: Path) -> None:
         found = await asyncio.to_thread(scan, directory)
-        for path in found:
-            await self._load(path)
-        for known in set(self._known_under(directory)) - set(found):
-            self._remove(known)
+        for path in {*found, *self._known_under(directory)}:
+            self._load_soon(path)
 
-    async def _load(self, path: Path) -> None:
+    def _load_soon(self, path: Path) -> None:
+        """Read `path` in its own task (once more if one is running): a slow file never
+        holds up another."""
+        if path in self._tasks:
+            self._again.add(path)
+            return
+        self._tasks[path] = asyncio.create_task(self._reader(path))
+
+    async def _reader(self, path: Path) -> None:
+        try:
+            while True:
+                self._again.discard(path)
+                await self._settled(path)
+                await self._load(path, watched=True)
+                if path not in self._again:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not stop the other files
+            _log.error("files.reader-failed", file=self._display(path), error=repr(exc),
+                       exc_info=exc)
+        finally:
+            self._tasks.pop(path, None)
+
+    async def _settled(self, path: Path) -> None:
+        """Return once `path` has not changed for the settle window (or is gone)."""
+        waited = 0.0
+        before = _stat(path)
+        while before is not None and waited < SETTLE_MAX_S:
+            await asyncio.sleep(self._settle_s)
+            waited += self._settle_s
+            now = _stat(path)
+            if now == before:
+                return
+            before = now
+
+    async def _load(self, path: Path, *, watched: bool = False) -> None:
         state = self._files.get(path)
         display = self._display(path)
+        if watched and not path.is_file():
+            self._remove(path)
+            return
+        info = _stat(path)
         try:
             digest, result = await asyncio.to_thread(
-                read_and_convert, path, display, state.digest if state else None
+                read_and_convert, path, display,
+                state.digest if state and not state.held else None
             )
         except FileNotFoundError:  # deleted between the event and the read
             self._remove(path)
             return
         if result is None:
             return  # unchanged content
-        good, diagnostics = keep_last_good(state.good if state else {}, result)
-        self._files[path] = _FileState(digest=digest, good=good)
+        previous = state.good if state else {}
+        good, diagnostics = keep_last_good(previous, result)
+        lost = frozenset(previous) - frozenset(good)
+        held: frozenset[ObjectKey] = frozenset()
+        if (watched and lost and state is not None and info is not None
+                and info.inode == state.inode and info.age_s < self._hold_s):
+            held = lost  # rewritten in place a moment ago: maybe still being written
+            good.update((k, previous[k]) for k in lost)
+            diagnostics = (*diagnostics, self._held(display, lost))
+            asyncio.get_running_loop().call_later(self._hold_s, self._load_soon, path)
+        if len(result.objects) > self._warn_objects:
+            diagnostics = (*diagnostics, self._large(display, len(result.objects)))
+        self._files[path] = _FileState(digest=digest, good=good,
+                                       inode=info.inode if info else 0, held=held)
         self._store.replace_source(_source(path), good.values(), diagnostics)
         errors = sum(d.severity is Severity.ERROR for d in diagnostics)
         _log.info("files.loaded", file=display, objects=len(good), errors=errors,
-                  broken=result.broken)
+                  broken=result.broken, held=len(held))
+
+    def _held(self, display: str, lost: frozenset[ObjectKey]) -> Diagnostic:
+        names = ", ".join(f"{k} {ns + '/' if ns else ''}{n}" for k, ns, n in sorted(lost)[:5])
+        more = f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+        ref = SourceRef(kind="File", namespace="", name=Path(display).name, file=display)
+        return Diagnostic(
+            ref=ref, field="", code="file.deletions-held", severity=Severity.INFO,
+            message=(f"{names}{more} left this file while it was being rewritten in place; "
+                     f"they stay until the file has not changed for {self._hold_s:g} s, then "
+                     "go if still missing. Replace files with a rename (write a temporary "
+                     "file, then mv it over this one) to apply deletions at once."))
+
+    def _large(self, display: str, count: int) -> Diagnostic:
+        ref = SourceRef(kind="File", namespace="", name=Path(display).name, file=display)
+        return Diagnostic(
+            ref=ref, field="", code="file.large", severity=Severity.WARNING,
+            message=(f"the file holds {count} objects, over {self._warn_objects}: every change "
+                     "re-reads all of it. Split it into several files."))
 
     def _remove(self, path: Path) -> None:
         if self._files.pop(path, None) is None:
@@ -375,6 +476,23 @@ class FileSource:
 
 def _source(path: Path) -> str:
     return f"file:{path}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stat:
+    inode: int
+    size: int
+    mtime_ns: int
+    age_s: float = dataclasses.field(compare=False)  # since the last modification
+
+
+def _stat(path: Path) -> _Stat | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _Stat(inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns,
+                 age_s=max(0.0, time.time() - st.st_mtime_ns / 1e9))
 
 
 # -- the --mesh-config file ---------------------------------------------------------

@@ -51,9 +51,12 @@ async def settle(store: MeshStore, done: Callable[[MeshSnapshot], bool]) -> Mesh
     return store.snapshot()
 
 
+HOLD_S = 0.5  # deletions by in-place rewrites wait this long here (5 s by default)
+
+
 @asynccontextmanager
-async def running(dirs: list[Path], store: MeshStore) -> AsyncIterator[FileSource]:
-    source = FileSource(dirs, store)
+async def running(dirs: list[Path], store: MeshStore, **kw: Any) -> AsyncIterator[FileSource]:
+    source = FileSource(dirs, store, hold_s=kw.pop("hold_s", HOLD_S), **kw)
     assert not store.ready  # readiness waits for the initial scan
     task = asyncio.create_task(source.run())
     try:
@@ -125,7 +128,8 @@ async def test_broken_edit_keeps_all_last_good_objects(tmp_path: Path) -> None:
         assert "flow sequence started on line 11" in diag.message
         assert "2 object(s) last read from this file stay in force" in diag.message
 
-        write(path, svc("a"))  # the writer finishes: the new content applies
+        write(path, svc("a"))  # the writer finishes: the new content applies, and b, gone
+        # from a file rewritten in place a moment ago, goes once it has been quiet
         snap = await settle(store, lambda s: "b" not in services(s))
         assert list(services(snap)) == ["a"] and snap.diagnostics == ()
 
@@ -284,3 +288,88 @@ def test_keep_last_good_table() -> None:
     broken = ConvertResult(objects=(), failed_keys=(), diagnostics=(err_a,), broken=True)
     objs, diags = keep_last_good(prev, broken)
     assert objs == prev and "2 object(s)" in diags[0].message
+
+
+async def test_a_writer_pausing_mid_file_deletes_nothing(tmp_path: Path) -> None:
+    """Issue 13: a half-written manifest deleted the objects of its missing part, and the
+    deletion reached Envoy. In place, a moment ago: the lost objects stay until the file
+    is quiet; the writer finishing brings nothing back because nothing went."""
+    path = tmp_path / "a.yaml"
+    write(path, svc("a"), svc("b"), svc("c"))
+    store = MeshStore()
+    async with running([tmp_path], store, hold_s=3.0):
+        with path.open("r+") as f:  # truncate and write the first part, then pause
+            f.truncate(0)
+            f.write(svc("a") + "---\n")
+            f.flush()
+            snap = await settle(store, lambda s: any(
+                d.code == "file.deletions-held" for d in s.diagnostics))
+            assert sorted(services(snap)) == ["a", "b", "c"]  # nothing deleted
+            (d,) = [d for d in snap.diagnostics if d.code == "file.deletions-held"]
+            assert "Service default/b, Service default/c left this file" in d.message
+            assert "mv it over this one" in d.message
+            await asyncio.sleep(1.0)  # the writer pauses (longer than the settle window)
+            assert sorted(services(store.snapshot())) == ["a", "b", "c"]
+            f.write(svc("b") + "---\n" + svc("c"))
+        snap = await settle(store, lambda s: not s.diagnostics)
+        assert sorted(services(snap)) == ["a", "b", "c"]
+
+
+async def test_a_cut_that_parses_is_held_then_applied_and_a_rename_applies_at_once(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.yaml"
+    write(path, svc("a"), svc("b"))
+    store = MeshStore()
+    async with running([tmp_path], store):
+        write(path, svc("a"))  # in place: b is held, then goes (the cut was final)
+        snap = await settle(store, lambda s: any(
+            d.code == "file.deletions-held" for d in s.diagnostics))
+        assert sorted(services(snap)) == ["a", "b"]
+        snap = await settle(store, lambda s: "b" not in services(s))
+        assert not snap.diagnostics
+        tmp = tmp_path / ".a.yaml.tmp"  # the recommended way: write elsewhere, then mv
+        tmp.write_text(svc("c"))
+        os.replace(tmp, path)
+        snap = await settle(store, lambda s: "c" in services(s))
+        assert sorted(services(snap)) == ["c"]  # a went at once, no hold
+        assert not [d for d in snap.diagnostics if d.code == "file.deletions-held"]
+
+
+async def test_a_slow_file_does_not_delay_another(tmp_path: Path) -> None:
+    """Each file is read in its own task: one still settling (a writer appending without
+    pause) does not hold up a change to another file."""
+    slow, quick = tmp_path / "slow.yaml", tmp_path / "quick.yaml"
+    write(slow, svc("s"))
+    write(quick, svc("q"))
+    store = MeshStore()
+    async with running([tmp_path], store):
+        stop = asyncio.Event()
+
+        async def keep_writing() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                write(slow, svc("s"), *(svc(f"s{i}") for i in range(n)))
+                await asyncio.sleep(0.03)  # never quiet for the 100 ms settle window
+
+        writer = asyncio.create_task(keep_writing())
+        try:
+            await asyncio.sleep(0.3)
+            write(quick, svc("q", 81))
+            snap = await settle(store, lambda s: services(s)["q"].ports[0].port == 81)
+            assert not stop.is_set()
+            assert "s" in services(snap)
+        finally:
+            stop.set()
+            await writer
+
+
+async def test_a_file_with_very_many_objects_gets_a_warning(tmp_path: Path) -> None:
+    write(tmp_path / "big.yaml", *(svc(f"s{i}") for i in range(30)))
+    store = MeshStore()
+    async with running([tmp_path], store, warn_objects=20):
+        write(tmp_path / "big.yaml", *(svc(f"s{i}") for i in range(31)))
+        snap = await settle(store, lambda s: len(s.services) == 31)
+        (d,) = [d for d in snap.diagnostics if d.code == "file.large"]
+        assert "31 objects, over 20" in d.message and d.severity is Severity.WARNING

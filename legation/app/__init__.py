@@ -30,7 +30,7 @@ from legation.kube.tokenreview import TokenReviewer
 from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
-from legation.model import Diagnostic, MeshSnapshot
+from legation.model import Diagnostic, MeshSnapshot, ObjectKey
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.jwks import JwksProbe
@@ -42,6 +42,9 @@ from legation.xds.status import StatusBoard
 from legation.xds.stream import Authenticator
 
 GATEWAY_STATUS_INTERVAL_S = 0.2
+# Kinds whose objects describe where workloads are, not configuration: never held back
+NEVER_HELD = frozenset({"EndpointSlice", "Pod", "Node", "Namespace"})
+
 _log = structlog.get_logger("legation.app")
 
 # A control plane keeps a large heap that barely changes (the mesh, serialized
@@ -123,6 +126,8 @@ class App:
             secrets=self.security.secrets if self.security else None,
             on_change=self.status.record_change,
         )
+        # NACK containment: what a proxy rejects is held back, the rest keeps flowing
+        self.status.changes.on_rejected = self._contain
         if self.security is not None:
             self.security.on_rotated = self.pipeline.refresh
             self.cache.on_disconnect = self.security.secrets.release
@@ -300,6 +305,17 @@ class App:
             version = await self.store.wait_changed(version)
             await asyncio.to_thread(writer.sync, self.store.snapshot().gateway_status)
             await asyncio.sleep(GATEWAY_STATUS_INTERVAL_S)
+
+    def _contain(self, keys: tuple[ObjectKey, ...], node: str, type_name: str,
+                 message: str) -> None:
+        """A proxy NACKed the configuration a change produced: hold back the objects that
+        change wrote (their previous versions serve; MeshStore.reject), never endpoints,
+        which are not configuration anyone wrote."""
+        suspects = [k for k in keys if k[0] not in NEVER_HELD]
+        held = self.store.reject(suspects, node=node, type_name=type_name, message=message)
+        if held:
+            _log.warning("xds.nack-contained", node=node, type=type_name,
+                         held=[f"{k} {ns}/{n}" for k, ns, n in held])
 
     def _tls_address(self) -> str | None:
         address = self.settings.xds_tls_address

@@ -43,6 +43,7 @@ from legation.metrics import Metrics
 from legation.model import (
     Diagnostic,
     MeshSnapshot,
+    ObjectKey,
     Workload,
 )
 from legation.translators import (
@@ -59,7 +60,7 @@ class SecretSource(Protocol):
 
 
 # (mesh version, first seen (monotonic), changed objects, per proxy {type: new version})
-ChangeHook = Callable[[int, float, tuple[str, ...], dict[str, dict[str, str]]], None]
+ChangeHook = Callable[[int, float, tuple[ObjectKey, ...], dict[str, dict[str, str]]], None]
 
 
 def _moved(old: Snapshot | ProxyError | None, new: Snapshot | ProxyError
@@ -202,9 +203,8 @@ class Pipeline:
         for node_id, entry in built.items():
             self._cache.set(node_id, entry)
         if change and self._on_change is not None and mesh.version > self._published:
-            objects = tuple(f"{k} {ns}/{name}" if ns else f"{k} {name}" for k, ns, name in
-                            self._store.changed_since(self._published, mesh.version))
-            self._on_change(mesh.version, changed_at, objects, moved)
+            keys = tuple(self._store.changed_since(self._published, mesh.version))
+            self._on_change(mesh.version, changed_at, keys, moved)
             self._published = mesh.version
         self._store.accept(mesh)  # in force now: the last good traffic rules move on
         self._report(memo)

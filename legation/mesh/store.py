@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from legation.mesh import gatewayapi
@@ -41,6 +42,7 @@ from legation.model import (
     ServiceEntry,
     Severity,
     Sidecar,
+    SourceRef,
     TlsCredential,
     VirtualService,
     Workload,
@@ -81,6 +83,11 @@ class MeshStore:
         self._touched: set[ObjectKey] = set()
         self._verdicts: dict[int, Verdict] = {}  # version -> its verdict, until accepted
         self._journal: list[tuple[int, tuple[ObjectKey, ...]]] = []  # version -> keys written
+        # NACK containment (`reject`): each object's version before its last write, and the
+        # versions Envoy rejected: held back while they are what the sources hold
+        self._previous: dict[ObjectKey, MeshObject | None] = {}
+        self._rejected: dict[ObjectKey, _Rejected] = {}
+        self._sourced: dict[ObjectKey, MeshObject] = {}  # as the sources hold them
 
     # -- writers (sources) ----------------------------------------------
 
@@ -119,6 +126,25 @@ class MeshStore:
         if self._objects.get(source, {}).pop(key, None) is not None:
             self._touched.add(key)
             self._bump([key])
+
+    def reject(self, keys: Iterable[ObjectKey], *, node: str, type_name: str,
+               message: str) -> list[ObjectKey]:
+        """Envoy (`node`) rejected `type_name` built from the current versions of `keys`:
+        hold each back (its previous version serves, or none if it is new) until a source
+        writes another version of it. Returns the keys newly held."""
+        current = self._sourced  # what the sources hold (containment aside)
+        keys = [k for k in keys if k in current or k in self._previous]
+        held = [k for k in keys if k not in self._rejected
+                or self._rejected[k].version != current.get(k)]
+        if not held:
+            return []
+        for key in held:
+            fallback = self._previous.get(key)
+            self._rejected[key] = _Rejected(
+                version=current.get(key), fallback=fallback, node=node, type_name=type_name,
+                message=message, together=tuple(k for k in keys if k != key))
+        self._bump(held)
+        return held
 
     def set_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:
         diags = tuple(diagnostics)
@@ -192,6 +218,8 @@ class MeshStore:
                 merged[key] = obj
         for source in sorted(self._diagnostics):
             diagnostics.extend(self._diagnostics[source])
+        sourced = dict(merged)  # what the sources hold, before NACK containment
+        self._contain(merged, diagnostics)
         ordered = [merged[k] for k in sorted(merged)]
         traffic = {k: o for k, o in merged.items()
                    if isinstance(o, VirtualService | DestinationRule)}
@@ -227,7 +255,10 @@ class MeshStore:
                 (before.get(k), merged.get(k)) for k in self._touched
                 if before.get(k) is not merged.get(k)
             ])
-        self._merged, self._touched = merged, set()
+        for key in self._touched:
+            if self._sourced.get(key) != sourced.get(key):
+                self._previous[key] = self._sourced.get(key)
+        self._merged, self._sourced, self._touched = merged, sourced, set()
         mesh, verdict = self._last_good.settle(base, traffic)
         mesh = _with_gateway_api(mesh, ordered)
         self._verdicts[self._version] = verdict
@@ -235,6 +266,20 @@ class MeshStore:
             del self._verdicts[min(self._verdicts)]
         return mesh
 
+
+    def _contain(self, merged: dict[ObjectKey, MeshObject], diagnostics: list[Diagnostic]
+                 ) -> None:
+        """Hold back the versions Envoy rejected (`reject`); forget a rejection once the
+        sources hold another version."""
+        for key, r in list(self._rejected.items()):
+            if merged.get(key) != r.version:
+                del self._rejected[key]  # fixed (or deleted): the new version is tried
+                continue
+            if r.fallback is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = r.fallback
+            diagnostics.append(r.diagnostic(key))
 
     def _mesh_config(self, objects: list[MeshObject], diagnostics: list[Diagnostic]
                      ) -> MeshConfig:
@@ -296,3 +341,33 @@ def _sorted(objects: Iterable[MeshObject], kind: type[_T]) -> tuple[_T, ...]:
     """The objects of one kind, by (namespace, name)."""
     return tuple(sorted((o for o in objects if isinstance(o, kind)),
                         key=lambda o: (o.namespace, o.name)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    version: MeshObject | None  # the version Envoy rejected
+    fallback: MeshObject | None  # what serves instead: the version before it, or nothing
+    node: str
+    type_name: str  # the xDS type rejected (cds, lds, rds, ...)
+    message: str  # Envoy's error_detail (clipped by the xDS server)
+    together: tuple[ObjectKey, ...]  # other objects of the same change, held back too
+
+    def diagnostic(self, key: ObjectKey) -> Diagnostic:
+        kind, namespace, name = key
+        ref = self.version.ref if self.version is not None else SourceRef(
+            kind=kind, namespace=namespace, name=name)
+        kept = ("its previous version stays in force" if self.fallback is not None
+                else "it is left out (it has no earlier version)")
+        others = ""
+        if self.together:
+            names = ", ".join(f"{k} {ns + '/' if ns else ''}{n}" for k, ns, n in
+                              self.together[:5])
+            others = (f" It changed together with {names}"
+                      f"{' and more' if len(self.together) > 5 else ''}; Envoy's message "
+                      "may concern any of them: each is held back.")
+        return Diagnostic(
+            ref=ref, field="", code="envoy.rejected", severity=Severity.ERROR,
+            message=(f"Envoy rejected the {self.type_name.upper()} configuration built from "
+                     f"this version (proxy {self.node}): {self.message.strip()} — {kept}, "
+                     f"so every other change keeps reaching the proxies, until this object "
+                     f"changes.{others}"))

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from legation.model import ObjectKey
+
 KEPT = 64  # changes kept for /debug/changes
 
 
@@ -39,7 +41,7 @@ class Change:
     id: int  # the mesh version published
     seen_at: float  # monotonic: when the change was first seen
     wall: float  # unix time of the same moment
-    objects: tuple[str, ...]  # "Kind ns/name" of each changed object
+    keys: tuple[ObjectKey, ...]  # (kind, namespace, name) of each changed object
     proxies: dict[str, _Proxy]
     converged_at: float = 0.0
 
@@ -50,7 +52,7 @@ class Change:
         return {
             "id": self.id,
             "at": self.wall,
-            "objects": list(self.objects),
+            "objects": [f"{k} {ns}/{n}" if ns else f"{k} {n}" for k, ns, n in self.keys],
             "converged": bool(self.converged_at) or not self.proxies,
             "converged_after_ms": ms(self.converged_at),
             "proxies": {
@@ -67,14 +69,17 @@ class ChangeLog:
         self._observe = observe
         self._clock = clock
         self._changes: deque[Change] = deque(maxlen=KEPT)
+        # Told which change a proxy NACKed: (change's keys, node, type, message). The app
+        # holds those objects back (NACK containment, MeshStore.reject).
+        self.on_rejected: Callable[[tuple[ObjectKey, ...], str, str, str], None] | None = None
 
-    def record(self, change_id: int, *, seen_at: float, objects: tuple[str, ...],
+    def record(self, change_id: int, *, seen_at: float, objects: tuple[ObjectKey, ...],
                expected: Mapping[str, Mapping[str, str]]) -> None:
         """A published change: `expected` maps each affected proxy to {type: version}."""
         proxies = {node: _Proxy(expected=dict(types), pending=set(types))
                    for node, types in expected.items() if types}
         wall = time.time() - (self._clock() - seen_at)
-        change = Change(id=change_id, seen_at=seen_at, wall=wall, objects=objects,
+        change = Change(id=change_id, seen_at=seen_at, wall=wall, keys=objects,
                         proxies=proxies)
         self._changes.append(change)
         if not proxies:
@@ -93,10 +98,19 @@ class ChangeLog:
                     self._settle(change, now)
 
     def on_nack(self, node_id: str, short: str, version: str, message: str) -> None:
+        """Record a NACK with the change(s) that expected that version, and tell
+        `on_rejected` of the newest such change: it brought what Envoy refused."""
+        culprit: Change | None = None
         for change in self._changes:
             p = change.proxies.get(node_id)
             if p is not None and p.expected.get(short) == version:
+                first = not any(n["version"] == version and n["type"] == short
+                                for n in p.nacks)
                 p.nacks.append({"type": short, "version": version, "message": message})
+                if first:
+                    culprit = change
+        if culprit is not None and culprit.keys and self.on_rejected is not None:
+            self.on_rejected(culprit.keys, node_id, short, message)
 
     def recent(self) -> list[dict[str, Any]]:
         """Newest first."""

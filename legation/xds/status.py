@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from legation.model import ObjectKey
 from legation.xds.changes import ChangeLog
 
 
@@ -87,7 +88,7 @@ class StatusBoard:
         self._streams[self._next] = st
         return self._next, st
 
-    def record_change(self, change_id: int, seen_at: float, objects: tuple[str, ...],
+    def record_change(self, change_id: int, seen_at: float, objects: tuple[ObjectKey, ...],
                       moved: dict[str, dict[str, str]]) -> None:
         """A published change (the pipeline's hook): each proxy must ACK the new version of
         every type it subscribes to whose version moved."""

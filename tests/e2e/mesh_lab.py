@@ -144,6 +144,7 @@ class MeshLab:
         # sidecars' Envoy admin port: 0 lets Envoy pick; a fixed one (each workload has its
         # own address) also gives each sidecar its Prometheus listener on 15090
         self.admin_port = 0
+        self.runtime: dict[str, Any] = {}  # Envoy runtime of every sidecar (static layer)
 
     # -- files -----------------------------------------------------------
 
@@ -224,6 +225,9 @@ class MeshLab:
             delta=self.delta,
             admin_port=self.admin_port,
         )
+        if self.runtime:  # Envoy runtime settings of every sidecar (a static layer)
+            boot["layered_runtime"] = {"layers": [{"name": "static",
+                                                   "static_layer": dict(self.runtime)}]}
         w.envoy = await self.envoys.start(w.name, boot, wait=wait)
         return w.envoy
 

@@ -79,3 +79,45 @@ def test_snapshot_is_cached_until_change(n: int) -> None:
     for i in range(n):
         store.upsert("k8s", _svc(f"s{i}"))
     assert store.snapshot() is store.snapshot()
+
+
+def _vs_text(name: str, timeout: str) -> str:
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+            f"metadata: {{name: {name}, namespace: ns}}\n"
+            f"spec:\n  hosts: [x]\n  http:\n  - timeout: {timeout}\n"
+            f"    route: [{{destination: {{host: x}}}}]\n")
+
+
+def _objects(text: str) -> list[object]:
+    from legation.sources.convert import convert_text
+
+    return list(convert_text(text, file="vs.yaml").objects)
+
+
+def test_a_rejected_version_is_held_back_until_the_object_changes() -> None:
+    """NACK containment (issue 13): the version Envoy rejected gives way to the previous
+    one (or to nothing when new), with an error naming Envoy's message, until a source
+    writes another version."""
+    store = MeshStore()
+    store.replace_source("file:svc", [_svc("x")])
+    store.replace_source("file:vs", _objects(_vs_text("a", "1s")))  # type: ignore[arg-type]
+    store.snapshot()
+    store.replace_source("file:vs", _objects(  # type: ignore[arg-type]
+        _vs_text("a", "2s") + "---\n" + _vs_text("b", "3s")))
+    store.snapshot()
+    a, b = ("VirtualService", "ns", "a"), ("VirtualService", "ns", "b")
+    assert store.reject([a, b], node="web.ns", type_name="rds", message="bad regex") == [a, b]
+    assert store.reject([a, b], node="other.ns", type_name="rds", message="bad regex") == []
+    snap = store.snapshot()
+    assert [(v.name, v.http[0].timeout_ms) for v in snap.virtual_services] == [("a", 1000)]
+    found = {d.ref.name: d for d in snap.diagnostics if d.code == "envoy.rejected"}
+    assert sorted(found) == ["a", "b"] and found["a"].severity == "error"
+    assert "(proxy web.ns): bad regex" in found["a"].message
+    assert "previous version stays in force" in found["a"].message
+    assert "left out" in found["b"].message and "VirtualService ns/a" in found["b"].message
+    # a new version of a is tried again; b stays held
+    store.replace_source("file:vs", _objects(  # type: ignore[arg-type]
+        _vs_text("a", "4s") + "---\n" + _vs_text("b", "3s")))
+    snap = store.snapshot()
+    assert [(v.name, v.http[0].timeout_ms) for v in snap.virtual_services] == [("a", 4000)]
+    assert [d.ref.name for d in snap.diagnostics if d.code == "envoy.rejected"] == ["b"]

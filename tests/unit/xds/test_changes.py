@@ -17,7 +17,7 @@ class Clock:
 def test_a_change_converges_when_every_affected_proxy_acked_its_versions() -> None:
     clock, seen = Clock(), []
     log = ChangeLog(observe=seen.append, clock=clock)
-    log.record(7, seen_at=100.0, objects=("VirtualService shop/catalog",),
+    log.record(7, seen_at=100.0, objects=(("VirtualService", "shop", "catalog"),),
                expected={"a": {"rds": "r1"}, "b": {"rds": "r1", "cds": "c1"}})
     clock.now = 100.2
     log.on_ack("a", "rds", "r1")
@@ -50,8 +50,25 @@ def test_the_board_expects_only_the_types_a_proxy_subscribed_to() -> None:
     board = StatusBoard()
     _, st = board.open("a", "ads")
     st.type("cds")
-    board.record_change(3, 100.0, ("Service shop/x",), {"a": {"cds": "c", "vhds": "v"},
+    board.record_change(3, 100.0, (("Service", "shop", "x"),), {"a": {"cds": "c", "vhds": "v"},
                                                        "gone": {"cds": "c"}})
     (c,) = board.changes.recent()
     assert c["proxies"] == {"a": {"acked_after_ms": None, "waiting_for": ["cds"],
                                   "expected": {"cds": "c"}, "nacks": []}}
+
+
+def test_a_nack_names_the_change_that_brought_the_version_once() -> None:
+    """NACK containment (issue 13): the change whose expected version a proxy NACKed is
+    handed on once (a repeated NACK of that version is recorded, not handed on again)."""
+    log = ChangeLog(clock=Clock())
+    told: list[tuple[object, ...]] = []
+    log.on_rejected = lambda keys, node, short, msg: told.append((keys, node, short, msg))
+    bad = ("VirtualService", "shop", "bad")
+    log.record(1, seen_at=100.0, objects=(("Service", "shop", "a"),),
+               expected={"a": {"rds": "r1"}})
+    log.record(2, seen_at=100.1, objects=(bad,), expected={"a": {"rds": "r2"}})
+    log.on_nack("a", "rds", "r2", "RE2 program size 1004 > max program size 100")
+    log.on_nack("a", "rds", "r2", "RE2 program size 1004 > max program size 100")
+    log.on_nack("a", "rds", "nope", "not a version any change expects")
+    assert told == [((bad,), "a", "rds", "RE2 program size 1004 > max program size 100")]
+    assert (log.recent()[0]["objects"]) == ["VirtualService shop/bad"]

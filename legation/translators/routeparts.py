@@ -54,6 +54,8 @@ def string_matcher(m: StringMatch) -> string_pb2.StringMatcher:
     if m.kind is MatchKind.EXACT:
         return string_pb2.StringMatcher(exact=m.value)
     if m.kind is MatchKind.PREFIX:
+        if not m.value:  # matches any value; Envoy requires a non-empty prefix (PGV min_len)
+            return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".*"))
         return string_pb2.StringMatcher(prefix=m.value)
     return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=m.value))
 

@@ -178,11 +178,38 @@ def _header_ops(ctx: Ctx, obj: Mapping[str, Any], key: str, path: str) -> Header
 
 
 def _header_value(ctx: Ctx, value: str, path: str) -> bool:
-    if not istio.bad_header_value(value):
-        return True
-    ctx.error(path, "header-value-invalid", f"found {value!r}, which holds a line break or "
-              f"NUL; Envoy refuses such a header value ({istio.HEADER_VALUE_HINT}).")
-    return False
+    if istio.bad_header_value(value):
+        ctx.error(path, "header-value-invalid", f"found {value!r}, which holds a line break or "
+                  f"NUL; Envoy refuses such a header value ({istio.HEADER_VALUE_HINT}).")
+        return False
+    problem = format_problem(value)
+    if problem is not None:
+        ctx.error(path, "header-value-invalid", f"found {value!r}: {problem}.")
+        return False
+    return True
+
+
+# Envoy reads a header value to add as a substitution format: `%%` is a literal percent
+# sign, `%COMMAND%`, `%COMMAND(args)%` and `%COMMAND(args):N%` are substituted
+# (envoy/source/common/formatter/substitution_format_string.cc); a lone `%` makes Envoy
+# refuse the whole route configuration ("Couldn't find valid command").
+_COMMAND = re.compile(r"%[A-Z][A-Z0-9_]*(\([^)]*\))?(:[0-9]+)?%")
+
+
+def format_problem(value: str) -> str | None:
+    """Why Envoy would refuse `value` as a header value format, or None."""
+    i = 0
+    while (i := value.find("%", i)) >= 0:
+        if value.startswith("%%", i):
+            i += 2
+            continue
+        m = _COMMAND.match(value, i)
+        if m is None:
+            return (f"the % at offset {i} starts no Envoy command: Envoy substitutes "
+                    "%COMMAND% in header values (e.g. %DOWNSTREAM_REMOTE_ADDRESS%); write "
+                    "%% for a percent sign")
+        i = m.end()
+    return None
 
 
 def _header_name(ctx: Ctx, name: str, path: str, direction: str) -> bool:

@@ -95,6 +95,11 @@ VS_FINDINGS = [
             yaml=vs("hosts: [catalog]\nhttp:\n- headers:\n    request:\n      set:\n"
                     "        x-team: |  # <-\n          blue\n"
                     "  route: [{destination: {host: catalog}}]")),
+    Finding(id="header-value-lone-percent", code="virtualservice.header-value-invalid",
+            field="spec.http[0].headers.response.add.x-share", message="write %% for a percent",
+            yaml=vs("hosts: [catalog]\nhttp:\n- headers:\n    response:\n      add:\n"
+                    "        x-share: 50%  # <-\n"
+                    "  route: [{destination: {host: catalog}}]")),
     Finding(id="match-value-newline", code="virtualservice.match-invalid",
             field="spec.http[0].match[0].headers.x-team.exact", message="holds a line break",
             yaml=vs("hosts: [catalog]\nhttp:\n- match:\n  - headers:\n      x-team:\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import math
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import envoys, fanout, fanout_report, scoping, telemetry, translation
+from benchmarks import abuse, envoys, fanout, fanout_report, scoping, telemetry, translation
 from benchmarks.stats import (
     cpu_seconds_with_children,
     load_average,
@@ -31,7 +32,7 @@ from benchmarks.stats import (
 )
 from legation.logs import configure
 
-SCENARIOS = ("translation", "fanout", "envoy", "scoping", "telemetry")
+SCENARIOS = ("translation", "fanout", "envoy", "scoping", "telemetry", "abuse")
 SCHEMA = 1
 
 
@@ -108,6 +109,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _progress("telemetry")
         out["scenarios"]["telemetry"] = telemetry.run(
             telemetry.TelemetryConfig.make(quick=args.quick))
+    if "abuse" in chosen:
+        _progress("abuse")
+        out["scenarios"]["abuse"] = dataclasses.asdict(abuse.run())
     if "envoy" in chosen:
         _progress("envoy")
         out["scenarios"]["envoy"] = asyncio.run(envoys.run(envoys.EnvoyConfig.make(
@@ -139,6 +143,8 @@ def tables(result: dict[str, Any]) -> str:
         parts.append(telemetry.summary(scenarios["telemetry"]))
     if "envoy" in scenarios:
         parts.append(envoys.summary(scenarios["envoy"]))
+    if "abuse" in scenarios:
+        parts.append(abuse.summary(scenarios["abuse"]))
     m = result["machine"]
     load, cpu = result["load_average_at_start"][0], result["cpu"]
     parts.append(f"{m['cpus']} CPUs ({m['cpu_model']}), Python {m['python']}; "

@@ -1,14 +1,78 @@
 """Logging setup: structlog, console key-values by default or JSON lines.
 
 Called once by the CLI; nothing is configured at import time.
+
+Bounded whatever clients and manifests do (issue 13): every string value of an
+event is clipped to MAX_VALUE_CHARS, and each event name is logged at most
+BURST times per WINDOW_S seconds; the rest are counted, and the next event of
+that name that is logged carries `suppressed` (how many were dropped) with
+`suppressed_first` and `suppressed_last` (when). Errors are never dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 import structlog
+
+MAX_VALUE_CHARS = 2048
+BURST = 50
+WINDOW_S = 10.0
+_NEVER_DROPPED = frozenset({"error", "critical", "exception"})
+
+
+class Bounded:
+    """A structlog processor: clips long values, rate-limits each event name."""
+
+    def __init__(self, *, burst: int = BURST, window_s: float = WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self._burst, self._window = burst, window_s
+        self._clock, self._wall = clock, wall
+        self._lock = threading.Lock()  # logging happens on worker threads too
+        # event -> [window start, logged in window, dropped, first dropped, last dropped]
+        self._seen: dict[str, list[float]] = {}
+
+    def __call__(self, logger: Any, method: str, event: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+                event[key] = (f"{value[:MAX_VALUE_CHARS]}... "
+                              f"[{len(value)} characters, clipped]")
+        name = str(event.get("event", ""))[:200]
+        if method in _NEVER_DROPPED:
+            return event
+        now = self._clock()
+        with self._lock:
+            state = self._seen.get(name)
+            if state is None or now - state[0] >= self._window:
+                dropped = state[2] if state is not None else 0
+                if state is not None and dropped:
+                    event["suppressed"] = int(dropped)
+                    event["suppressed_first"] = _iso(state[3])
+                    event["suppressed_last"] = _iso(state[4])
+                self._seen[name] = [now, 1, 0, 0.0, 0.0]
+                if len(self._seen) > 10_000:  # names are ours, but stay bounded anyway
+                    self._seen.clear()
+                return event
+            if state[1] < self._burst:
+                state[1] += 1
+                return event
+            wall = self._wall()
+            if not state[2]:
+                state[3] = wall
+            state[2] += 1
+            state[4] = wall
+        raise structlog.DropEvent
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def configure(*, fmt: str = "console", level: str = "info") -> None:
@@ -16,6 +80,7 @@ def configure(*, fmt: str = "console", level: str = "info") -> None:
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        Bounded(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor

@@ -13,7 +13,7 @@ nothing a client chooses is logged or kept at its full size:
 - a NACK's `error_detail.message` is kept, logged and shown clipped to
   MAX_DETAIL_CHARS (Envoy's own messages are far shorter);
 - at most MAX_STREAMS_PER_PEER concurrent streams from one IP address;
-- gRPC itself refuses any message over MAX_RECEIVE_BYTES
+- gRPC itself refuses any message over MAX_RECEIVE_BYTES (2 MiB), before it is parsed
   (`grpc.max_receive_message_length`).
 
 A real Envoy or gRPC client stays far inside every limit: an Istio node id is
@@ -35,7 +35,7 @@ MAX_NAMES_PER_REQUEST = 50_000
 MAX_NAME_BYTES = 4096
 MAX_DETAIL_CHARS = 4096
 MAX_STREAMS_PER_PEER = 10_000
-MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+MAX_RECEIVE_BYTES = 2 * 1024 * 1024
 LOGGED_ID_CHARS = 200  # of an id that is refused for its size
 
 

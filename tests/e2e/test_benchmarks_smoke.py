@@ -38,7 +38,14 @@ def test_the_file_names_the_run(result: dict[str, Any]) -> None:
     assert result["quick"] is True
     assert result["machine"]["cpus"] >= 1
     assert set(result["scenarios"]) == {"translation", "fanout", "envoy", "scoping",
-                                        "telemetry"}
+                                        "telemetry", "abuse"}
+
+
+def test_abusive_clients_are_refused_and_logged_in_a_few_lines(result: dict[str, Any]) -> None:
+    abuse = result["scenarios"]["abuse"]
+    assert sum(abuse["refused"].values()) == 45 and "OK" not in abuse["refused"]
+    assert abuse["log_lines"] < 45  # not a line per abusive request, let alone its payload
+    assert abuse["log_bytes"] < 45 * 1000
 
 
 def test_telemetry_config_adds_to_each_proxys_own_resources(result: dict[str, Any]) -> None:

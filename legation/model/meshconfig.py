@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from legation.model.diagnostics import SourceRef
-from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
+from legation.model.telemetry import LogEncoding, LogProvider, TracingProvider
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +69,7 @@ class MeshConfig:
     access_log_file: str = ""
     access_log_encoding: LogEncoding = LogEncoding.TEXT
     access_log_format: str = ""
-    log_providers: tuple[FileLogProvider, ...] = ()
+    log_providers: tuple[LogProvider, ...] = ()
     default_log_providers: tuple[str, ...] = ()
     tracing_providers: tuple[TracingProvider, ...] = ()
     default_tracing_providers: tuple[str, ...] = ()

@@ -44,9 +44,9 @@ from legation.model.security import (
 from legation.model.sidecar import EgressHost, Scope, Sidecar, sidecar_for
 from legation.model.telemetry import (
     DEFAULT_SAMPLING,
-    FileLogProvider,
     LogEncoding,
     LogMode,
+    LogProvider,
     LogSink,
     Telemetry,
     TracingSetup,
@@ -56,7 +56,7 @@ from legation.model.telemetry import (
 from legation.model.traffic import VirtualService
 
 # Istio's built-in access log provider: stdout, the default text line
-ENVOY_PROVIDER = FileLogProvider(name="envoy", path="/dev/stdout")
+ENVOY_PROVIDER = LogProvider(name="envoy", path="/dev/stdout")
 # accessLogEncoding JSON: the fields of Istio's default JSON line (Envoy commands)
 DEFAULT_JSON_LABELS: tuple[tuple[str, str], ...] = tuple(sorted({
     "start_time": "%START_TIME%", "method": "%REQ(:METHOD)%",
@@ -344,7 +344,7 @@ class MeshSnapshot:
         sinks = []
         if entry is None and cfg.access_log_file:
             json = cfg.access_log_encoding is LogEncoding.JSON
-            sinks.append(LogSink(provider=FileLogProvider(
+            sinks.append(LogSink(provider=LogProvider(
                 name="accessLogFile", path=cfg.access_log_file,
                 text_format="" if json else cfg.access_log_format,
                 json_labels=DEFAULT_JSON_LABELS if json else ())))

@@ -106,13 +106,18 @@ class LogEncoding(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FileLogProvider:
-    """MeshConfig `extensionProviders[].envoyFileAccessLog` (or the built-in `envoy`)."""
+class LogProvider:
+    """MeshConfig `extensionProviders[].envoyFileAccessLog` (or the built-in `envoy`), or
+    `.envoyOtelAls`: log records over OTLP/gRPC to a collector's `service`:`port`."""
 
     name: str
     path: str = "/dev/stdout"
     text_format: str = ""  # "" : Istio's default text line
     json_labels: tuple[tuple[str, str], ...] = ()  # label -> Envoy command (JSON lines)
+    otel: bool = False  # envoyOtelAls: the fields below, not the path
+    service: str = ""
+    port: int = 0
+    log_name: str = ""  # OTLP's log name; "" : the provider's name
 
     @property
     def encoding(self) -> LogEncoding:
@@ -123,7 +128,7 @@ class FileLogProvider:
 class LogSink:
     """Where one proxy writes an access log line, and which requests it keeps."""
 
-    provider: FileLogProvider
+    provider: LogProvider
     filter: str = ""
 
 

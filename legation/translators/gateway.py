@@ -45,7 +45,7 @@ from legation.model.hosts import intersect_hosts, specificity
 from legation.model.telemetry import LogMode, LogSink, TracingSetup
 from legation.model.traffic import RouteDestination, line_of
 from legation.translators import names
-from legation.translators.accesslog import access_logs
+from legation.translators.accesslog import access_logs, log_clusters
 from legation.translators.authn import (
     TLS_INSPECTOR,
     TLS_TRANSPORT_SOCKET,
@@ -238,6 +238,9 @@ def _trace(mesh: MeshSnapshot, proxy: Proxy, out: Translated
     if setup is not None and not any(c.name == cluster_name(setup.provider)
                                      for c in out.clusters):
         out.clusters.append(collector_cluster(setup.provider))
+    have = {c.name for c in out.clusters}  # envoyOtelAls collectors of its access logs
+    out.clusters.extend(c for c in log_clusters(mesh.access_logs(w, LogMode.SERVER))
+                        if c.name not in have)
     return setup, f"{w.name}.{w.namespace}"
 
 

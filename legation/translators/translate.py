@@ -28,6 +28,7 @@ from legation.translators import (
     tracing,
     transparent,
 )
+from legation.translators.accesslog import log_clusters
 from legation.translators.authn import inbound_security
 from legation.translators.common import is_ip
 from legation.translators.gateway import gateway_resources
@@ -148,6 +149,8 @@ def translate_workload(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
         server = mesh.tracing_for(workload.namespace, workload.labels, LogMode.SERVER)
         out.clusters.extend(tracing.collector_cluster(t.provider) for t in
                             {t.provider: t for t in (client, server) if t}.values())
+        out.clusters.extend(log_clusters(mesh.access_logs(workload, LogMode.CLIENT),
+                                         mesh.access_logs(workload, LogMode.SERVER)))
         out.listeners.append(
             listeners.outbound_listener(workload, needed_filters(mesh, proxy.namespace),
                                         on_demand=proxy.on_demand,

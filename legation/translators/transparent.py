@@ -77,7 +77,7 @@ from legation.model import (
 )
 from legation.model.telemetry import LogMode, LogSink, TracingSetup
 from legation.translators import clusters, names, routes
-from legation.translators.accesslog import access_logs
+from legation.translators.accesslog import access_logs, log_clusters
 from legation.translators.authn import TLS_INSPECTOR, filter_chains, inbound_security
 from legation.translators.common import ads_config_source, pack, service_vip, socket_address
 from legation.translators.httproute import SourceKey, needed_filters
@@ -117,7 +117,8 @@ def namespace_resources(
         routes=configs,
         listeners=[listener],
         clusters=[clusters.passthrough_cluster(), clusters.blackhole_cluster(),
-                  *([collector_cluster(trace.provider)] if trace is not None else [])],
+                  *([collector_cluster(trace.provider)] if trace is not None else []),
+                  *log_clusters(mesh.access_logs_for(namespace, (), LogMode.CLIENT))],
         diagnostics=diagnostics,
     )
 
@@ -146,9 +147,11 @@ def proxy_resources(mesh: MeshSnapshot, proxy: Proxy) -> Translated:
 
 
 def _collector(mesh: MeshSnapshot, workload: Workload) -> list[Any]:
-    """The tracing collector's cluster, when the workload's inbound side traces."""
+    """The tracing collector's cluster, when the workload's inbound side traces, and its
+    inbound access logs' OpenTelemetry collectors."""
     trace = mesh.tracing_for(workload.namespace, workload.labels, LogMode.SERVER)
-    return [collector_cluster(trace.provider)] if trace is not None else []
+    return [*([collector_cluster(trace.provider)] if trace is not None else []),
+            *log_clusters(mesh.access_logs(workload, LogMode.SERVER))]
 
 
 def _is_ipv6(address: str) -> bool:

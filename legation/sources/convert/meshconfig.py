@@ -31,7 +31,7 @@ from legation.model import (
     SourceRef,
 )
 from legation.model.meshconfig import MESH_CONFIG_KIND, ExtAuthzProvider
-from legation.model.telemetry import FileLogProvider, LogEncoding, TracingProvider
+from legation.model.telemetry import LogEncoding, LogProvider, TracingProvider
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.meta import Meta
@@ -61,6 +61,14 @@ NOT_APPLIED = (
     "policyCheckFailOpen", "sidecarToTelemetrySessionAffinity", "outboundTrafficPolicyMode",
 )
 _POLICY_FIELDS = ("mode", "egressProxy")
+# Why some fields of NOT_APPLIED change nothing here (istio/istio pilot/pkg/networking/core/
+# tracing.go: enableTracing only gates the fallback to ProxyConfig tracing when no
+# Telemetry and no defaultProviders.tracing configure any)
+_WHY_NOT = {
+    "enableTracing": "it only gates Istio's legacy tracing from defaultConfig.tracing, which "
+                     "Legation does not serve; tracing comes from Telemetry and "
+                     "defaultProviders.tracing, as in Istio whenever those are set",
+}
 
 
 def convert_config_map(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> MeshConfig | None:
@@ -127,8 +135,10 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
     for key in data:
         name = str(key)
         if name in NOT_APPLIED:
+            why = _WHY_NOT.get(name, "")
             ctx.info(child_path(path, name), "field-not-applied",
-                     f"{name} is part of Istio's MeshConfig but not applied by Legation.")
+                     f"{name} is part of Istio's MeshConfig but not applied by Legation"
+                     f"{': ' + why if why else ''}.")
         elif name not in APPLIED:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -252,9 +262,9 @@ def _status(ctx: Ctx, section: Mapping[str, Any], path: str) -> int:
     return 403
 
 
-def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogProvider, ...]:
-    """`extensionProviders`: the envoyFileAccessLog ones are served (and tracing ones:
-    `_tracers`); other kinds are said not to be (yet)."""
+def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[LogProvider, ...]:
+    """`extensionProviders`: the envoyFileAccessLog and envoyOtelAls ones (tracing ones:
+    `_tracers`, authorizers: `_authorizers`); other kinds are said not to be (yet)."""
     out = []
     for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
         name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
@@ -262,16 +272,27 @@ def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogPro
         if kinds in (["opentelemetry"], ["zipkin"], ["envoyExtAuthzHttp"],
                      ["envoyExtAuthzGrpc"]):
             continue
-        if kinds != ["envoyFileAccessLog"]:
+        if kinds not in (["envoyFileAccessLog"], ["envoyOtelAls"]):
             ctx.info(ppath, "provider-not-applied",
                      f"provider {name!r} ({', '.join(kinds) or 'no kind'}) is not applied: "
-                     "Legation serves envoyFileAccessLog, opentelemetry, zipkin, "
+                     "Legation serves envoyFileAccessLog, envoyOtelAls, opentelemetry, zipkin, "
                      "envoyExtAuthzHttp and envoyExtAuthzGrpc providers (and the built-in "
                      "envoy).")
             continue
-        fpath = child_path(ppath, "envoyFileAccessLog")
-        section = ctx.mapping(item, "envoyFileAccessLog", ppath, problem="file-access-log")
-        file = istio.string(ctx, section, "path", fpath) or "/dev/stdout"
+        kind = kinds[0]
+        otel = kind == "envoyOtelAls"
+        fpath = child_path(ppath, kind)
+        section = ctx.mapping(item, kind, ppath, problem="file-access-log")
+        istio.check_fields(ctx, section, fpath,
+                           ("service", "port", "logName", "logFormat") if otel
+                           else ("path", "logFormat"), what=kind)
+        file = "" if otel else (istio.string(ctx, section, "path", fpath) or "/dev/stdout")
+        service, port = "", None
+        if otel:
+            service = istio.string(ctx, section, "service", fpath, required=True,
+                                   expected="the collector's host name, e.g. "
+                                   "otel-collector.observability.svc.cluster.local")
+            port = ctx.port(section, "port", fpath, problem="port", required=True)
         fmt = ctx.mapping(section, "logFormat", fpath, problem="log-format")
         text = istio.string(ctx, fmt, "text", child_path(fpath, "logFormat"))
         labels = ctx.mapping(fmt, "labels", child_path(fpath, "logFormat"), problem="labels")
@@ -279,9 +300,12 @@ def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[FileLogPro
             ctx.error(child_path(fpath, "logFormat"), "log-format-invalid",
                       "a log format is text or labels, not both.")
         json_labels = tuple((str(k), str(v)) for k, v in sorted(labels.items()))
-        if name:
-            out.append(FileLogProvider(name=name, path=file, text_format=text,
-                                       json_labels=json_labels))
+        if not name or (otel and not (service and port)):
+            continue
+        out.append(LogProvider(name=name, path=file, text_format=text, json_labels=json_labels,
+                               otel=otel, service=service, port=port or 0,
+                               log_name=istio.string(ctx, section, "logName", fpath)
+                               if otel else ""))
     return tuple(out)
 
 

@@ -33,6 +33,7 @@ from legation import logs
 from legation.app import App
 from legation.bootstrap import PROMETHEUS_PORT, build_bootstrap
 from legation.demo.app import DemoApp, Target
+from legation.demo.collector import COLLECTOR, TraceCollector
 from legation.demo.convergence import ProxyView, all_in_sync, last_ack, proxy_view
 from legation.demo.envoy import Envoy, EnvoyError
 from legation.demo.plan import (
@@ -126,6 +127,7 @@ class Demo:
         self.t0 = 0.0  # monotonic time of the first request
         self.ingress = ""  # what the HTTPS request through the ingress gateway got
         self.external = ""  # what the request to the ServiceEntry's host got
+        self.traces: TraceCollector | None = None  # spans the sidecars export (telemetry.yaml)
 
     # -- the whole run -------------------------------------------------------
 
@@ -147,6 +149,7 @@ class Demo:
             xds_tls_address=None,
         )
         async with contextlib.AsyncExitStack() as stack:
+            self.traces = await stack.enter_async_context(TraceCollector())
             app = await stack.enter_async_context(App(settings))
             await self._start_apps(stack)
             launched = time.time()
@@ -196,6 +199,11 @@ class Demo:
                       if x.startswith("[") and '"GET ' in x]
             if logged:
                 lines.append(f"access log ({c.workload}'s sidecar): {logged[-1]}")
+        trace = self.traces.widest_trace() if self.traces is not None else None
+        if trace is not None:
+            host, port = self.traces.address  # type: ignore[union-attr]
+            lines.append(f"trace {trace[0]}: spans from {', '.join(trace[1])} "
+                         f"(received by the demo's OTLP collector {host}:{port})")
         return "\n".join(lines) + "\n"
 
     def _say(self, text: str) -> None:
@@ -210,7 +218,8 @@ class Demo:
 
     def ports(self) -> list[Need]:
         """Every address and port this demo binds (checked before anything starts)."""
-        return needed_ports(self.plan, xds=_pair(XDS), admin=_pair(ADMIN))
+        return [*needed_ports(self.plan, xds=_pair(XDS), admin=_pair(ADMIN)),
+                (*COLLECTOR, "the demo's trace collector (OTLP/gRPC)")]
 
     # -- starting things -----------------------------------------------------
 

@@ -95,6 +95,11 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "where to look while it runs: legation proxy-status" in out
     assert re.search(r'access log \(frontend\'s sidecar\): \[\S+\] "GET /shop HTTP/1.1" 200',
                      out), out
+    # ... and a trace: one request's spans from several sidecars at the demo's collector
+    found = re.search(r"trace ([0-9a-f]{32}): spans from (.+) \(received by the demo's OTLP "
+                      r"collector 127.0.0.1:4317\)", out)
+    assert found is not None, out
+    assert "frontend.shop" in found.group(2) and "," in found.group(2), out
     [workdir] = set(re.findall(r"(/\S*legation-demo-[^/\s]+)/", out))
     assert not Path(workdir).exists()  # the temporary copy and logs are cleaned up
     assert _processes_mentioning(workdir) == []  # no Envoy (or anything) left running

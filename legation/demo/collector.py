@@ -13,7 +13,9 @@ from typing import Any
 
 import grpc
 from grpc import aio
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.collector.trace.v1 import (  # type: ignore[import-untyped]
+    trace_service_pb2,
+)
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 COLLECTOR = ("127.0.0.1", 4317)

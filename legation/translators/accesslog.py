@@ -29,17 +29,8 @@ from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.access_loggers.open_telemetry.v3 import logs_service_pb2 as otel_pb2
 from google.protobuf import struct_pb2
 
-from legation.model import Protocol
 from legation.model.telemetry import LogProvider, LogSink
-from legation.translators.common import (
-    CONNECT_TIMEOUT_SECONDS,
-    DNS_LOOKUP_FAMILY,
-    is_ip,
-    pack,
-    seconds,
-    socket_address,
-    upstream_protocol_options,
-)
+from legation.translators.common import host_cluster, pack
 
 FILE_LOGGER = "envoy.access_loggers.file"
 OTEL_LOGGER = "envoy.access_loggers.open_telemetry"
@@ -68,19 +59,7 @@ def cluster_name(provider: LogProvider) -> str:
 
 
 def _collector(provider: LogProvider) -> cluster_pb2.Cluster:
-    name = cluster_name(provider)
-    cluster = cluster_pb2.Cluster(
-        name=name, connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
-        type=cluster_pb2.Cluster.STATIC if is_ip(provider.service)
-        else cluster_pb2.Cluster.STRICT_DNS)
-    if not is_ip(provider.service):
-        cluster.dns_lookup_family = DNS_LOOKUP_FAMILY
-    cluster.load_assignment.cluster_name = name
-    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        socket_address(provider.service, provider.port))
-    for key, value in upstream_protocol_options(Protocol.GRPC).items():
-        cluster.typed_extension_protocol_options[key].CopyFrom(value)
-    return cluster
+    return host_cluster(cluster_name(provider), provider.service, provider.port, grpc=True)
 
 
 def _otel(sink: LogSink) -> Any:

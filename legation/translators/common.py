@@ -126,3 +126,22 @@ def upstream_protocol_options(protocol: Protocol) -> dict[str, any_pb2.Any]:
     else:
         return {}
     return {HTTP_PROTOCOL_OPTIONS_KEY: pack(msg)}
+
+
+def host_cluster(name: str, host: str, port: int, *, grpc: bool = False
+                 ) -> cluster_pb2.Cluster:
+    """A cluster of one `host`:`port` outside the mesh's registry (a collector, an
+    authorizer, a JWKS server): STATIC for an IP, else resolved by Envoy (STRICT_DNS);
+    HTTP/2 for a gRPC service."""
+    cluster = cluster_pb2.Cluster(
+        name=name, connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
+        type=cluster_pb2.Cluster.STATIC if is_ip(host) else cluster_pb2.Cluster.STRICT_DNS)
+    if not is_ip(host):
+        cluster.dns_lookup_family = DNS_LOOKUP_FAMILY
+    cluster.load_assignment.cluster_name = name
+    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
+        socket_address(host, port))
+    if grpc:
+        for key, value in upstream_protocol_options(Protocol.GRPC).items():
+            cluster.typed_extension_protocol_options[key].CopyFrom(value)
+    return cluster

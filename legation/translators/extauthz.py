@@ -29,18 +29,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import metadata_pb2, string_pb2, value_pb2
 from envoy.type.v3 import http_status_pb2
 
-from legation.model import Protocol
 from legation.model.meshconfig import ExtAuthzProvider
-from legation.translators.common import (
-    CONNECT_TIMEOUT_SECONDS,
-    DNS_LOOKUP_FAMILY,
-    fractional_seconds,
-    is_ip,
-    pack,
-    seconds,
-    socket_address,
-    upstream_protocol_options,
-)
+from legation.translators.common import fractional_seconds, host_cluster, pack
 
 HTTP_FILTER = "envoy.filters.http.ext_authz"
 NETWORK_FILTER = "envoy.filters.network.ext_authz"
@@ -99,20 +89,8 @@ def network_filter(provider: ExtAuthzProvider) -> listener_components_pb2.Filter
 
 
 def cluster(provider: ExtAuthzProvider) -> cluster_pb2.Cluster:
-    name = cluster_name(provider)
-    out = cluster_pb2.Cluster(
-        name=name, connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
-        type=cluster_pb2.Cluster.STATIC if is_ip(provider.service)
-        else cluster_pb2.Cluster.STRICT_DNS)
-    if not is_ip(provider.service):
-        out.dns_lookup_family = DNS_LOOKUP_FAMILY
-    out.load_assignment.cluster_name = name
-    out.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        socket_address(provider.service, provider.port))
-    if provider.grpc:
-        for key, value in upstream_protocol_options(Protocol.GRPC).items():
-            out.typed_extension_protocol_options[key].CopyFrom(value)
-    return out
+    return host_cluster(cluster_name(provider), provider.service, provider.port,
+                        grpc=provider.grpc)
 
 
 def _grpc_service(provider: ExtAuthzProvider) -> grpc_service_pb2.GrpcService:

@@ -58,15 +58,7 @@ from google.protobuf import empty_pb2, wrappers_pb2
 
 from legation.model import MeshSnapshot, Workload
 from legation.model.security import JwtRule, RequestAuthentication, request_authentications_for
-from legation.translators.common import (
-    CONNECT_TIMEOUT_SECONDS,
-    DNS_LOOKUP_FAMILY,
-    fractional_seconds,
-    is_ip,
-    pack,
-    seconds,
-    socket_address,
-)
+from legation.translators.common import fractional_seconds, host_cluster, is_ip, pack, seconds
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 FAILED_STATUS_KEY = "legation_jwt_failure"  # where the filter records why a token failed
@@ -196,14 +188,7 @@ def _provider(rule: JwtRule, refresh_s: float) -> jwt_pb2.JwtProvider:
 
 
 def _cluster(name: str, host: str, port: int, tls: bool) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        name=name, connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
-        type=cluster_pb2.Cluster.STATIC if is_ip(host) else cluster_pb2.Cluster.STRICT_DNS)
-    if not is_ip(host):
-        cluster.dns_lookup_family = DNS_LOOKUP_FAMILY
-    cluster.load_assignment.cluster_name = name
-    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        socket_address(host, port))
+    cluster = host_cluster(name, host, port)
     if tls:
         # Envoy refuses SAN checks against `system_root_certs`: the OS bundle by file
         validation = common_pb2.CertificateValidationContext(

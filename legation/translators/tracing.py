@@ -22,16 +22,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.tracing.v3 import custom_tag_pb2
 from envoy.type.v3 import percent_pb2
 
-from legation.model import Protocol
 from legation.model.telemetry import TracingProvider, TracingSetup
-from legation.translators.common import (
-    CONNECT_TIMEOUT_SECONDS,
-    DNS_LOOKUP_FAMILY,
-    is_ip,
-    seconds,
-    socket_address,
-    upstream_protocol_options,
-)
+from legation.translators.common import host_cluster
 
 OTEL_TRACER = "envoy.tracers.opentelemetry"
 ZIPKIN_TRACER = "envoy.tracers.zipkin"
@@ -77,17 +69,5 @@ def hcm_tracing(setup: TracingSetup, service: str
 
 def collector_cluster(provider: TracingProvider) -> cluster_pb2.Cluster:
     """The collector, by IP or by name (resolved by Envoy); HTTP/2 for OTLP/gRPC."""
-    name = cluster_name(provider)
-    cluster = cluster_pb2.Cluster(
-        name=name, connect_timeout=seconds(CONNECT_TIMEOUT_SECONDS),
-        type=cluster_pb2.Cluster.STATIC if is_ip(provider.service)
-        else cluster_pb2.Cluster.STRICT_DNS)
-    if not is_ip(provider.service):
-        cluster.dns_lookup_family = DNS_LOOKUP_FAMILY
-    cluster.load_assignment.cluster_name = name
-    cluster.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
-        socket_address(provider.service, provider.port))
-    if provider.kind == "opentelemetry":
-        for key, value in upstream_protocol_options(Protocol.GRPC).items():
-            cluster.typed_extension_protocol_options[key].CopyFrom(value)
-    return cluster
+    return host_cluster(cluster_name(provider), provider.service, provider.port,
+                        grpc=provider.kind == "opentelemetry")

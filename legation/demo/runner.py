@@ -195,8 +195,9 @@ class Demo:
                  f" · metrics http://{c.address}:{PROMETHEUS_PORT}/stats/prometheus"]
         envoy = next((e for e in self.envoys if e.name == c.workload), None)
         if envoy is not None and envoy.log_path.exists():
+            # a request completed (one in flight at shutdown is logged as 0 DC)
             logged = [x for x in envoy.log_path.read_text(errors="replace").splitlines()
-                      if x.startswith("[") and '"GET ' in x]
+                      if x.startswith("[") and '"GET ' in x and '" 200 ' in x]
             if logged:
                 lines.append(f"access log ({c.workload}'s sidecar): {logged[-1]}")
         trace = self.traces.widest_trace() if self.traces is not None else None

@@ -11,6 +11,8 @@ not affected, and removing the Sidecar widens the scope live.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from .harness import MeshLab, eventually, request
@@ -71,8 +73,13 @@ async def test_a_sidecar_and_export_to_limit_what_each_proxy_gets(mesh: MeshLab)
     # The Sidecar goes: the frontend gets the whole (exported) mesh, live.
     mesh.remove("sidecar-frontend.yaml")
     await eventually(lambda: _is(mesh, "frontend", everything), what="frontend unscoped")
-    routed = await request(frontend.address, 15001, "GET", "/",
-                           headers={"host": "order.shop:9080"}, timeout=5)
+
+    async def order_routed() -> Any:  # routes follow the clusters (after they warm)
+        resp = await request(frontend.address, 15001, "GET", "/",
+                             headers={"host": "order.shop:9080"}, timeout=5)
+        return resp if resp.status == 200 else None
+
+    routed = await eventually(order_routed, what="frontend's route to order")
     assert routed.status == 200
 
 

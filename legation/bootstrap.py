@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
@@ -63,6 +64,7 @@ def build_bootstrap(
     workload: str = "",
     namespace: str = "",
     prometheus_port: int | None = PROMETHEUS_PORT,
+    stats_exclusions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """An Envoy v3 bootstrap for one proxy, as proto3-JSON-shaped data.
 
@@ -81,6 +83,8 @@ def build_bootstrap(
     ``<admin_host>:<prometheus_port>/stats/prometheus`` (Istio's 15090) by a static
     listener in front of the admin API, when the admin port is fixed.
     (deploy/prometheus/ derives Istio's `istio_requests_total` and others from these.)
+    `stats_exclusions`: RE2 patterns of stat names Envoy must not keep (the metrics a
+    Telemetry disables for this workload: model/telemetry.py `disabled_stats`).
     """
     grpc_service: dict[str, Any] = {
         "envoy_grpc": {
@@ -126,7 +130,7 @@ def build_bootstrap(
                 }
             ]
         },
-        "stats_config": stats_config(workload, namespace),
+        "stats_config": stats_config(workload, namespace, stats_exclusions),
         "static_resources": _static(
             _xds_cluster(xds_host, xds_port, ca_pem=xds_tls_ca_pem,
                          server_name=xds_tls_server_name or xds_host),
@@ -162,7 +166,8 @@ def _static(xds: dict[str, Any], admin_host: str, admin_port: int,
     }]}
 
 
-def stats_config(workload: str, namespace: str) -> dict[str, Any]:
+def stats_config(workload: str, namespace: str, exclusions: Sequence[str] = ()
+                 ) -> dict[str, Any]:
     """Tag extraction for Legation's cluster names, and the proxy's own identity.
 
     Tags whose first capture group is an empty lookahead remove nothing from the stat
@@ -196,7 +201,11 @@ def stats_config(workload: str, namespace: str) -> dict[str, Any]:
         tags.append({"tag_name": "source_workload", "fixed_value": workload})
     if namespace:
         tags.append({"tag_name": "source_namespace", "fixed_value": namespace})
-    return {"use_all_default_tags": False, "stats_tags": tags}
+    out: dict[str, Any] = {"use_all_default_tags": False, "stats_tags": tags}
+    if exclusions:
+        out["stats_matcher"] = {"exclusion_list": {"patterns": [
+            {"safe_regex": {"regex": p}} for p in exclusions]}}
+    return out
 
 
 def render_bootstrap(bootstrap: dict[str, Any], *, fmt: Literal["yaml", "json"] = "yaml") -> str:

@@ -137,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the workload's service account (default: from --config-dir)",
     )
     boot.add_argument("--token-ttl", default="365d", help="lifetime of the embedded credential")
+    boot.add_argument("--root-namespace", default="istio-system",
+                      help="the mesh's root namespace, where mesh-wide Telemetry lives")
     boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
 
     analyze = sub.add_parser("analyze", help="print every diagnostic of a config")
@@ -308,7 +310,7 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
     xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
-    account, node_id = _bootstrap_workload(a)
+    account, node_id, excluded = _bootstrap_workload(a)
     ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
     text = render_bootstrap(
         build_bootstrap(
@@ -324,6 +326,7 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             xds_tls_server_name=a.xds_tls_server_name,
             workload=a.workload,
             namespace=a.namespace,
+            stats_exclusions=excluded,
         )
     )
     if a.output == "-":
@@ -333,19 +336,21 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str]:
+def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str, tuple[str, ...]]:
     """(the workload's service account: --service-account, else from --config-dir; its
     node id: ``<workload>.<namespace>``, or Istio's ``router~<ip>~<workload>.<ns>~...`` when
     a Gateway in --config-dir selects it, or it carries the Gateway API's
-    gateway-name label, as an Istio gateway's)."""
+    gateway-name label, as an Istio gateway's; the stats its Telemetry metric overrides
+    disable)."""
     from legation.model import Gateway, Workload
     from legation.model.gatewayapi import GATEWAY_NAME_LABEL
+    from legation.model.telemetry import Telemetry, disabled_stats
     from legation.sources.files import load_dirs
     from legation.translators import names
 
     plain = f"{a.workload}.{a.namespace}"
     if not a.config_dir:
-        return (str(a.service_account) if a.service_account else None), plain
+        return (str(a.service_account) if a.service_account else None), plain, ()
     _check_dirs(a.config_dir)
     result = load_dirs(list(a.config_dir))
     found = next(
@@ -367,7 +372,10 @@ def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str]:
                   for o in result.objects) or GATEWAY_NAME_LABEL in dict(found.labels)
     node_id = names.istio_node_id(a.workload, a.namespace, ip=found.address,
                                   node_type="router") if gateway else plain
-    return found.service_account, node_id
+    excluded = disabled_stats(tuple(o for o in result.objects if isinstance(o, Telemetry)),
+                              namespace=a.namespace, labels=found.labels,
+                              root_namespace=a.root_namespace)
+    return found.service_account, node_id, excluded
 
 
 def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[str, str]:

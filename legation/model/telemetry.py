@@ -69,6 +69,17 @@ class Tracing:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricOverride:
+    """One `metrics[].overrides[]` entry: which Istio metric, which side, disabled or not
+    (tag overrides are reported, not applied: stock Envoy's stats take tags from stat
+    names, not from request attributes)."""
+
+    metric: str  # Istio's name (REQUEST_COUNT, ...) or ALL_METRICS
+    mode: LogMode = LogMode.CLIENT_AND_SERVER
+    disabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Telemetry:
     ref: SourceRef
     name: str
@@ -76,6 +87,48 @@ class Telemetry:
     selector: Labels = ()  # matchLabels; () : the whole namespace
     access_logging: tuple[AccessLogging, ...] = ()
     tracing: tuple[Tracing, ...] = ()
+    metrics: tuple[MetricOverride, ...] = ()
+
+
+# The Envoy stats each Istio metric is derived from (deploy/prometheus/istio-rules.yaml):
+# a disabled metric drops them from the proxy's stats (Envoy `stats_matcher`, set in the
+# bootstrap), outbound clusters for CLIENT, inbound ones for SERVER.
+METRIC_STATS: dict[str, str] = {
+    "REQUEST_COUNT": r"upstream_rq_(?:\d{3}|\dxx)",
+    "REQUEST_DURATION": r"upstream_rq_time",
+    "TCP_SENT_BYTES": r"upstream_cx_tx_bytes_total",
+    "TCP_RECEIVED_BYTES": r"upstream_cx_rx_bytes_total",
+    "TCP_OPENED_CONNECTIONS": r"upstream_cx_total",
+    "TCP_CLOSED_CONNECTIONS": r"upstream_cx_destroy",
+}
+# Istio metrics no stat of a stock Envoy feeds here: nothing to disable
+NOT_DERIVED = ("REQUEST_SIZE", "RESPONSE_SIZE", "GRPC_REQUEST_MESSAGES",
+               "GRPC_RESPONSE_MESSAGES")
+ALL_METRICS = "ALL_METRICS"
+
+
+def disabled_stats(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: Labels,
+                   root_namespace: str) -> tuple[str, ...]:
+    """The Envoy stat name patterns (RE2, full names) a workload's proxy must not keep:
+    its metrics overrides from the mesh-wide, then namespace, then workload Telemetry,
+    a later level's entry for a metric and side replacing an earlier one (Istio)."""
+    state: dict[tuple[str, LogMode], bool] = {}
+    levels = _by_precedence(telemetries, namespace=namespace, labels=labels,
+                            root_namespace=root_namespace)
+    for t in reversed(levels):  # mesh-wide first, the workload's last
+        for o in t.metrics:
+            metrics = list(METRIC_STATS) if o.metric == ALL_METRICS else [o.metric]
+            sides = ([LogMode.CLIENT, LogMode.SERVER] if o.mode is LogMode.CLIENT_AND_SERVER
+                     else [o.mode])
+            for m in metrics:
+                for side in sides:
+                    state[(m, side)] = o.disabled
+    out = []
+    for (metric, side), off in sorted(state.items()):
+        if off and metric in METRIC_STATS:
+            direction = "outbound" if side is LogMode.CLIENT else "inbound"
+            out.append(rf"^cluster\.{direction}\|.*\.{METRIC_STATS[metric]}$")
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,8 +4,13 @@ Checked against istio/api telemetry/v1alpha1/telemetry.proto: `selector`
 (matchLabels), `accessLogging[]` (providers by name, `disabled`,
 `filter.expression`, `match.mode` CLIENT / SERVER / CLIENT_AND_SERVER).
 `tracing[]` (providers, `randomSamplingPercentage`, `customTags`,
-`disableSpanReporting`, `match.mode`). Not applied yet, and said so:
-`targetRef(s)`, `metrics`.
+`disableSpanReporting`, `match.mode`). `metrics[].overrides[]`
+(`match.metric` / `match.mode`, `disabled`) for the `prometheus` provider:
+applied when a sidecar's bootstrap is written (`legation bootstrap`: Envoy
+takes stats settings at start only), so the INFO says a restart is needed;
+`tagOverrides` are reported, not applied (stock Envoy's stats take their tags
+from stat names, not from request attributes). Not applied, and said so:
+`targetRef(s)`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from legation.model.telemetry import AccessLogging, CustomTag, LogMode, Telemetry, Tracing
+from legation.model.telemetry import (
+    NOT_DERIVED,
+    AccessLogging,
+    CustomTag,
+    LogMode,
+    MetricOverride,
+    Telemetry,
+    Tracing,
+)
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx
 from legation.sources.convert.meta import Meta
@@ -23,8 +36,11 @@ SPEC_FIELDS = ("selector", "targetRef", "targetRefs", "accessLogging", "tracing"
 NOT_APPLIED = {
     "targetRef": "policy attachment to Gateways and Services is not served; use selector",
     "targetRefs": "policy attachment to Gateways and Services is not served; use selector",
-    "metrics": "metric overrides are not applied yet",
 }
+METRICS = ("REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE",
+           "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES",
+           "TCP_RECEIVED_BYTES", "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES",
+           "ALL_METRICS")
 
 
 def convert_telemetry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Telemetry | None:
@@ -70,7 +86,60 @@ def convert_telemetry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Telemetr
             providers=tuple(providers), disabled=istio.boolean(ctx, item, "disabled", path)
             or False, filter=expression, mode=mode))
     return Telemetry(ref=ctx.ref, name=meta.name, namespace=meta.namespace, selector=labels,
-                     access_logging=tuple(entries), tracing=_tracing(ctx, spec))
+                     access_logging=tuple(entries), tracing=_tracing(ctx, spec),
+                     metrics=_metrics(ctx, spec))
+
+
+def _metrics(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[MetricOverride, ...]:
+    out: list[MetricOverride] = []
+    for path, item in ctx.mapping_items(spec, "metrics", "spec", problem="metrics"):
+        istio.check_fields(ctx, item, path, ("providers", "overrides", "reportingInterval"),
+                           what="a metrics entry")
+        for ppath, p in ctx.mapping_items(item, "providers", path, problem="provider"):
+            name = istio.string(ctx, p, "name", ppath, required=True, expected="a name")
+            if name and name != "prometheus":
+                ctx.warn(child_path(ppath, "name"), "provider-not-applied",
+                         f"metrics provider {name!r} is not served: Envoy's Prometheus "
+                         "stats (15090) are the metrics here; use prometheus.")
+        if "reportingInterval" in item:
+            ctx.info(child_path(path, "reportingInterval"), "field-not-applied",
+                     "reportingInterval is not applied: Prometheus pulls the stats.")
+        for opath, o in ctx.mapping_items(item, "overrides", path, problem="override"):
+            istio.check_fields(ctx, o, opath, ("match", "disabled", "tagOverrides"),
+                               what="a metric override")
+            match = istio.section(ctx, o, "match", opath) or {}
+            mpath = child_path(opath, "match")
+            istio.check_fields(ctx, match, mpath, ("metric", "customMetric", "mode"),
+                               what="a metric selector")
+            if "customMetric" in match:
+                ctx.warn(child_path(mpath, "customMetric"), "field-not-applied",
+                         "customMetric is not applied: only Istio's standard metrics are "
+                         "derived here.")
+                continue
+            metric = istio.enum_value(ctx, match, "metric", mpath, METRICS) or "ALL_METRICS"
+            mode = LogMode(istio.enum_value(ctx, match, "mode", mpath,
+                                            [m.value for m in LogMode])
+                           or LogMode.CLIENT_AND_SERVER)
+            if "tagOverrides" in o:
+                ctx.warn(child_path(opath, "tagOverrides"), "field-not-applied",
+                         "tagOverrides are not applied: stock Envoy's stats take their tags "
+                         "from stat names (Legation's cluster names and the proxy's node), "
+                         "not from request attributes.")
+            disabled = istio.boolean(ctx, o, "disabled", opath)
+            if disabled is None:
+                continue
+            if metric in NOT_DERIVED:
+                ctx.info(child_path(mpath, "metric"), "metric-not-derived",
+                         f"{metric} is not derived from Envoy's stats here "
+                         "(deploy/prometheus/istio-rules.yaml): there is nothing to "
+                         "disable or enable.")
+                continue
+            ctx.info(opath, "metrics-at-bootstrap",
+                     "metric overrides apply to a sidecar's bootstrap (legation bootstrap "
+                     "writes them into Envoy's stats settings, read at start): restart the "
+                     "proxies after changing them.")
+            out.append(MetricOverride(metric=metric, mode=mode, disabled=disabled))
+    return tuple(out)
 
 
 def _tracing(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[Tracing, ...]:

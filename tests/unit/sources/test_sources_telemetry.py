@@ -32,7 +32,8 @@ def test_an_access_logging_entry() -> None:
 
 
 @pytest.mark.parametrize(("body", "code", "severity"), [
-    ("  metrics: [{providers: [{name: prometheus}]}]  # <-\n", "telemetry.field-not-applied",
+    ("  metrics:\n  - overrides:\n    - match: {metric: REQUEST_COUNT}\n"
+     "      tagOverrides: {x: {value: request.host}}  # <-\n", "telemetry.field-not-applied",
      Severity.WARNING),
     ("  tracing:\n  - randomSamplingPercentage: 120  # <-\n", "telemetry.sampling-invalid",
      Severity.ERROR),

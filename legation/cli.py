@@ -120,8 +120,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with --xds-tls :15012)",
     )
-    boot.add_argument("--admin-address", required=True, help="Envoy's own admin address (H:P)")
+    boot.add_argument("--admin-address", default=None,
+                      help="Envoy's own admin address (H:P; required but with --grpc)")
     boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
+    boot.add_argument("--grpc", action="store_true",
+                      help="a proxyless gRPC client's bootstrap (GRPC_XDS_BOOTSTRAP, JSON) "
+                      "instead of Envoy's")
     boot.add_argument(
         "--xds-tls",
         action="store_true",
@@ -309,6 +313,10 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
         raise SettingsError("bootstrap: --xds-tls needs --ca-dir DIR (the CA to trust)")
     default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
     xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
+    if a.grpc:
+        return _grpc_bootstrap(a, xds)
+    if a.admin_address is None:
+        raise SettingsError("bootstrap: give --admin-address H:P (Envoy's own admin API)")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
     account, node_id, excluded = _bootstrap_workload(a)
     ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
@@ -400,6 +408,44 @@ def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[
     except (CAError, SpiffeIdError, ValueError) as e:
         raise SettingsError(f"bootstrap: {e}") from None
     return ca.trust_bundle().pem, token
+
+
+def _grpc_bootstrap(a: argparse.Namespace, xds: HostPort) -> int:
+    """gRPC's xDS bootstrap (gRFC A27): the server, the node (type ``proxyless``, Istio's
+    GENERATOR grpc metadata), and the listener name template of xDS servers (A36)."""
+    from legation.model import Workload
+    from legation.sources.files import load_dirs
+    from legation.translators import names
+
+    if a.xds_tls:
+        raise SettingsError("bootstrap: --grpc over --xds-tls is not supported yet: gRPC "
+                            "clients connect to the plaintext xDS port")
+    ip, labels = "0.0.0.0", {}
+    if a.config_dir:
+        found = next((o for o in load_dirs(list(a.config_dir)).objects
+                      if isinstance(o, Workload) and o.name == a.workload
+                      and o.namespace == a.namespace), None)
+        if found is not None:
+            ip, labels = found.address, dict(found.labels)
+    config = {
+        "xds_servers": [{"server_uri": f"{xds.host}:{xds.port}",
+                         "channel_creds": [{"type": "insecure"}],
+                         "server_features": ["xds_v3"]}],
+        "node": {
+            "id": names.istio_node_id(a.workload, a.namespace, ip=ip,
+                                      node_type=names.PROXYLESS_NODE_TYPE),
+            "cluster": a.namespace,
+            "metadata": {"GENERATOR": "grpc", "NAMESPACE": a.namespace, "LABELS": labels},
+            "locality": {},
+        },
+        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
+    }
+    text = json.dumps(config, indent=2) + "\n"
+    if a.output == "-":
+        sys.stdout.write(text)
+    else:
+        _write_private(Path(a.output), text)
+    return 0
 
 
 def _write_private(path: Path, text: str) -> None:

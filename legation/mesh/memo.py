@@ -64,6 +64,9 @@ from legation.translators import (
     translate_namespace,
     translate_workload,
 )
+from legation.translators.proxyless import (
+    proxyless_resources,
+)
 
 
 def to_resources(t: Translated) -> list[Resource]:
@@ -170,6 +173,8 @@ class Memo:
     splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
         default_factory=dict)
     gateways: dict[str, tuple[Proxy, list[Resource]]] = field(default_factory=dict)
+    # namespace -> what its proxyless gRPC clients get (translators/proxyless.py)
+    proxyless: dict[str, list[Resource]] = field(default_factory=dict)
     prior_splits: dict[tuple[str, str], tuple[Resource, list[Resource]]] = field(
         default_factory=dict)
     vhds_bases: dict[RouteKey, tuple[list[Resource], SnapshotBase]] = field(
@@ -333,6 +338,17 @@ class Memo:
             entry = self.gateways[node_id] = (proxy, to_resources(t))
         return entry[1]
 
+    def grpc(self, namespace: str) -> list[Resource]:
+        """Listeners, routes, clusters and assignments of proxyless gRPC clients of
+        `namespace`, once per memo; its findings join the memo's."""
+        found = self.proxyless.get(namespace)
+        if found is None:
+            t = proxyless_resources(self.mesh, namespace)
+            seen = set(self.diagnostics)
+            self.diagnostics.extend(d for d in t.diagnostics if d not in seen)
+            found = self.proxyless[namespace] = [self._intern(r) for r in to_resources(t)]
+        return found
+
     def _intern(self, r: Resource) -> Resource:
         known = self.interned.setdefault((r.type_url, r.name, r.version), r)
         return known if known.body == r.body else r
@@ -378,6 +394,12 @@ def build_snapshot(
             "WorkloadEntry or Pod in the mesh "
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
+    if proxy.proxyless:  # a gRPC client: what gRPC asks for, by name (proxyless.py)
+        own = [*memo.grpc(proxy.namespace), *secrets]
+        snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),
+                                  prior=memo.prior_built.get(node_id))
+        memo.built[node_id] = snapshot
+        return snapshot
     if proxy.gateways:  # a gateway: its servers' listeners and routes, no sidecar config
         own = [*memo.gateway(node_id, proxy), *memo.client_resources(proxy), *secrets]
         snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),

@@ -20,6 +20,7 @@ class Proxy:
     on_demand: bool = False
     # The Istio Gateways whose selector picks the workload: it is a gateway proxy
     gateways: tuple[Gateway, ...] = ()
+    proxyless: bool = False  # a gRPC client's own xDS client, not an Envoy
 
     @property
     def namespace(self) -> str:

@@ -33,7 +33,8 @@ OUTBOUND_PROXY_PORT = 15001  # the explicit-mode HTTP proxy listener (Istio's ou
 INBOUND_CAPTURE_PORT = 15006  # transparent mode: where iptables sends inbound traffic
 HTTP_PROXY_ROUTE = "http_proxy"
 DEFAULT_ROUTE = "default"  # the name of the single route of a virtual host (as Istio)
-ISTIO_NODE_TYPES = ("sidecar", "router")
+ISTIO_NODE_TYPES = ("sidecar", "router", "proxyless")
+PROXYLESS_NODE_TYPE = "proxyless"  # a gRPC client (translators/proxyless.py)
 
 _MAX_PORT = 65535
 

@@ -180,6 +180,8 @@ def resolve_proxy(mesh: MeshSnapshot, node_id: str) -> Proxy | None:
     workload = mesh.workload(namespace, name)
     if workload is None:
         return None
+    if node_id.startswith(names.PROXYLESS_NODE_TYPE + "~"):
+        return Proxy(node_id=node_id, workload=workload, proxyless=True)
     return Proxy(node_id=node_id, workload=workload, mode=workload.interception,
                  gateways=mesh.gateways_of(workload.labels, workload.namespace))
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import structlog
@@ -218,11 +218,22 @@ class Pipeline:
         issued = self._issue(mesh, nodes)
         with self._building:
             memo = self._memo_for(mesh)
-            return memo, {
-                n: build_snapshot(memo, n, changed_at=changed_at, secrets=issued.get(n, ()),
-                                  vhds=n in vhds)
-                for n in nodes
-            }
+            return memo, {n: self._build_one(memo, n, changed_at, issued.get(n, ()), n in vhds)
+                          for n in nodes}
+
+    @staticmethod
+    def _build_one(memo: Memo, node: str, changed_at: float, secrets: Sequence[Resource],
+                   vhds: bool) -> Snapshot | ProxyError:
+        """One proxy's snapshot; a bug in building it fails that proxy's stream with
+        INTERNAL (logged with its traceback), never the control plane or other proxies."""
+        try:
+            return build_snapshot(memo, node, changed_at=changed_at, secrets=secrets,
+                                  vhds=vhds)
+        except Exception as exc:
+            _log.error("pipeline.build-failed", node=node, error=repr(exc), exc_info=exc)
+            return ProxyError("INTERNAL", f"building the configuration of {node} failed "
+                              f"({type(exc).__name__}); the control plane's log has the "
+                              "details")
 
     def _issue(self, mesh: MeshSnapshot, nodes: list[str]) -> dict[str, list[Resource]]:
         """Each proxy's SDS resources (its certificate issued on first use): the inputs a

@@ -25,7 +25,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -51,7 +51,7 @@ def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
         targets = [d for d in vhost.domains if ":" in d and not d.startswith("*")]
         if not targets:
             continue  # the catch-all of unknown hosts: sidecars only
-        kept = route_pb2.VirtualHost()
+        kept = route_components_pb2.VirtualHost()
         kept.CopyFrom(vhost)
         kept.domains[:] = ["*"]
         faults = False
@@ -100,7 +100,7 @@ def _api_listener(name: str, *, faults: bool) -> listener_pb2.Listener:
         name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
 
 
-def _clusters(route: route_pb2.Route) -> set[str]:
+def _clusters(route: route_components_pb2.Route) -> set[str]:
     action = route.route
     if action.cluster:
         return {action.cluster}

@@ -197,3 +197,29 @@ async def test_concurrent_connects_and_reads_during_rebuilds() -> None:
     for n, got in answers:
         want = from_scratch(first, n)
         assert served(got) == served(want) if want is not None else isinstance(got, ProxyError)
+
+
+async def test_a_bug_building_one_proxy_fails_only_that_proxy(
+    running: tuple[MeshStore, Recorder], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A translator that raises (issue 13: a bug took the control plane down) ends that
+    proxy's stream with INTERNAL; the pipeline and the other proxies go on."""
+    import legation.mesh.pipeline as pipeline_module
+
+    real = pipeline_module.build_snapshot
+
+    def flaky(memo: Memo, node: str, **kw: object) -> object:
+        if node == "payment-v1.shop":
+            raise RuntimeError("boom")
+        return real(memo, node, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "build_snapshot", flaky)
+    _, cache = running
+    with structlog.testing.capture_logs() as logs, cache.watch("order-v1.shop"), \
+            cache.watch("payment-v1.shop"):
+        await wait_published(cache, 2)
+        good, bad = cache.get("order-v1.shop"), cache.get("payment-v1.shop")
+    assert isinstance(good, Snapshot)
+    assert isinstance(bad, ProxyError) and bad.code == "INTERNAL" and "RuntimeError" in bad.message
+    assert [e["node"] for e in logs if e["event"] == "pipeline.build-failed"] == [
+        "payment-v1.shop"]

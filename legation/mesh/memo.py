@@ -66,6 +66,7 @@ from legation.translators import (
 )
 from legation.translators.proxyless import (
     proxyless_resources,
+    server_resources,
 )
 
 
@@ -395,7 +396,10 @@ def build_snapshot(
             "(or Istio's sidecar~<ip>~<pod>.<ns>~<ns>.svc.<domain>)",
         )
     if proxy.proxyless:  # a gRPC client: what gRPC asks for, by name (proxyless.py)
-        own = [*memo.grpc(proxy.namespace), *secrets]
+        server = server_resources(memo.mesh, proxy.workload)  # its own xDS servers
+        seen = set(memo.diagnostics)
+        memo.diagnostics.extend(d for d in server.diagnostics if d not in seen)
+        own = [*memo.grpc(proxy.namespace), *to_resources(server), *secrets]
         snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),
                                   prior=memo.prior_built.get(node_id))
         memo.built[node_id] = snapshot

@@ -24,7 +24,7 @@ from __future__ import annotations
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -32,13 +32,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
 
-from legation.model import MeshSnapshot
+from legation.model import Diagnostic, MeshSnapshot, Severity, Workload
 from legation.translators import routes, subsets
-from legation.translators.common import pack
+from legation.translators.authn import request_security
+from legation.translators.common import pack, socket_address
+from legation.translators.inbound import inbound_ports
 from legation.translators.result import Translated
 
 FAULT = "envoy.filters.http.fault"
 ROUTER = "envoy.filters.http.router"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
 HCM = http_connection_manager_pb2.HttpConnectionManager
 
 
@@ -81,6 +84,57 @@ def _weighted(cla: endpoint_pb2.ClusterLoadAssignment) -> endpoint_pb2.ClusterLo
             group.load_balancing_weight.value = sum(
                 e.load_balancing_weight.value or 1 for e in group.lb_endpoints) or 1
     return copy
+
+
+SERVER_LISTENER = "xds.istio.io/grpc/lds/inbound/{}"  # Istio's template (bootstrap --grpc)
+RBAC = "envoy.filters.http.rbac"
+
+
+def server_resources(mesh: MeshSnapshot, workload: Workload) -> Translated:
+    """xDS-enabled gRPC servers (gRFC A36): for each inbound port of the workload, the
+    Listener its server asks for (`server_listener_resource_name_template` with
+    ``<ip>:<port>``, and the ``0.0.0.0`` / ``[::]`` forms a server bound to every address
+    uses): one filter chain whose HTTP connection manager routes every request to the
+    server itself (`non_forwarding_action`) through the port's RBAC filters
+    (AuthorizationPolicy, gRFC A41). Filters gRPC servers lack (JWT, external
+    authorization) are left out and reported."""
+    out = Translated()
+    ports, found = inbound_ports(mesh, workload)
+    out.diagnostics.extend(found)
+    for p in ports:
+        if not p.protocol.is_http:
+            continue
+        auth = request_security(mesh, workload, p.port, tcp=False)
+        out.diagnostics.extend(auth.diagnostics)
+        filters = [f for f in auth.http_filters if f.name == RBAC]
+        if len(filters) != len(auth.http_filters):
+            out.diagnostics.append(_left_out(workload, p.port))
+        filters.append(http_connection_manager_pb2.HttpFilter(
+            name=ROUTER, typed_config=pack(router_pb2.Router())))
+        route = route_pb2.RouteConfiguration(name=f"inbound|{p.port}")
+        vhost = route.virtual_hosts.add(name=f"inbound|{p.port}", domains=["*"])
+        vhost.routes.add(match=route_components_pb2.RouteMatch(prefix="/"),
+                         non_forwarding_action=route_components_pb2.NonForwardingAction())
+        hcm = HCM(stat_prefix=f"inbound_{p.port}", route_config=route, http_filters=filters)
+        chain = listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
+            name=HCM_FILTER, typed_config=pack(hcm))])
+        for host in dict.fromkeys((workload.address, "0.0.0.0", "[::]")):
+            bare = host.strip("[]")
+            out.listeners.append(listener_pb2.Listener(
+                name=SERVER_LISTENER.format(f"{host}:{p.port}"),
+                address=socket_address(bare, p.port),
+                filter_chains=[chain]))
+    return out
+
+
+def _left_out(workload: Workload, port: int) -> Diagnostic:
+    return Diagnostic(
+        ref=workload.ref, field="", code="proxyless.filter-not-served",
+        message=(f"port {port} of {workload.namespace}/{workload.name}, a proxyless gRPC "
+                 "server, has JWT authentication or external authorization, which gRPC "
+                 "servers do not implement: they are left out (AuthorizationPolicy rules on "
+                 "peers, headers and paths are served)."),
+        severity=Severity.WARNING)
 
 
 def _api_listener(name: str, *, faults: bool) -> listener_pb2.Listener:

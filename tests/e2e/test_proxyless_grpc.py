@@ -27,6 +27,7 @@ from .harness import MeshLab
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
 
 CLIENT = Path(__file__).parent / "data" / "xds_grpc_client.py"
+SERVER = Path(__file__).parent / "data" / "xds_grpc_server.py"
 PORT = 7070
 
 
@@ -97,10 +98,10 @@ spec:
 """
 
 
-def _bootstrap(mesh: MeshLab, path: Path) -> None:
+def _bootstrap(mesh: MeshLab, path: Path, workload: str = "web") -> None:
     host, port = mesh.control_plane.xds
     subprocess.run([sys.executable, "-m", "legation", "bootstrap", "--grpc",
-                    "--config-dir", str(mesh.config_dir), "--workload", "web",
+                    "--config-dir", str(mesh.config_dir), "--workload", workload,
                     "--namespace", "shop", "--xds-address", f"{host}:{port}",
                     "-o", str(path)], check=True, timeout=60)
 
@@ -159,3 +160,42 @@ async def test_grpc_clients_take_routes_splits_and_faults(mesh: MeshLab,
         for s in servers:
             await s.stop(None)
 
+
+
+DENY_MALLORY = """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-mallory, namespace: shop}
+spec:
+  selector: {matchLabels: {app: catalog}}
+  action: DENY
+  rules:
+  - when: [{key: "request.headers[x-user]", values: [mallory]}]
+"""
+
+
+async def test_an_xds_grpc_server_enforces_authorization_policy(mesh: MeshLab,
+                                                              tmp_path: Path) -> None:
+    """gRFC A36 / A41: the server takes its listener, RBAC included, from Legation."""
+    v1, v2, client = mesh.loopback.next(), mesh.loopback.next(), mesh.loopback.next()
+    _mesh(mesh, v1, v2, client)
+    mesh.write("routes.yaml", _routes(100, 0))
+    mesh.write("authz.yaml", DENY_MALLORY)
+    await mesh.control_plane.start()
+    server_boot, client_boot = tmp_path / "server.json", tmp_path / "client.json"
+    _bootstrap(mesh, server_boot, "catalog-v1")
+    _bootstrap(mesh, client_boot)
+    env = {**os.environ, "GRPC_XDS_BOOTSTRAP": str(server_boot)}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, str(SERVER), v1, str(PORT), "xds-catalog-v1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        assert server.stdout is not None
+        assert (await asyncio.wait_for(server.stdout.readline(), 30)).strip() == b"started"
+        allowed = _who(await _calls(client_boot, f"catalog:{PORT}", 5, "x-user=alice"))
+        assert allowed == Counter({"xds-catalog-v1": 5}), allowed
+        denied = _who(await _calls(client_boot, f"catalog:{PORT}", 5, "x-user=mallory"))
+        assert denied == Counter({"PERMISSION_DENIED": 5}), denied
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)

@@ -32,7 +32,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
 
-from legation.model import Diagnostic, MeshSnapshot, Severity, Workload
+from legation.model import Diagnostic, MeshSnapshot, Severity, SourceRef, Workload
 from legation.translators import routes, subsets
 from legation.translators.authn import request_security
 from legation.translators.common import pack, socket_address
@@ -50,6 +50,7 @@ def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
     config, diagnostics = routes.http_proxy_route(mesh, namespace)
     out = Translated(diagnostics=diagnostics)
     used: set[str] = set()
+    dropped: set[tuple[str, str]] = set()  # (virtual host, filter) left out for gRPC
     for vhost in config.virtual_hosts:
         targets = [d for d in vhost.domains if ":" in d and not d.startswith("*")]
         if not targets:
@@ -62,13 +63,24 @@ def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
             for name in list(route.typed_per_filter_config):
                 if name != FAULT:
                     del route.typed_per_filter_config[name]  # gRPC knows no other filter
+                    dropped.add((vhost.name, name))
             faults = faults or FAULT in route.typed_per_filter_config
+            if route.route.HasField("timeout"):  # gRPC reads the stream duration (A31)
+                route.route.max_stream_duration.max_stream_duration.CopyFrom(
+                    route.route.timeout)
             used.update(_clusters(route))
         for target in targets:
             rc = route_pb2.RouteConfiguration(name=target)
             rc.virtual_hosts.add().CopyFrom(kept)
             out.routes.append(rc)
             out.listeners.append(_api_listener(target, faults=faults))
+    for host, name in sorted(dropped):
+        out.diagnostics.append(Diagnostic(
+            ref=SourceRef(kind="Namespace", namespace="", name=namespace), field="",
+            code="proxyless.filter-not-served", severity=Severity.INFO,
+            message=(f"routes of {host} use {name}, which gRPC clients do not implement: "
+                     f"proxyless clients of namespace {namespace} get those routes without "
+                     "it (sidecars keep it).")))
     mesh_wide = subsets.outbound_clusters(mesh)
     out.clusters.extend(_for_grpc(c) for c in mesh_wide.clusters if c.name in used)
     out.endpoints.extend(_weighted(a) for a in mesh_wide.endpoints if a.cluster_name in used)

@@ -44,6 +44,7 @@ from legation.xds.stream import Authenticator
 GATEWAY_STATUS_INTERVAL_S = 0.2
 # Kinds whose objects describe where workloads are, not configuration: never held back
 NEVER_HELD = frozenset({"EndpointSlice", "Pod", "Node", "Namespace"})
+BISECT_AFTER_S = 2.0  # a held change of several objects: retry half of them after this
 
 _log = structlog.get_logger("legation.app")
 
@@ -316,6 +317,24 @@ class App:
         if held:
             _log.warning("xds.nack-contained", node=node, type=type_name,
                          held=[f"{k} {ns}/{n}" for k, ns, n in held])
+        if len(held) > 1:
+            # Bisect: retry half after a while; a NACK of that change holds the half again
+            # (and bisects it), an ACK keeps it, and then the other half is retried too.
+            asyncio.get_running_loop().call_later(BISECT_AFTER_S, self._retry, held)
+
+    def _retry(self, held: list[ObjectKey]) -> None:
+        half, rest = held[: len(held) // 2], held[len(held) // 2:]
+        released = self.store.release(half)
+        if released:
+            _log.info("xds.nack-bisect", retried=[f"{k} {ns}/{n}" for k, ns, n in released])
+        if rest:
+            asyncio.get_running_loop().call_later(BISECT_AFTER_S, self._retry_rest, rest)
+
+    def _retry_rest(self, rest: list[ObjectKey]) -> None:
+        if len(rest) > 1:
+            self._retry(rest)
+        else:
+            self.store.release(rest)
 
     def _tls_address(self) -> str | None:
         address = self.settings.xds_tls_address

@@ -146,6 +146,15 @@ class MeshStore:
         self._bump(held)
         return held
 
+    def release(self, keys: Iterable[ObjectKey]) -> list[ObjectKey]:
+        """Try the held-back versions of `keys` again (NACK bisection): their change goes
+        out once more and is held again, alone, if a proxy rejects it. Returns the keys
+        released."""
+        released = [k for k in keys if self._rejected.pop(k, None) is not None]
+        if released:
+            self._bump(released)
+        return released
+
     def set_diagnostics(self, source: str, diagnostics: Iterable[Diagnostic]) -> None:
         diags = tuple(diagnostics)
         if diags != self._diagnostics.get(source, ()):

@@ -95,3 +95,38 @@ async def test_a_rejected_object_is_held_back_and_the_rest_keeps_flowing(mesh: M
         return bool(rows) and states <= {"SYNCED", "NOT SENT"}
 
     await eventually(all_synced, timeout=15, what="every proxy SYNCED")
+
+
+async def test_a_change_of_several_objects_is_bisected_to_the_one_envoy_rejects(
+    mesh: MeshLab,
+) -> None:
+    """Two VirtualServices written together, one of them refused by Envoy: both are held
+    back, then retried by halves; the good one ends in force, the bad one held alone."""
+    mesh.runtime = {"re2.max_program_size.error_level": 40}
+    mesh.service("catalog")
+    mesh.service("ratings")
+    await mesh.backend("catalog-v1", app="catalog")
+    await mesh.backend("ratings-v1", app="ratings")
+    client = mesh.client("web")
+    await mesh.start()
+    mesh.write("vs-both.yaml", catalog_vs(TOO_BIG_FOR_THIS_ENVOY) + "---\n" + vs(
+        "ratings", "ratings", """\
+  - headers: {response: {set: {x-route: ratings-v2}}}
+    route: [{destination: {host: ratings}}]
+"""))
+
+    async def ratings_routed() -> bool:
+        resp = await mesh.get(client, "ratings.shop:9080", "/")
+        return resp.header("x-route") == "ratings-v2"
+
+    await eventually(ratings_routed, timeout=30, what="the good VirtualService in force")
+
+    async def only_catalog_held() -> list[dict[str, Any]] | None:
+        found = [d for d in await mesh.control_plane.diagnostics()
+                 if d["code"] == "envoy.rejected"]
+        return found if [d["name"] for d in found] == ["catalog"] else None
+
+    (d,) = await eventually(only_catalog_held, timeout=30, what="only catalog held back")
+    assert "RE2 program size" in d["message"]
+    resp = await mesh.get(client, "catalog.shop:9080", "/report/x")
+    assert resp.status == 200 and resp.header("x-route") is None

@@ -121,3 +121,22 @@ def test_a_rejected_version_is_held_back_until_the_object_changes() -> None:
     snap = store.snapshot()
     assert [(v.name, v.http[0].timeout_ms) for v in snap.virtual_services] == [("a", 4000)]
     assert [d.ref.name for d in snap.diagnostics if d.code == "envoy.rejected"] == ["b"]
+
+
+def test_a_released_version_is_tried_again() -> None:
+    """NACK bisection: released keys serve their current version again (a new change)."""
+    store = MeshStore()
+    store.replace_source("file:svc", [_svc("x")])
+    store.replace_source("file:vs", _objects(_vs_text("a", "1s")))  # type: ignore[arg-type]
+    store.snapshot()
+    store.replace_source("file:vs", _objects(_vs_text("a", "2s")))  # type: ignore[arg-type]
+    store.snapshot()
+    a = ("VirtualService", "ns", "a")
+    assert store.reject([a], node="n", type_name="rds", message="m") == [a]
+    assert store.snapshot().virtual_services[0].http[0].timeout_ms == 1000
+    version = store.version
+    assert store.release([a, ("VirtualService", "ns", "never-held")]) == [a]
+    snap = store.snapshot()
+    assert snap.virtual_services[0].http[0].timeout_ms == 2000 and store.version > version
+    assert store.changed_since(version, store.version) == [a]
+    assert not [d for d in snap.diagnostics if d.code == "envoy.rejected"]

@@ -9,8 +9,9 @@ istioctl shows it for istiod, and further.
 - `proxy-config {clusters,listeners,routes,endpoints,secrets,all} PROXY`: the
   resources the proxy is sent (admin `/debug/config_dump`, private keys
   redacted there), as a table (istioctl's columns), JSON or YAML.
-  `bootstrap` is refused with the command that writes one: the control plane
-  never holds a proxy's bootstrap.
+  `bootstrap` shows what `legation bootstrap` writes for the proxy (admin
+  `/debug/bootstrap`, its credential left out): the control plane never sees a
+  proxy's own bootstrap, so this is what the proxy would be given.
 - `changes`: the last changes (admin `/debug/changes`): what changed, how many
   proxies it affected, how many ACKed, the time to the last ACK, NACKs;
   `changes ID`: per proxy, its ACK time or what it still waits for, and NACKs.
@@ -87,8 +88,7 @@ def _details(rows: list[dict[str, Any]]) -> str:
 
 def proxy_config(address: Address, kind: str, proxy: str, output: str) -> tuple[int, str]:
     if kind == "bootstrap":
-        return 1, ("legation: a proxy's bootstrap is not held by the control plane; "
-                   "`legation bootstrap --workload W --namespace NS ...` writes it")
+        return _bootstrap(address, proxy, output)
     status, body = fetch(address, "/debug/config_dump?proxy=" + urllib.parse.quote(proxy))
     if status != 200:
         return 1, f"legation: {body.strip()} (HTTP {status})"
@@ -219,3 +219,17 @@ def _change_details(c: dict[str, Any]) -> str:
         lines.append(f"  {node}: {state}")
         lines.extend(f"    NACK {n['type']} {n['version']}: {n['message']}" for n in p["nacks"])
     return "\n".join(lines)
+
+
+def _bootstrap(address: Address, proxy: str, output: str) -> tuple[int, str]:
+    """What `legation bootstrap` writes for the proxy (the control plane never sees the
+    proxy's own bootstrap: this is what it would be given, without the credential)."""
+    status, body = fetch(address, "/debug/bootstrap?proxy=" + urllib.parse.quote(proxy))
+    if status != 200:
+        return 1, f"legation: {body.strip()} (HTTP {status})"
+    boot = json.loads(body)
+    if output == "json":
+        return 0, json.dumps(boot, indent=2)
+    note = ("# the bootstrap `legation bootstrap` writes for this proxy (its credential "
+            "left out);\n# the proxy's own is not known to the control plane\n")
+    return 0, note + yaml.safe_dump(boot, sort_keys=False)

@@ -74,6 +74,7 @@ class AdminView(Protocol):
 
     def ready(self) -> tuple[bool, str]: ...
     def diagnostics(self) -> list[Diagnostic]: ...
+    def bootstrap_for(self, node_id: str) -> dict[str, Any] | None: ...
     async def snapshot_for(self, node_id: str) -> Snapshot | ProxyError: ...
 
 
@@ -107,6 +108,7 @@ class Admin:
             "/debug/syncz": self._syncz,
             "/debug/changes": lambda q: _json(self.status.changes.recent()),
             "/debug/config_dump": self._config_dump,
+            "/debug/bootstrap": self._bootstrap,
             "/debug/diagnostics": lambda q: _json([d.as_dict() for d in self.view.diagnostics()]),
             "/debug/ca": self._debug_ca,
         }
@@ -164,6 +166,16 @@ class Admin:
         if wanted and not rows:
             return 404, "text/plain", f"no connected proxy {wanted}\n".encode()
         return _json(rows)
+
+    def _bootstrap(self, q: dict[str, list[str]]) -> Response:
+        """The bootstrap `legation bootstrap` writes for a proxy (no credential)."""
+        node = (q.get("proxy") or [""])[0]
+        if not node:
+            return 400, "text/plain", b"missing ?proxy=<node id>\n"
+        boot = self.view.bootstrap_for(node)
+        if boot is None:
+            return 404, "text/plain", f"node id {node!r} names no workload\n".encode()
+        return _json(boot)
 
     async def _config_dump(self, q: dict[str, list[str]]) -> Response:
         node = (q.get("proxy") or [""])[0]

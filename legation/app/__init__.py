@@ -24,6 +24,7 @@ from legation.admin.server import ADMIN_TOKEN_FILE, load_or_create_token
 from legation.app.duties import CADuties, replica_identity
 from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.app.security import Security, mesh_security
+from legation.bootstrap import build_bootstrap
 from legation.cache import ProxyError, Snapshot, SnapshotCache
 from legation.kube.gatewaystatus import GatewayStatusWriter
 from legation.kube.tokenreview import TokenReviewer
@@ -31,10 +32,12 @@ from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot, ObjectKey
+from legation.model.telemetry import disabled_stats
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.jwks import JwksProbe
 from legation.sources.kubernetes import KubernetesSource, api_client
+from legation.translators import resolve_proxy
 from legation.xds.changes import ChangeLog
 from legation.xds.keys import WithoutPrivateKeys
 from legation.xds.server import XdsServer
@@ -225,6 +228,25 @@ class App:
             return held
         return await asyncio.to_thread(self.pipeline.snapshot_of, self.store.snapshot(),
                                        node_id)
+
+    def bootstrap_for(self, node_id: str) -> dict[str, Any] | None:
+        """The bootstrap `legation bootstrap` writes for this proxy (no credential: the
+        control plane never sees a proxy's own), or None if it names no workload."""
+        mesh = self.store.snapshot()
+        proxy = resolve_proxy(mesh, node_id)
+        if proxy is None:
+            return None
+        w = proxy.workload
+        tls = self.xds_tls is not None and self.settings.xds_tls_address is not None
+        xds = self.settings.xds_tls_address if tls else self.settings.xds_address
+        assert xds is not None
+        return build_bootstrap(
+            node_id=node_id, node_cluster=w.namespace, xds_host=xds.host,
+            xds_port=(self.xds_tls.port if tls and self.xds_tls else self.xds.port),
+            admin_host=w.address, admin_port=15000, workload=w.name, namespace=w.namespace,
+            stats_exclusions=disabled_stats(mesh.telemetries, namespace=w.namespace,
+                                            labels=w.labels,
+                                            root_namespace=mesh.root_namespace))
 
     def _authenticator(self, *, required: bool, listener: str) -> Authenticator | None:
         """An xDS listener's credential check (security.py); with Kubernetes, a pod's

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import pytest
+import yaml
 from envoy.admin.v3 import config_dump_shared_pb2 as shared
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.status.v3 import csds_pb2, csds_pb2_grpc
@@ -143,6 +144,12 @@ async def test_csds_and_proxy_status_for_real_envoys_and_a_nacking_client(
     assert ["catalog.shop.svc.cluster.local", "9080", "-", "outbound", "EDS"] in rows
     routes = _cli(mesh, "proxy-config", "routes", "frontend.shop", "-o", "json")
     assert '"name": "http_proxy"' in routes.stdout
-    refused = _cli(mesh, "proxy-config", "bootstrap", "frontend.shop")
-    assert refused.returncode == 1 and "legation bootstrap" in refused.stderr
+    boot = _cli(mesh, "proxy-config", "bootstrap", "frontend.shop")
+    assert boot.returncode == 0, boot.stderr
+    assert boot.stdout.startswith("# the bootstrap `legation bootstrap` writes")
+    written = yaml.safe_load(boot.stdout)
+    assert written["node"]["id"] == "frontend.shop"
+    assert written["dynamic_resources"]["ads_config"]["api_type"] in ("GRPC", "DELTA_GRPC")
+    unknown = _cli(mesh, "proxy-config", "bootstrap", "ghost.shop")
+    assert unknown.returncode == 1 and "names no workload" in unknown.stderr
 

@@ -65,6 +65,7 @@ def build_bootstrap(
     namespace: str = "",
     prometheus_port: int | None = PROMETHEUS_PORT,
     stats_exclusions: Sequence[str] = (),
+    fixed_tags: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """An Envoy v3 bootstrap for one proxy, as proto3-JSON-shaped data.
 
@@ -130,7 +131,7 @@ def build_bootstrap(
                 }
             ]
         },
-        "stats_config": stats_config(workload, namespace, stats_exclusions),
+        "stats_config": stats_config(workload, namespace, stats_exclusions, fixed_tags),
         "static_resources": _static(
             _xds_cluster(xds_host, xds_port, ca_pem=xds_tls_ca_pem,
                          server_name=xds_tls_server_name or xds_host),
@@ -166,8 +167,8 @@ def _static(xds: dict[str, Any], admin_host: str, admin_port: int,
     }]}
 
 
-def stats_config(workload: str, namespace: str, exclusions: Sequence[str] = ()
-                 ) -> dict[str, Any]:
+def stats_config(workload: str, namespace: str, exclusions: Sequence[str] = (),
+                 fixed: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Tag extraction for Legation's cluster names, and the proxy's own identity.
 
     Tags whose first capture group is an empty lookahead remove nothing from the stat
@@ -201,6 +202,7 @@ def stats_config(workload: str, namespace: str, exclusions: Sequence[str] = ()
         tags.append({"tag_name": "source_workload", "fixed_value": workload})
     if namespace:
         tags.append({"tag_name": "source_namespace", "fixed_value": namespace})
+    tags += [{"tag_name": name, "fixed_value": value} for name, value in fixed]
     out: dict[str, Any] = {"use_all_default_tags": False, "stats_tags": tags}
     if exclusions:
         out["stats_matcher"] = {"exclusion_list": {"patterns": [

@@ -318,7 +318,7 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     if a.admin_address is None:
         raise SettingsError("bootstrap: give --admin-address H:P (Envoy's own admin API)")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
-    account, node_id, excluded = _bootstrap_workload(a)
+    account, node_id, (excluded, tags) = _bootstrap_workload(a)
     ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
     text = render_bootstrap(
         build_bootstrap(
@@ -335,6 +335,7 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             workload=a.workload,
             namespace=a.namespace,
             stats_exclusions=excluded,
+            fixed_tags=tags,
         )
     )
     if a.output == "-":
@@ -344,21 +345,24 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str, tuple[str, ...]]:
+_Stats = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # (excluded, fixed tags)
+
+
+def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str, _Stats]:
     """(the workload's service account: --service-account, else from --config-dir; its
     node id: ``<workload>.<namespace>``, or Istio's ``router~<ip>~<workload>.<ns>~...`` when
     a Gateway in --config-dir selects it, or it carries the Gateway API's
     gateway-name label, as an Istio gateway's; the stats its Telemetry metric overrides
-    disable)."""
+    disable and the literal tags they add)."""
     from legation.model import Gateway, Workload
     from legation.model.gatewayapi import GATEWAY_NAME_LABEL
-    from legation.model.telemetry import Telemetry, disabled_stats
+    from legation.model.telemetry import Telemetry, disabled_stats, fixed_tags
     from legation.sources.files import load_dirs
     from legation.translators import names
 
     plain = f"{a.workload}.{a.namespace}"
     if not a.config_dir:
-        return (str(a.service_account) if a.service_account else None), plain, ()
+        return (str(a.service_account) if a.service_account else None), plain, ((), ())
     _check_dirs(a.config_dir)
     result = load_dirs(list(a.config_dir))
     found = next(
@@ -380,10 +384,11 @@ def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str, tuple[s
                   for o in result.objects) or GATEWAY_NAME_LABEL in dict(found.labels)
     node_id = names.istio_node_id(a.workload, a.namespace, ip=found.address,
                                   node_type="router") if gateway else plain
-    excluded = disabled_stats(tuple(o for o in result.objects if isinstance(o, Telemetry)),
-                              namespace=a.namespace, labels=found.labels,
-                              root_namespace=a.root_namespace)
-    return found.service_account, node_id, excluded
+    telemetries = tuple(o for o in result.objects if isinstance(o, Telemetry))
+    scope = {"namespace": a.namespace, "labels": found.labels,
+             "root_namespace": a.root_namespace}
+    stats = (disabled_stats(telemetries, **scope), fixed_tags(telemetries, **scope))
+    return found.service_account, node_id, stats
 
 
 def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[str, str]:

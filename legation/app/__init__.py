@@ -32,7 +32,7 @@ from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
 from legation.metrics import Metrics
 from legation.model import Diagnostic, MeshSnapshot, ObjectKey
-from legation.model.telemetry import disabled_stats
+from legation.model.telemetry import disabled_stats, fixed_tags
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.jwks import JwksProbe
@@ -246,7 +246,9 @@ class App:
             admin_host=w.address, admin_port=15000, workload=w.name, namespace=w.namespace,
             stats_exclusions=disabled_stats(mesh.telemetries, namespace=w.namespace,
                                             labels=w.labels,
-                                            root_namespace=mesh.root_namespace))
+                                            root_namespace=mesh.root_namespace),
+            fixed_tags=fixed_tags(mesh.telemetries, namespace=w.namespace, labels=w.labels,
+                                  root_namespace=mesh.root_namespace))
 
     def _authenticator(self, *, required: bool, listener: str) -> Authenticator | None:
         """An xDS listener's credential check (security.py); with Kubernetes, a pod's

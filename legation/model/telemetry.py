@@ -76,7 +76,8 @@ class MetricOverride:
 
     metric: str  # Istio's name (REQUEST_COUNT, ...) or ALL_METRICS
     mode: LogMode = LogMode.CLIENT_AND_SERVER
-    disabled: bool = True
+    disabled: bool | None = True  # None: the override only adds tags
+    tags: tuple[tuple[str, str], ...] = ()  # tagOverrides whose value is a string literal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +108,18 @@ NOT_DERIVED = ("REQUEST_SIZE", "RESPONSE_SIZE", "GRPC_REQUEST_MESSAGES",
 ALL_METRICS = "ALL_METRICS"
 
 
+def fixed_tags(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: Labels,
+               root_namespace: str) -> tuple[tuple[str, str], ...]:
+    """The literal tags a workload's overrides add (a later level wins per name). Stock
+    Envoy tags stats from their names, so a fixed tag goes on every stat of the proxy."""
+    tags: dict[str, str] = {}
+    for t in reversed(_by_precedence(telemetries, namespace=namespace, labels=labels,
+                                     root_namespace=root_namespace)):
+        for o in t.metrics:
+            tags.update(o.tags)
+    return tuple(sorted(tags.items()))
+
+
 def disabled_stats(telemetries: tuple[Telemetry, ...], *, namespace: str, labels: Labels,
                    root_namespace: str) -> tuple[str, ...]:
     """The Envoy stat name patterns (RE2, full names) a workload's proxy must not keep:
@@ -120,6 +133,8 @@ def disabled_stats(telemetries: tuple[Telemetry, ...], *, namespace: str, labels
             metrics = list(METRIC_STATS) if o.metric == ALL_METRICS else [o.metric]
             sides = ([LogMode.CLIENT, LogMode.SERVER] if o.mode is LogMode.CLIENT_AND_SERVER
                      else [o.mode])
+            if o.disabled is None:
+                continue
             for m in metrics:
                 for side in sides:
                     state[(m, side)] = o.disabled

@@ -32,6 +32,8 @@ spec:
     overrides:
     - match: {metric: REQUEST_COUNT, mode: CLIENT}
       disabled: true
+    - match: {metric: REQUEST_DURATION}
+      tagOverrides: {team: {value: "'storefront'"}}
 """
 
 
@@ -64,7 +66,8 @@ async def test_a_disabled_metric_is_not_exported(mesh: MeshLab) -> None:
     outbound = [x for x in text.splitlines() if 'envoy_cluster_name="outbound|9080||catalog' in x]
     assert outbound, text[:2000]
     assert not [x for x in outbound if x.startswith("envoy_cluster_upstream_rq{")]
-    assert [x for x in outbound if x.startswith("envoy_cluster_upstream_rq_time_count{")]
+    durations = [x for x in outbound if x.startswith("envoy_cluster_upstream_rq_time_count{")]
+    assert durations and all('team="storefront"' in x for x in durations)  # a literal tag
     assert catalog_w.envoy is not None
     served_text = (await catalog_w.envoy.admin_get("/stats/prometheus")).text()
     assert [x for x in served_text.splitlines() if x.startswith("envoy_cluster_upstream_rq{")

@@ -43,6 +43,8 @@ spec:
     - match: {metric: REQUEST_SIZE}
       disabled: true
       tagOverrides: {request_host: {value: request.host}}
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides: {team: {value: "'shop'"}}
 """
 
 
@@ -72,6 +74,7 @@ def test_what_cannot_apply_is_said() -> None:
     assert "telemetry.field-not-applied" in codes  # tagOverrides
     assert "telemetry.metric-not-derived" in codes  # REQUEST_SIZE
     assert "telemetry.metrics-at-bootstrap" in codes  # restart needed
+    assert "telemetry.tag-proxy-wide" in codes  # a literal tag: on every stat
 
 
 def test_legation_bootstrap_writes_them_into_envoys_stats_settings(tmp_path: Path) -> None:
@@ -87,3 +90,5 @@ def test_legation_bootstrap_writes_them_into_envoys_stats_settings(tmp_path: Pat
     matcher = yaml.safe_load(out.read_text())["stats_config"]["stats_matcher"]
     regexes = [p["safe_regex"]["regex"] for p in matcher["exclusion_list"]["patterns"]]
     assert r"^cluster\.inbound\|.*\.upstream_cx_total$" in regexes
+    tags = yaml.safe_load(out.read_text())["stats_config"]["stats_tags"]
+    assert {"tag_name": "team", "fixed_value": "shop"} in tags

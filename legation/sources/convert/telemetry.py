@@ -8,8 +8,9 @@ Checked against istio/api telemetry/v1alpha1/telemetry.proto: `selector`
 (`match.metric` / `match.mode`, `disabled`) for the `prometheus` provider:
 applied when a sidecar's bootstrap is written (`legation bootstrap`: Envoy
 takes stats settings at start only), so the INFO says a restart is needed;
-`tagOverrides` are reported, not applied (stock Envoy's stats take their tags
-from stat names, not from request attributes). Not applied, and said so:
+a `tagOverrides` value that is a string literal becomes a fixed tag on every
+stat of the proxy, other values are reported (stock Envoy's stats take their
+tags from stat names, not from request attributes). Not applied, and said so:
 `targetRef(s)`.
 """
 
@@ -120,13 +121,9 @@ def _metrics(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[MetricOverride, ...]:
             mode = LogMode(istio.enum_value(ctx, match, "mode", mpath,
                                             [m.value for m in LogMode])
                            or LogMode.CLIENT_AND_SERVER)
-            if "tagOverrides" in o:
-                ctx.warn(child_path(opath, "tagOverrides"), "field-not-applied",
-                         "tagOverrides are not applied: stock Envoy's stats take their tags "
-                         "from stat names (Legation's cluster names and the proxy's node), "
-                         "not from request attributes.")
+            tags = _tags(ctx, o, opath)
             disabled = istio.boolean(ctx, o, "disabled", opath)
-            if disabled is None:
+            if disabled is None and not tags:
                 continue
             if metric in NOT_DERIVED:
                 ctx.info(child_path(mpath, "metric"), "metric-not-derived",
@@ -138,7 +135,33 @@ def _metrics(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[MetricOverride, ...]:
                      "metric overrides apply to a sidecar's bootstrap (legation bootstrap "
                      "writes them into Envoy's stats settings, read at start): restart the "
                      "proxies after changing them.")
-            out.append(MetricOverride(metric=metric, mode=mode, disabled=disabled))
+            out.append(MetricOverride(metric=metric, mode=mode, disabled=disabled,
+                                      tags=tags))
+    return tuple(out)
+
+
+def _tags(ctx: Ctx, override: Mapping[str, Any], path: str) -> tuple[tuple[str, str], ...]:
+    """`tagOverrides` whose value is a string literal (CEL ``'x'``): added as a fixed tag
+    on every stat of the proxy; anything else is reported: stock Envoy's stats take
+    their tags from stat names, never from request attributes."""
+    out = []
+    tpath = child_path(path, "tagOverrides")
+    for name, raw in ctx.mapping(override, "tagOverrides", path, problem="tag").items():
+        p = child_path(tpath, str(name))
+        body = ctx.as_mapping(raw, p, problem="tag") or {}
+        value = str(body.get("value", ""))
+        literal = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+        if body.get("operation", "UPSERT") == "UPSERT" and literal:
+            ctx.info(p, "tag-proxy-wide",
+                     f"{name} is added to every stat of the proxy, not only this metric's "
+                     "(stock Envoy's fixed tags are proxy-wide).")
+            out.append((str(name), value[1:-1]))
+        else:
+            ctx.warn(p, "field-not-applied",
+                     f"tagOverrides.{name} is not applied: stock Envoy's stats take their "
+                     "tags from stat names (Legation's cluster names and the proxy's "
+                     "node), not from request attributes; only a string literal value "
+                     "(e.g. \"'shop'\") can be added, to every stat.")
     return tuple(out)
 
 

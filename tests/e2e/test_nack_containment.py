@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .harness import MeshLab, eventually
+from .harness import MeshLab, MeshWorkload, eventually
 
 pytestmark = pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
 
@@ -41,7 +41,8 @@ def catalog_vs(regex: str) -> str:
 """)
 
 
-async def test_a_rejected_object_is_held_back_and_the_rest_keeps_flowing(mesh: MeshLab) -> None:
+async def _strict_mesh(mesh: MeshLab) -> MeshWorkload:
+    """catalog and ratings, a client, every sidecar on the stricter RE2 limit; started."""
     mesh.runtime = {"re2.max_program_size.error_level": 40}
     mesh.service("catalog")
     mesh.service("ratings")
@@ -49,6 +50,11 @@ async def test_a_rejected_object_is_held_back_and_the_rest_keeps_flowing(mesh: M
     await mesh.backend("ratings-v1", app="ratings")
     client = mesh.client("web")
     await mesh.start()
+    return client
+
+
+async def test_a_rejected_object_is_held_back_and_the_rest_keeps_flowing(mesh: MeshLab) -> None:
+    client = await _strict_mesh(mesh)
     assert (await mesh.get(client, "catalog.shop:9080", "/report/x")).status == 200
 
     mesh.write("vs-catalog.yaml", catalog_vs(TOO_BIG_FOR_THIS_ENVOY))
@@ -102,13 +108,7 @@ async def test_a_change_of_several_objects_is_bisected_to_the_one_envoy_rejects(
 ) -> None:
     """Two VirtualServices written together, one of them refused by Envoy: both are held
     back, then retried by halves; the good one ends in force, the bad one held alone."""
-    mesh.runtime = {"re2.max_program_size.error_level": 40}
-    mesh.service("catalog")
-    mesh.service("ratings")
-    await mesh.backend("catalog-v1", app="catalog")
-    await mesh.backend("ratings-v1", app="ratings")
-    client = mesh.client("web")
-    await mesh.start()
+    client = await _strict_mesh(mesh)
     mesh.write("vs-both.yaml", catalog_vs(TOO_BIG_FOR_THIS_ENVOY) + "---\n" + vs(
         "ratings", "ratings", """\
   - headers: {response: {set: {x-route: ratings-v2}}}

@@ -161,10 +161,11 @@ class AdsClient:
                 received = time.monotonic()
                 ack, more = self._digest(resp)
                 await call.write(ack)
-                acked = time.monotonic()
+                # noted before anything else is awaited: once the server has seen this ACK
+                # the orchestrator may collect the records at the next await
+                self._note(resp, received, time.monotonic())
                 for req in more:
                     await call.write(req)
-                self._note(resp, received, acked)
             self.board.errors.append(f"{self.node_id}: the server ended the stream")
         except grpc.RpcError as err:
             self.board.errors.append(f"{self.node_id}: {err.code().name}: {err.details()}")

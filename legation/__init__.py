@@ -19,10 +19,12 @@ import cycle, or a new loose module at the top fails it):
     kube          model security
     xds           model translators cache security kube metrics
     admin         model cache security mesh xds metrics
+    agent         model translators cache security
     demo          anything
     app           anything (the composition root: App, and the wiring of security,
                   in-cluster credentials and leader-only duties)
 
+`agent` runs beside a workload, not in the control plane (`legation grpc-agent`).
 Entry points, the only modules at the top: cli, settings, logs, metrics,
 bootstrap (settings, logs, metrics and bootstrap import nothing of ours).
 Nothing in this package does work at import time.

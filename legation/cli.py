@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from legation import __version__
 from legation.settings import (
@@ -32,7 +32,7 @@ from legation.settings import (
 
 if TYPE_CHECKING:
     from legation.app import App
-    from legation.model import Diagnostic
+    from legation.model import Diagnostic, Workload
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,38 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     _security_flags(serve)
 
     boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
-    _config_flags(boot)
-    boot.add_argument("--workload", required=True, help="WorkloadEntry name")
-    boot.add_argument("--namespace", required=True, help="its namespace")
-    boot.add_argument(
-        "--xds-address",
-        default=None,
-        help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with --xds-tls :15012)",
-    )
-    boot.add_argument("--admin-address", default=None,
-                      help="Envoy's own admin address (H:P; required but with --grpc)")
-    boot.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
-    boot.add_argument("--grpc", action="store_true",
-                      help="a proxyless gRPC client's bootstrap (GRPC_XDS_BOOTSTRAP, JSON) "
-                      "instead of Envoy's")
-    boot.add_argument(
-        "--xds-tls",
-        action="store_true",
-        help="connect over TLS, trusting the CA of --ca-dir (needs --ca-dir)",
-    )
-    boot.add_argument(
-        "--xds-tls-server-name", default=None, help="name to check in the server certificate"
-    )
-    boot.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
-    boot.add_argument(
-        "--service-account",
-        default=None,
-        help="the workload's service account (default: from --config-dir)",
-    )
-    boot.add_argument("--token-ttl", default="365d", help="lifetime of the embedded credential")
-    boot.add_argument("--root-namespace", default="istio-system",
-                      help="the mesh's root namespace, where mesh-wide Telemetry lives")
-    boot.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    _bootstrap_flags(boot)
+
+    agent = sub.add_parser(
+        "grpc-agent", help="keep a proxyless gRPC workload's certificate files current (and "
+        "write its bootstrap)", formatter_class=_Defaults)
+    _agent_flags(agent)
 
     analyze = sub.add_parser("analyze", help="print every diagnostic of a config")
     analyze.add_argument("dirs", nargs="+", type=Path, metavar="PATH",
@@ -161,6 +135,64 @@ def _parser() -> argparse.ArgumentParser:
         "--config-dir", type=Path, default=None, help="mesh to run (default examples/shop)"
     )
     return p
+
+
+def _workload_flags(p: argparse.ArgumentParser) -> None:
+    """Which workload, and the credential that proves it (`bootstrap`, `grpc-agent`)."""
+    _config_flags(p)
+    p.add_argument("--workload", required=True, help="WorkloadEntry name")
+    p.add_argument("--namespace", required=True, help="its namespace")
+    p.add_argument(
+        "--xds-tls-server-name", default=None, help="name to check in the server certificate"
+    )
+    p.add_argument("--trust-domain", default="cluster.local", help="SPIFFE trust domain")
+    p.add_argument(
+        "--service-account",
+        default=None,
+        help="the workload's service account (default: from --config-dir)",
+    )
+    p.add_argument("--token-ttl", default="365d", help="lifetime of the embedded credential")
+
+
+def _bootstrap_flags(p: argparse.ArgumentParser) -> None:
+    _workload_flags(p)
+    p.add_argument(
+        "--xds-address",
+        default=None,
+        help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with --xds-tls :15012)",
+    )
+    p.add_argument("--admin-address", default=None,
+                   help="Envoy's own admin address (H:P; required but with --grpc)")
+    p.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
+    p.add_argument("--grpc", action="store_true",
+                   help="a proxyless gRPC client's bootstrap (GRPC_XDS_BOOTSTRAP, JSON) "
+                   "instead of Envoy's")
+    p.add_argument("--cert-dir", type=Path, default=None, metavar="DIR",
+                   help="with --grpc: where `legation grpc-agent` keeps the workload's "
+                   "certificate, key and roots (the bootstrap's file_watcher certificate "
+                   "provider, for mTLS through XdsCredentials)")
+    p.add_argument(
+        "--xds-tls",
+        action="store_true",
+        help="connect over TLS, trusting the CA of --ca-dir (needs --ca-dir)",
+    )
+    p.add_argument("--root-namespace", default="istio-system",
+                   help="the mesh's root namespace, where mesh-wide Telemetry lives")
+    p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
+
+def _agent_flags(p: argparse.ArgumentParser) -> None:
+    _workload_flags(p)
+    p.add_argument("--cert-dir", type=Path, required=True, metavar="DIR",
+                   help="where to keep cert-chain.pem, key.pem and root-cert.pem")
+    p.add_argument("--sds-address", default="127.0.0.1:15012", metavar="H:P",
+                   help="Legation's TLS xDS listener, where the agent fetches the workload's "
+                   "certificate with its credential (trusting the CA of --ca-dir)")
+    p.add_argument("--xds-address", default="127.0.0.1:15010", metavar="H:P",
+                   help="the xDS server the written gRPC bootstrap names")
+    p.add_argument("--output", "-o", default=None, metavar="FILE",
+                   help="also write the workload's gRPC bootstrap (GRPC_XDS_BOOTSTRAP) here, "
+                   "once the certificate files exist")
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
@@ -315,6 +347,9 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     if a.grpc:
         return _grpc_bootstrap(a, xds)
+    if a.cert_dir is not None:
+        raise SettingsError("bootstrap: --cert-dir is for gRPC bootstraps (--grpc); Envoy "
+                            "gets its certificate over SDS")
     if a.admin_address is None:
         raise SettingsError("bootstrap: give --admin-address H:P (Envoy's own admin API)")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
@@ -416,40 +451,103 @@ def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[
 
 
 def _grpc_bootstrap(a: argparse.Namespace, xds: HostPort) -> int:
-    """gRPC's xDS bootstrap (gRFC A27): the server, the node (type ``proxyless``, Istio's
-    GENERATOR grpc metadata), and the listener name template of xDS servers (A36)."""
-    from legation.model import Workload
-    from legation.sources.files import load_dirs
-    from legation.translators import names
-
     if a.xds_tls:
         raise SettingsError("bootstrap: --grpc over --xds-tls is not supported yet: gRPC "
                             "clients connect to the plaintext xDS port")
-    ip, labels = "0.0.0.0", {}
-    if a.config_dir:
-        found = next((o for o in load_dirs(list(a.config_dir)).objects
-                      if isinstance(o, Workload) and o.name == a.workload
-                      and o.namespace == a.namespace), None)
-        if found is not None:
-            ip, labels = found.address, dict(found.labels)
-    config = {
+    text = json.dumps(_grpc_bootstrap_config(a, xds, cert_dir=a.cert_dir), indent=2) + "\n"
+    if a.output == "-":
+        sys.stdout.write(text)
+    else:
+        _write_private(Path(a.output), text)
+    return 0
+
+
+def _grpc_bootstrap_config(a: argparse.Namespace, xds: HostPort, *, cert_dir: Path | None
+                           ) -> dict[str, Any]:
+    """gRPC's xDS bootstrap (gRFC A27): the server, the node (type ``proxyless``, Istio's
+    GENERATOR grpc metadata), the listener name template of xDS servers (A36) and, with
+    `cert_dir`, the certificate provider over `legation grpc-agent`'s files (A29)."""
+    from legation.agent.certfiles import grpc_certificate_providers
+
+    found = _grpc_workload(a)  # unknown: any address, no labels
+    ip, labels = (found.address, dict(found.labels)) if found else ("0.0.0.0", {})
+    config: dict[str, Any] = {
         "xds_servers": [{"server_uri": f"{xds.host}:{xds.port}",
                          "channel_creds": [{"type": "insecure"}],
                          "server_features": ["xds_v3"]}],
         "node": {
-            "id": names.istio_node_id(a.workload, a.namespace, ip=ip,
-                                      node_type=names.PROXYLESS_NODE_TYPE),
+            "id": _grpc_node_id(a, ip),
             "cluster": a.namespace,
             "metadata": {"GENERATOR": "grpc", "NAMESPACE": a.namespace, "LABELS": labels},
             "locality": {},
         },
         "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
     }
-    text = json.dumps(config, indent=2) + "\n"
-    if a.output == "-":
-        sys.stdout.write(text)
-    else:
-        _write_private(Path(a.output), text)
+    if cert_dir is not None:
+        config["certificate_providers"] = grpc_certificate_providers(cert_dir.resolve())
+    return config
+
+
+def _grpc_workload(a: argparse.Namespace) -> Workload | None:
+    """The workload in --config-dir (None without one, or when it is not there)."""
+    from legation.model import Workload
+    from legation.sources.files import load_dirs
+
+    if not a.config_dir:
+        return None
+    _check_dirs(a.config_dir)
+    return next((o for o in load_dirs(list(a.config_dir)).objects
+                 if isinstance(o, Workload) and o.name == a.workload
+                 and o.namespace == a.namespace), None)
+
+
+def _grpc_node_id(a: argparse.Namespace, ip: str) -> str:
+    from legation.translators import names
+
+    return names.istio_node_id(a.workload, a.namespace, ip=ip,
+                               node_type=names.PROXYLESS_NODE_TYPE)
+
+
+def cmd_grpc_agent(a: argparse.Namespace) -> int:
+    """Keep --cert-dir current from Legation's SDS over TLS (agent/certfiles.py); with -o, write
+    the gRPC bootstrap once the files exist. Runs until SIGINT/SIGTERM."""
+    from legation import logs
+    from legation.agent.certfiles import AgentTarget, CertAgent
+
+    if a.ca_dir is None:
+        raise SettingsError("grpc-agent: give --ca-dir DIR (the CA to trust and the key "
+                            "that mints the workload's credential)")
+    sds = HostPort.parse(a.sds_address, flag="--sds-address")
+    xds = HostPort.parse(a.xds_address, flag="--xds-address")
+    found = _grpc_workload(a)
+    if a.config_dir and found is None:
+        raise SettingsError(f"grpc-agent: no workload {a.namespace}/{a.workload} in "
+                            + ", ".join(map(str, a.config_dir)))
+    ca_pem, token = _bootstrap_credentials(
+        a, a.service_account or (found.service_account if found else None))
+    ip = found.address if found else "0.0.0.0"
+    target = AgentTarget(address=f"{sds.host}:{sds.port}", node_id=_grpc_node_id(a, ip),
+                         node_cluster=a.namespace, token=token, ca_pem=ca_pem,
+                         server_name=a.xds_tls_server_name or "")
+    bootstrap = (json.dumps(_grpc_bootstrap_config(a, xds, cert_dir=a.cert_dir), indent=2)
+                 + "\n") if a.output else None
+    logs.configure(level="info")
+
+    def written(_: object) -> None:
+        nonlocal bootstrap
+        if bootstrap is not None:  # the first certificate is in place: the app may start
+            _write_private(Path(a.output), bootstrap)
+            bootstrap = None
+
+    async def run() -> None:
+        task = asyncio.create_task(CertAgent(target, a.cert_dir, on_written=written).run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
     return 0
 
 
@@ -643,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "serve": cmd_serve,
         "bootstrap": cmd_bootstrap,
+        "grpc-agent": cmd_grpc_agent,
         "analyze": cmd_analyze,
         "demo": cmd_demo,
         "ca": cmd_ca,

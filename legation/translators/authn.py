@@ -160,9 +160,15 @@ def filter_chains(
 
 
 def downstream_mtls_socket() -> base_pb2.TransportSocket:
-    """Present ``default``; require a client certificate that chains to ``ROOTCA``."""
+    """Present ``default``; require a client certificate that chains to ``ROOTCA``.
+
+    ALPN ``h2`` / ``http/1.1`` is offered for clients that ask: gRPC's own TLS (proxyless
+    clients, gRFC A29) refuses a handshake that selects none ("missing selected ALPN
+    property"). Sidecars offer no ALPN (secrets.py), so nothing changes for them."""
+    common = mesh_tls_context()
+    common.alpn_protocols.extend(["h2", "http/1.1"])
     context = tls_pb2.DownstreamTlsContext(
-        common_tls_context=mesh_tls_context(),
+        common_tls_context=common,
         require_client_certificate=wrappers_pb2.BoolValue(value=True),
     )
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))

@@ -17,6 +17,20 @@ LEAST_REQUEST, Istio's default here: the client's copies of the clusters its rou
 use say ROUND_ROBIN (other settings kept), and their ClusterLoadAssignments carry a
 locality (empty when unknown) and a weight per locality group (the sum of its
 endpoints' weights), which gRPC's weighted-target balancer requires.
+
+mTLS (gRFC A29, `XdsCredentials`): gRPC reads no SDS. It takes its certificate, key
+and roots from a certificate provider its bootstrap names (`file_watcher` instance
+``default``, the files `legation grpc-agent` keeps current: agent/certfiles.py), so mesh TLS
+contexts name that provider instance instead of SDS secrets. As Istio's gRPC
+generator does, a proxyless client uses mTLS only where a DestinationRule says
+ISTIO_MUTUAL: automatic mTLS (`transport_socket_matches`) is not something gRPC reads,
+and a client without `XdsCredentials` ignores TLS settings altogether. Other TLS
+origination (SIMPLE / MUTUAL with files) has no form gRPC accepts: such a cluster is
+not sent to gRPC clients at all (calls to it fail, never go out in plaintext), with a
+warning. A proxyless server requires client certificates on a port in STRICT mode,
+and in PERMISSIVE mode when it is labelled ``security.istio.io/tlsMode: istio``
+(clients then dial it with mTLS; gRPC servers cannot tell TLS from plaintext on one
+port, gRFC A36), as Istio does; otherwise it serves plaintext.
 """
 
 from __future__ import annotations
@@ -31,18 +45,25 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import wrappers_pb2
 
-from legation.model import Diagnostic, MeshSnapshot, Severity, SourceRef, Workload
-from legation.translators import routes, subsets
+from legation.model import Diagnostic, MeshSnapshot, MtlsMode, Severity, SourceRef, Workload
+from legation.model.security import peer_authentication_for
+from legation.translators import names, routes, subsets
 from legation.translators.authn import request_security
 from legation.translators.common import pack, socket_address
 from legation.translators.inbound import inbound_ports
 from legation.translators.result import Translated
+from legation.translators.upstream_tls import TLS_TRANSPORT_SOCKET
 
 FAULT = "envoy.filters.http.fault"
 ROUTER = "envoy.filters.http.router"
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 HCM = http_connection_manager_pb2.HttpConnectionManager
+# the certificate provider instance `legation bootstrap --grpc --cert-dir` declares
+CERT_PROVIDER = "default"
 
 
 def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
@@ -82,8 +103,15 @@ def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
                      f"proxyless clients of namespace {namespace} get those routes without "
                      "it (sidecars keep it).")))
     mesh_wide = subsets.outbound_clusters(mesh)
-    out.clusters.extend(_for_grpc(c) for c in mesh_wide.clusters if c.name in used)
-    out.endpoints.extend(_weighted(a) for a in mesh_wide.endpoints if a.cluster_name in used)
+    for cluster in mesh_wide.clusters:
+        if cluster.name in used:
+            copy = _for_grpc(cluster)
+            if copy is None:
+                out.diagnostics.append(_tls_unusable(namespace, cluster.name))
+            else:
+                out.clusters.append(copy)
+    sent = {c.name for c in out.clusters}
+    out.endpoints.extend(_weighted(a) for a in mesh_wide.endpoints if a.cluster_name in sent)
     return out
 
 
@@ -113,9 +141,15 @@ def server_resources(mesh: MeshSnapshot, workload: Workload) -> Translated:
     out = Translated()
     ports, found = inbound_ports(mesh, workload)
     out.diagnostics.extend(found)
+    meshed = dict(workload.labels).get("security.istio.io/tlsMode") == "istio"
     for p in ports:
         if not p.protocol.is_http:
             continue
+        mode = peer_authentication_for(
+            mesh.peer_authentications, root_namespace=mesh.root_namespace,
+            namespace=workload.namespace, labels=workload.labels, port=p.port).mode
+        mtls = mesh.security.mtls and (
+            mode is MtlsMode.STRICT or (mode is MtlsMode.PERMISSIVE and meshed))
         auth = request_security(mesh, workload, p.port, tcp=False)
         out.diagnostics.extend(auth.diagnostics)
         filters = [f for f in auth.http_filters if f.name == RBAC]
@@ -130,6 +164,11 @@ def server_resources(mesh: MeshSnapshot, workload: Workload) -> Translated:
         hcm = HCM(stat_prefix=f"inbound_{p.port}", route_config=route, http_filters=filters)
         chain = listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(
             name=HCM_FILTER, typed_config=pack(hcm))])
+        if mtls:
+            chain.transport_socket.name = TLS_TRANSPORT_SOCKET
+            chain.transport_socket.typed_config.CopyFrom(pack(tls_pb2.DownstreamTlsContext(
+                common_tls_context=grpc_tls_context(),
+                require_client_certificate=wrappers_pb2.BoolValue(value=True))))
         for host in dict.fromkeys((workload.address, "0.0.0.0", "[::]")):
             bare = host.strip("[]")
             out.listeners.append(listener_pb2.Listener(
@@ -173,10 +212,54 @@ def _clusters(route: route_components_pb2.Route) -> set[str]:
     return {c.name for c in action.weighted_clusters.clusters}
 
 
-def _for_grpc(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
+def _for_grpc(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster | None:
+    """The cluster as gRPC takes it; None when its TLS has no form gRPC reads (never sent
+    in plaintext instead: calls routed to it fail rather than leave unencrypted)."""
     copy = cluster_pb2.Cluster()
     copy.CopyFrom(cluster)
     if copy.lb_policy not in (cluster_pb2.Cluster.ROUND_ROBIN, cluster_pb2.Cluster.RING_HASH):
         copy.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
         copy.ClearField("least_request_lb_config")
+    copy.ClearField("transport_socket_matches")  # automatic mTLS: sidecars only
+    if not copy.HasField("transport_socket"):
+        return copy
+    context = tls_pb2.UpstreamTlsContext()
+    copy.transport_socket.typed_config.Unpack(context)
+    copy.ClearField("transport_socket")
+    common = context.common_tls_context
+    if [s.name for s in common.tls_certificate_sds_secret_configs] != [names.WORKLOAD_SECRET]:
+        return None  # SIMPLE / MUTUAL from files: nothing gRPC can use
+    sans = tuple(m.matcher.exact for m in
+                 common.combined_validation_context.default_validation_context
+                 .match_typed_subject_alt_names if m.matcher.exact)
+    copy.transport_socket.name = TLS_TRANSPORT_SOCKET
+    copy.transport_socket.typed_config.CopyFrom(pack(tls_pb2.UpstreamTlsContext(
+        common_tls_context=grpc_tls_context(peer_sans=sans))))
     return copy
+
+
+def grpc_tls_context(*, peer_sans: tuple[str, ...] = ()) -> tls_pb2.CommonTlsContext:
+    """The mesh's mTLS as gRPC reads it (gRFC A29): certificate and roots from the
+    bootstrap's certificate provider instance, the peer's URI SAN one of `peer_sans`
+    (A29 reads `match_subject_alt_names`, not the typed form)."""
+    instance = common_pb2.CertificateProviderPluginInstance
+    validation = common_pb2.CertificateValidationContext(
+        ca_certificate_provider_instance=instance(
+            instance_name=CERT_PROVIDER, certificate_name=names.ROOT_SECRET),
+        match_subject_alt_names=[string_pb2.StringMatcher(exact=s) for s in peer_sans])
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_provider_instance=instance(
+            instance_name=CERT_PROVIDER, certificate_name=names.WORKLOAD_SECRET),
+        validation_context=validation)
+
+
+def _tls_unusable(namespace: str, cluster: str) -> Diagnostic:
+    return Diagnostic(
+        ref=SourceRef(kind="Namespace", namespace="", name=namespace), field="",
+        code="proxyless.tls-not-served", severity=Severity.WARNING,
+        message=(f"cluster {cluster} originates TLS from certificate files (DestinationRule "
+                 "tls SIMPLE or MUTUAL), which gRPC's xDS client cannot read (it takes "
+                 "certificates from its bootstrap's certificate providers only): proxyless "
+                 f"clients of namespace {namespace} are not given the cluster, so their calls "
+                 "routed to it fail (UNAVAILABLE) rather than go out unencrypted. Expected "
+                 "ISTIO_MUTUAL or DISABLE for hosts that proxyless clients call."))

@@ -107,6 +107,11 @@ class SecureLab:
     def client(self, name: str, *, service_account: str) -> SecureWorkload:
         return self._workload(name, name, service_account)
 
+    def workload(self, name: str, *, app: str, service_account: str,
+                 app_ports: dict[int, int] | None = None) -> SecureWorkload:
+        """A workload whose app the test runs itself (`app_ports`: target port -> where)."""
+        return self._workload(name, app, service_account, app_ports=app_ports)
+
     def _workload(
         self,
         name: str,

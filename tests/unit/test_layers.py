@@ -140,7 +140,7 @@ def test_legation_respects_its_layers() -> None:
 def test_the_table_names_every_folder() -> None:
     table = layer_table(legation.__doc__ or "")
     assert {"model", "translators", "cache", "security", "mesh", "sources", "kube", "xds",
-            "admin", "demo", "app"} == set(table)
+            "admin", "agent", "demo", "app"} == set(table)
     assert table["model"] == set() and table["translators"] == {"model"}
 
 

@@ -19,7 +19,7 @@ import cycle, or a new loose module at the top fails it):
     kube          model security
     xds           model translators cache security kube metrics
     admin         model cache security mesh xds metrics
-    agent         model translators cache security
+    agent         model translators cache security bootstrap
     demo          anything
     app           anything (the composition root: App, and the wiring of security,
                   in-cluster credentials and leader-only duties)

@@ -210,6 +210,45 @@ def stats_config(workload: str, namespace: str, exclusions: Sequence[str] = (),
     return out
 
 
+# gRPC (proxyless): the files `legation grpc-agent` keeps (Istio's names) and how often
+# gRPC's file_watcher certificate provider re-reads them (gRFC A29)
+GRPC_CERT_FILE, GRPC_KEY_FILE, GRPC_ROOTS_FILE = "cert-chain.pem", "key.pem", "root-cert.pem"
+GRPC_CERT_REFRESH = "10s"
+GRPC_SERVER_LISTENER_TEMPLATE = "xds.istio.io/grpc/lds/inbound/%s"  # Istio's (gRFC A36)
+
+
+def build_grpc_bootstrap(*, node_id: str, namespace: str, labels: dict[str, str],
+                         xds_host: str, xds_port: int, cert_dir: str | None = None
+                         ) -> dict[str, Any]:
+    """gRPC's xDS bootstrap (gRFC A27, GRPC_XDS_BOOTSTRAP): the server (plaintext), the
+    node (Istio's GENERATOR grpc metadata), the listener name template of xDS servers
+    (A36) and, with `cert_dir`, the file_watcher certificate provider ``default`` over the
+    agent's files there (A29), which mesh TLS contexts name."""
+    config: dict[str, Any] = {
+        "xds_servers": [{"server_uri": f"{xds_host}:{xds_port}",
+                         "channel_creds": [{"type": "insecure"}],
+                         "server_features": ["xds_v3"]}],
+        "node": {
+            "id": node_id,
+            "cluster": namespace,
+            "metadata": {"GENERATOR": "grpc", "NAMESPACE": namespace, "LABELS": labels},
+            "locality": {},
+        },
+        "server_listener_resource_name_template": GRPC_SERVER_LISTENER_TEMPLATE,
+    }
+    if cert_dir is not None:
+        config["certificate_providers"] = {"default": {
+            "plugin_name": "file_watcher",
+            "config": {
+                "certificate_file": f"{cert_dir}/{GRPC_CERT_FILE}",
+                "private_key_file": f"{cert_dir}/{GRPC_KEY_FILE}",
+                "ca_certificate_file": f"{cert_dir}/{GRPC_ROOTS_FILE}",
+                "refresh_interval": GRPC_CERT_REFRESH,
+            },
+        }}
+    return config
+
+
 def render_bootstrap(bootstrap: dict[str, Any], *, fmt: Literal["yaml", "json"] = "yaml") -> str:
     """Text Envoy accepts with `-c FILE`.
 

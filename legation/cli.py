@@ -464,28 +464,16 @@ def _grpc_bootstrap(a: argparse.Namespace, xds: HostPort) -> int:
 
 def _grpc_bootstrap_config(a: argparse.Namespace, xds: HostPort, *, cert_dir: Path | None
                            ) -> dict[str, Any]:
-    """gRPC's xDS bootstrap (gRFC A27): the server, the node (type ``proxyless``, Istio's
-    GENERATOR grpc metadata), the listener name template of xDS servers (A36) and, with
-    `cert_dir`, the certificate provider over `legation grpc-agent`'s files (A29)."""
-    from legation.agent.certfiles import grpc_certificate_providers
+    """The node of --workload (type ``proxyless``; its address and labels from
+    --config-dir) in gRPC's bootstrap (bootstrap.build_grpc_bootstrap)."""
+    from legation.bootstrap import build_grpc_bootstrap
 
     found = _grpc_workload(a)  # unknown: any address, no labels
     ip, labels = (found.address, dict(found.labels)) if found else ("0.0.0.0", {})
-    config: dict[str, Any] = {
-        "xds_servers": [{"server_uri": f"{xds.host}:{xds.port}",
-                         "channel_creds": [{"type": "insecure"}],
-                         "server_features": ["xds_v3"]}],
-        "node": {
-            "id": _grpc_node_id(a, ip),
-            "cluster": a.namespace,
-            "metadata": {"GENERATOR": "grpc", "NAMESPACE": a.namespace, "LABELS": labels},
-            "locality": {},
-        },
-        "server_listener_resource_name_template": "xds.istio.io/grpc/lds/inbound/%s",
-    }
-    if cert_dir is not None:
-        config["certificate_providers"] = grpc_certificate_providers(cert_dir.resolve())
-    return config
+    return build_grpc_bootstrap(
+        node_id=_grpc_node_id(a, ip), namespace=a.namespace, labels=labels,
+        xds_host=xds.host, xds_port=xds.port,
+        cert_dir=str(cert_dir.resolve()) if cert_dir is not None else None)
 
 
 def _grpc_workload(a: argparse.Namespace) -> Workload | None:

@@ -8,7 +8,7 @@ directory: it opens an ADS stream to Legation's TLS xDS listener with the
 workload's credential, as the workload's proxyless node, subscribes to the
 ``default`` and ``ROOTCA`` secrets, writes each update (atomically, the key
 0600) and ACKs it. A renewed certificate or a root rotation reaches the files
-as one more response, and gRPC re-reads them every `REFRESH_INTERVAL`. The
+as one more response, and gRPC re-reads them every `GRPC_CERT_REFRESH`. The
 stream also keeps the identity's certificate renewed (the issuer renews the
 identities of connected nodes). A response it cannot use is NACKed with the
 reason, and the files keep what they had.
@@ -34,26 +34,17 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 from grpc import aio
 
+from legation.bootstrap import GRPC_CERT_FILE as CERT_FILE
+from legation.bootstrap import GRPC_KEY_FILE as KEY_FILE
+from legation.bootstrap import GRPC_ROOTS_FILE as ROOTS_FILE
 from legation.cache import SECRET
 from legation.security import AUTHORIZATION_METADATA_KEY
 from legation.translators import names
 
 _log = structlog.get_logger("legation.grpc_agent")
 
-CERT_FILE, KEY_FILE, ROOTS_FILE = "cert-chain.pem", "key.pem", "root-cert.pem"
-REFRESH_INTERVAL = "10s"  # how often gRPC re-reads the files
 _ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 _BACKOFF_S = (0.5, 30.0)
-
-
-def grpc_certificate_providers(cert_dir: Path) -> dict[str, Any]:
-    """The bootstrap's `certificate_providers` naming the agent's files (gRFC A29)."""
-    return {"default": {"plugin_name": "file_watcher", "config": {
-        "certificate_file": str(cert_dir / CERT_FILE),
-        "private_key_file": str(cert_dir / KEY_FILE),
-        "ca_certificate_file": str(cert_dir / ROOTS_FILE),
-        "refresh_interval": REFRESH_INTERVAL,
-    }}}
 
 
 class SecretRejected(ValueError):

@@ -13,7 +13,11 @@ whose endpoint is on this machine (`localhost` or 127.x) is an external
 service: a demo app runs there, outside the mesh (no sidecar), and the client
 calls it through its sidecar by the entry's host name (`External`). Services
 no app calls are the entry points; for the shop, order calls catalog and payment
-through its own sidecar (`CALLS`).
+through its own sidecar (`CALLS`). A service port of protocol gRPC gets a gRPC
+app (grpcapps.py). A WorkloadEntry annotated as Istio marks proxyless pods
+(``inject.istio.io/templates: grpc-agent``) gets no sidecar: it is a proxyless
+gRPC client of the first gRPC service port of its namespace, which the client's
+sidecar is called on too (`GrpcDemo`), so one VirtualService steers both.
 
 The live change: with traffic rules in the directory (VirtualService,
 DestinationRule), they are taken away and put back (the split changes);
@@ -31,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from legation.model import MeshSnapshot, Service, Workload, WorkloadKind
+from legation.model.protocol import Protocol
 from legation.translators.inbound import inbound_ports
 
 # Who calls whom on `/shop`, by service name within a namespace.
@@ -38,6 +43,8 @@ CALLS: dict[str, tuple[str, ...]] = {"order": ("catalog", "payment")}
 OUTBOUND_PORT = 15001  # the sidecar's HTTP proxy listener (DESIGN.md §4)
 ENVOY_ADMIN_PORT = 15000  # each sidecar's Envoy admin, on its workload address
 TRAFFIC_KINDS = frozenset({"VirtualService", "DestinationRule"})
+# Istio's mark of a proxyless gRPC pod (its injection template)
+PROXYLESS_ANNOTATION, PROXYLESS_TEMPLATE = "inject.istio.io/templates", "grpc-agent"
 _DOC_SPLIT = re.compile(r"(?m)^---[ \t]*$")
 
 
@@ -65,6 +72,7 @@ class AppSpec:
     port: int
     calls: tuple[str, ...] = ()  # host:port of services called on /shop
     proxy: tuple[str, int] | None = None  # its sidecar's outbound listener
+    grpc: bool = False  # a gRPC app (grpcapps.GrpcApp), else HTTP (app.DemoApp)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +109,18 @@ class External:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GrpcDemo:
+    """A gRPC service port called by a proxyless client and through the client's sidecar."""
+
+    target: str  # host:port, as both callers name it
+    workload: str  # the proxyless client
+    namespace: str
+    address: str
+    service_account: str
+    labels: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     sidecars: tuple[SidecarSpec, ...]
     apps: tuple[AppSpec, ...]
@@ -109,10 +129,13 @@ class Plan:
     change: Change | None
     ingress: Ingress | None = None
     external: External | None = None
+    grpc: GrpcDemo | None = None
 
 
 def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
-    workloads = [w for w in mesh.workloads if w.kind is WorkloadKind.WORKLOAD_ENTRY]
+    proxyless = _proxyless(config_dir)
+    entries_ = [w for w in mesh.workloads if w.kind is WorkloadKind.WORKLOAD_ENTRY]
+    workloads = [w for w in entries_ if (w.namespace, w.name) not in proxyless]
     if not workloads:
         raise PlanError(f"{config_dir}: no WorkloadEntry to run (the demo runs WorkloadEntries)")
     sidecars = tuple(_sidecar(mesh, w, delta=i % 2 == 1) for i, w in enumerate(workloads))
@@ -142,7 +165,34 @@ def make_plan(mesh: MeshSnapshot, config_dir: Path) -> Plan:
         change=traffic_rules_change(config_dir) or workload_change(mesh),
         ingress=_ingress(mesh, workloads),
         external=external,
+        grpc=_grpc(mesh, [w for w in entries_ if (w.namespace, w.name) in proxyless]),
     )
+
+
+def _proxyless(config_dir: Path) -> set[tuple[str, str]]:
+    """(namespace, name) of each WorkloadEntry annotated as a proxyless gRPC client."""
+    found: set[tuple[str, str]] = set()
+    for path in sorted(config_dir.rglob("*.y*ml")):
+        for doc in _docs(path.read_text()):
+            if not isinstance(doc, dict) or doc.get("kind") != "WorkloadEntry":
+                continue
+            meta = doc.get("metadata") or {}
+            templates = str((meta.get("annotations") or {}).get(PROXYLESS_ANNOTATION, ""))
+            if PROXYLESS_TEMPLATE in (t.strip() for t in templates.split(",")):
+                found.add((str(meta.get("namespace", "default")), str(meta.get("name"))))
+    return found
+
+
+def _grpc(mesh: MeshSnapshot, proxyless: list[Workload]) -> GrpcDemo | None:
+    """The first proxyless client and the first gRPC service port of its namespace."""
+    for w in proxyless:
+        for svc in mesh.services:
+            port = next((p for p in svc.ports if p.protocol is Protocol.GRPC), None)
+            if svc.namespace == w.namespace and svc.entry is None and port is not None:
+                return GrpcDemo(target=f"{svc.name}.{svc.namespace}:{port.port}",
+                                workload=w.name, namespace=w.namespace, address=w.address,
+                                service_account=w.service_account, labels=w.labels)
+    return None
 
 
 def _external(mesh: MeshSnapshot, namespace: str) -> tuple[External | None, list[AppSpec]]:
@@ -212,7 +262,9 @@ def _apps(mesh: MeshSnapshot, w: Workload) -> list[AppSpec]:
     )
     proxy = (w.address, OUTBOUND_PORT) if calls else None
     return [
-        AppSpec(name=w.name, host=p.app.host, port=p.app.port, calls=calls, proxy=proxy)
+        AppSpec(name=w.name, host=p.app.host, port=p.app.port, grpc=p.protocol is Protocol.GRPC,
+                calls=() if p.protocol is Protocol.GRPC else calls,
+                proxy=None if p.protocol is Protocol.GRPC else proxy)
         for p in ports
     ]
 

@@ -8,7 +8,10 @@ apps in-process; the Envoys as child processes (`legation.demo.envoy`), half
 on state-of-the-world ADS and half on delta. Traffic goes through the client
 workload's sidecar. After a few seconds one live change is made to the copy
 of the mesh and undone (see `plan.py`), and the view shows how long each
-took to reach every proxy. `--duration` stops after that long (counted from
+took to reach every proxy. A proxyless gRPC client in the mesh (plan.py) gets
+its certificate files from an in-process `CertAgent` over the TLS xDS listener
+(127.0.0.1:15012) and calls the gRPC service beside a caller through the
+client's sidecar (grpcapps.py). `--duration` stops after that long (counted from
 the first request); otherwise Ctrl-C does. Either way every process started
 here is stopped and reaped before returning.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import shutil
 import signal
@@ -30,17 +34,20 @@ from typing import TextIO
 import structlog
 
 from legation import logs
+from legation.agent.certfiles import AgentTarget, CertAgent
 from legation.app import App
-from legation.bootstrap import PROMETHEUS_PORT, build_bootstrap
+from legation.bootstrap import PROMETHEUS_PORT, build_bootstrap, build_grpc_bootstrap
 from legation.demo.app import DemoApp, Target
 from legation.demo.collector import COLLECTOR, TraceCollector
 from legation.demo.convergence import ProxyView, all_in_sync, last_ack, proxy_view
 from legation.demo.envoy import Envoy, EnvoyError
+from legation.demo.grpcapps import GrpcApp, ProxylessCaller, SidecarCaller
 from legation.demo.plan import (
     ENVOY_ADMIN_PORT,
     OUTBOUND_PORT,
     AppSpec,
     Change,
+    GrpcDemo,
     Plan,
     PlanError,
     SidecarSpec,
@@ -61,9 +68,11 @@ from legation.demo.view import ChangeEvent, Frame, ProxyRow, render, status_line
 from legation.mesh.store import MeshStore
 from legation.settings import HostPort, Settings
 from legation.sources.files import SourceError, load_dirs
+from legation.translators import names
 
 XDS = HostPort(host="127.0.0.1", port=15010)
 ADMIN = HostPort(host="127.0.0.1", port=15014)
+XDS_TLS = HostPort(host="127.0.0.1", port=15012)  # the gRPC agent fetches certificates here
 CONVERGE_TIMEOUT_S = 15.0
 _POLL_S = 0.01
 _CLEAR = "\x1b[H\x1b[J"  # cursor home, clear to the end of the screen
@@ -128,6 +137,8 @@ class Demo:
         self.ingress = ""  # what the HTTPS request through the ingress gateway got
         self.external = ""  # what the request to the ServiceEntry's host got
         self.traces: TraceCollector | None = None  # spans the sidecars export (telemetry.yaml)
+        # (key, caller, its calls) of the gRPC service (plan.grpc)
+        self.grpc_callers: list[tuple[str, str, ProxylessCaller | SidecarCaller]] = []
 
     # -- the whole run -------------------------------------------------------
 
@@ -143,10 +154,11 @@ class Demo:
             xds_address=XDS,
             admin_address=ADMIN,
             # A CA of its own: certificates, mTLS, AuthorizationPolicy (security.yaml). The
-            # sidecars use the plaintext listener on loopback, so keys may go there too.
+            # sidecars use the plaintext listener on loopback, so keys may go there too; the
+            # gRPC agent uses the TLS listener with its workload's credential.
             ca_dir=self.work / "ca",
             insecure_plaintext_secrets=True,
-            xds_tls_address=None,
+            xds_tls_address=XDS_TLS if self.plan.grpc is not None else None,
         )
         async with contextlib.AsyncExitStack() as stack:
             self.traces = await stack.enter_async_context(TraceCollector())
@@ -163,6 +175,8 @@ class Demo:
                     tg.create_task(self._show(app, load)),
                     tg.create_task(self._live_change(app, duration)),
                     tg.create_task(self._probe()),
+                    *([tg.create_task(self._grpc(app, self.plan.grpc))]
+                      if self.plan.grpc is not None else []),
                 ]
                 await self._until(stop, duration)
                 for task in tasks:
@@ -219,13 +233,20 @@ class Demo:
 
     def ports(self) -> list[Need]:
         """Every address and port this demo binds (checked before anything starts)."""
+        tls = [(*_pair(XDS_TLS), "the control plane's TLS xDS port (the gRPC agent)")]
         return [*needed_ports(self.plan, xds=_pair(XDS), admin=_pair(ADMIN)),
-                (*COLLECTOR, "the demo's trace collector (OTLP/gRPC)")]
+                (*COLLECTOR, "the demo's trace collector (OTLP/gRPC)"),
+                *(tls if self.plan.grpc is not None else [])]
 
     # -- starting things -----------------------------------------------------
 
     async def _start_apps(self, stack: contextlib.AsyncExitStack) -> None:
         for spec in self.plan.apps:
+            if spec.grpc:
+                grpc_app = GrpcApp(name=spec.name, host=spec.host, port=spec.port)
+                await grpc_app.start()
+                stack.push_async_callback(grpc_app.stop)
+                continue
             app = DemoApp(
                 name=spec.name,
                 host=spec.host,
@@ -247,6 +268,33 @@ class Demo:
 
     async def _stop_envoys(self) -> None:
         await asyncio.gather(*(e.stop() for e in self.envoys), return_exceptions=True)
+
+    async def _grpc(self, app: App, grpc: GrpcDemo) -> None:
+        """The proxyless client (its certificate files from an agent, then its calls) and
+        the caller through the client's sidecar, side by side on one gRPC service."""
+        assert app.security is not None  # the demo runs a CA
+        certs = self.work / "grpc" / grpc.workload
+        node = names.istio_node_id(grpc.workload, grpc.namespace, ip=grpc.address,
+                                   node_type=names.PROXYLESS_NODE_TYPE)
+        target = AgentTarget(
+            address=f"{XDS_TLS.host}:{XDS_TLS.port}", node_id=node, node_cluster=grpc.namespace,
+            token=app.security.tokens.mint(grpc.namespace, grpc.service_account, grpc.workload),
+            ca_pem=app.security.ca.trust_bundle().pem)
+        written = asyncio.Event()
+        boot = self.work / "grpc" / f"{grpc.workload}.bootstrap.json"
+        proxyless = ProxylessCaller(bootstrap=str(boot), target=grpc.target)
+        sidecar = SidecarCaller(proxy=(self.plan.client.address, OUTBOUND_PORT),
+                                target=grpc.target)
+        self.grpc_callers = [("proxyless", f"proxyless {grpc.workload}", proxyless),
+                             ("sidecar", f"{self.plan.client.workload}'s sidecar", sidecar)]
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(CertAgent(target, certs, on_written=lambda _: written.set()).run())
+            tg.create_task(sidecar.run())
+            await written.wait()
+            boot.write_text(json.dumps(build_grpc_bootstrap(
+                node_id=node, namespace=grpc.namespace, labels=dict(grpc.labels),
+                xds_host=XDS.host, xds_port=XDS.port, cert_dir=str(certs))))
+            tg.create_task(proxyless.run())
 
     # -- convergence ---------------------------------------------------------
 
@@ -379,6 +427,9 @@ class Demo:
             canary=tuple(sorted(tally.canary.items())),
             ingress=self.ingress,
             external=self.external,
+            grpc_target=self.plan.grpc.target if self.plan.grpc is not None else "",
+            grpc=tuple((key, who, caller.tally.counts.copy())
+                       for key, who, caller in self.grpc_callers),
             footer=(
                 f"look closer: legation proxy-status --admin-address {ADMIN} (proxy-config, "
                 f"changes) · metrics http://{self.plan.client.address}:{PROMETHEUS_PORT}"
@@ -411,6 +462,11 @@ class Demo:
             "  apps           " + ", ".join(_app_text(a) for a in p.apps),
             f"  traffic        20 req/s: {self._traffic_text()}",
         ]
+        if p.grpc is not None:
+            lines.append(
+                f"  gRPC           {p.grpc.target} called by {p.grpc.workload}, a proxyless "
+                f"gRPC client (xds:///, mTLS from `legation grpc-agent`'s files), and through "
+                f"{p.client.workload}'s sidecar")
         if p.change is not None:
             first, second = _change_times(duration)
             lines.append(
@@ -438,7 +494,7 @@ def _nack_samples(app: App) -> list[float]:
 
 def _app_text(a: AppSpec) -> str:
     via = f" (calls {' and '.join(a.calls)} through its sidecar)" if a.calls else ""
-    return f"{a.name} {a.host}:{a.port}{via}"
+    return f"{a.name} {a.host}:{a.port}{' gRPC' if a.grpc else ''}{via}"
 
 
 def _pair(hp: HostPort) -> tuple[str, int]:

@@ -53,6 +53,9 @@ class Frame:
     canary: tuple[tuple[Key, int], ...] = ()  # what requests with x-canary: true reached
     ingress: str = ""  # what the HTTPS request through the ingress gateway got
     external: str = ""  # what the request to a ServiceEntry's host got
+    grpc_target: str = ""  # the gRPC service both gRPC callers call (host:port)
+    # (key, caller, who answered or the gRPC status) per gRPC caller
+    grpc: tuple[tuple[str, str, Counter[str]], ...] = ()
 
 
 def clock(seconds: float) -> str:
@@ -68,6 +71,7 @@ def render(f: Frame) -> list[str]:
         "",
         *_destinations(f),
         *_canary(f),
+        *_grpc(f),
         "",
         *_config(f),
         *_diagnostics(f),
@@ -113,6 +117,24 @@ def _canary(f: Frame) -> list[str]:
         return []
     reached = ", ".join(f"{w} x{n}" for (s, w), n in f.canary if s.startswith("catalog"))
     return [f"  x-canary: true -> {reached or '(no catalog call yet)'}"]
+
+
+def _grpc(f: Frame) -> list[str]:
+    """Who answered each gRPC caller: one VirtualService steers the proxyless client and
+    the caller through a sidecar alike."""
+    if not f.grpc_target:
+        return []
+    lines = [f"  gRPC {f.grpc_target}: the same routes, with and without Envoy"]
+    for _, who, counts in f.grpc:
+        lines.append(f"    {who:<22} {_shares(counts)}")
+    return lines
+
+
+def _shares(counts: Counter[str]) -> str:
+    total = sum(counts.values())
+    if not total:
+        return "no answer yet"
+    return " ".join(f"{k} {n / total:.0%}" for k, n in sorted(counts.items())) + f" of {total}"
 
 
 def _config(f: Frame) -> list[str]:
@@ -195,5 +217,7 @@ def summary_line(f: Frame) -> str:
         *((f"identity.{w}", i) for w, i in f.identities),
         ("ingress", f.ingress.split(" ", 1)[0] if f.ingress else "-"),
         ("external", f.external.split(" ", 1)[0] if f.external else "-"),
+        *((f"grpc.{key}", ",".join(f"{k}:{n}" for k, n in sorted(counts.items())) or "-")
+          for key, _, counts in f.grpc),
     ]
     return "summary " + " ".join(f"{k}={v}" for k, v in pairs)

@@ -399,8 +399,11 @@ def build_snapshot(
         server = server_resources(memo.mesh, proxy.workload)  # its own xDS servers
         seen = set(memo.diagnostics)
         memo.diagnostics.extend(d for d in server.diagnostics if d not in seen)
+        # its own resources only, no shared base: the mesh's sidecar clusters and listeners
+        # are not for gRPC (it validates every resource of a response and NACKs the lot
+        # over one it cannot use, e.g. a LEAST_REQUEST cluster it never asked for)
         own = [*memo.grpc(proxy.namespace), *to_resources(server), *secrets]
-        snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),
+        snapshot = Snapshot.build(own, changed_at=changed_at,
                                   prior=memo.prior_built.get(node_id))
         memo.built[node_id] = snapshot
         return snapshot

@@ -105,9 +105,9 @@ def proxyless_resources(mesh: MeshSnapshot, namespace: str) -> Translated:
     mesh_wide = subsets.outbound_clusters(mesh)
     for cluster in mesh_wide.clusters:
         if cluster.name in used:
-            copy = _for_grpc(cluster)
+            copy, why = _for_grpc(cluster)
             if copy is None:
-                out.diagnostics.append(_tls_unusable(namespace, cluster.name))
+                out.diagnostics.append(_not_served(namespace, cluster.name, why))
             else:
                 out.clusters.append(copy)
     sent = {c.name for c in out.clusters}
@@ -212,30 +212,56 @@ def _clusters(route: route_components_pb2.Route) -> set[str]:
     return {c.name for c in action.weighted_clusters.clusters}
 
 
-def _for_grpc(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster | None:
-    """The cluster as gRPC takes it; None when its TLS has no form gRPC reads (never sent
-    in plaintext instead: calls routed to it fail rather than leave unencrypted)."""
+_TLS_FROM_FILES = (
+    "proxyless.tls-not-served",
+    "originates TLS from certificate files (DestinationRule tls SIMPLE or MUTUAL), which "
+    "gRPC's xDS client cannot read (it takes certificates from its bootstrap's certificate "
+    "providers only)", "Expected ISTIO_MUTUAL or DISABLE for hosts that proxyless clients call.")
+_DNS_HOSTS = (
+    "proxyless.cluster-not-served",
+    "resolves several DNS names itself (STRICT_DNS), which gRPC does not implement (it "
+    "resolves one name, LOGICAL_DNS)", "Expected one endpoint, or resolution STATIC.")
+_ORIGINAL_DST = (
+    "proxyless.cluster-not-served",
+    "forwards to the address the caller dialled (resolution NONE), which gRPC does not "
+    "implement", "Expected resolution STATIC or DNS for hosts that proxyless clients call.")
+_SERVED = ("", "", "")
+
+
+def _for_grpc(cluster: cluster_pb2.Cluster
+              ) -> tuple[cluster_pb2.Cluster | None, tuple[str, str, str]]:
+    """The cluster as gRPC takes it, or None and why not: its TLS or discovery has no form
+    gRPC reads (never sent in plaintext instead: calls routed to it fail rather than leave
+    unencrypted). gRPC implements EDS, LOGICAL_DNS and aggregate clusters (gRFC A37)."""
     copy = cluster_pb2.Cluster()
     copy.CopyFrom(cluster)
     if copy.lb_policy not in (cluster_pb2.Cluster.ROUND_ROBIN, cluster_pb2.Cluster.RING_HASH):
         copy.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
         copy.ClearField("least_request_lb_config")
     copy.ClearField("transport_socket_matches")  # automatic mTLS: sidecars only
+    if copy.WhichOneof("cluster_discovery_type") == "type":
+        if copy.type == cluster_pb2.Cluster.STRICT_DNS:
+            groups = copy.load_assignment.endpoints
+            if len(groups) != 1 or len(groups[0].lb_endpoints) != 1:
+                return None, _DNS_HOSTS
+            copy.type = cluster_pb2.Cluster.LOGICAL_DNS  # one name: the same thing
+        elif copy.type == cluster_pb2.Cluster.ORIGINAL_DST:
+            return None, _ORIGINAL_DST
     if not copy.HasField("transport_socket"):
-        return copy
+        return copy, _SERVED
     context = tls_pb2.UpstreamTlsContext()
     copy.transport_socket.typed_config.Unpack(context)
     copy.ClearField("transport_socket")
     common = context.common_tls_context
     if [s.name for s in common.tls_certificate_sds_secret_configs] != [names.WORKLOAD_SECRET]:
-        return None  # SIMPLE / MUTUAL from files: nothing gRPC can use
+        return None, _TLS_FROM_FILES
     sans = tuple(m.matcher.exact for m in
                  common.combined_validation_context.default_validation_context
                  .match_typed_subject_alt_names if m.matcher.exact)
     copy.transport_socket.name = TLS_TRANSPORT_SOCKET
     copy.transport_socket.typed_config.CopyFrom(pack(tls_pb2.UpstreamTlsContext(
         common_tls_context=grpc_tls_context(peer_sans=sans))))
-    return copy
+    return copy, _SERVED
 
 
 def grpc_tls_context(*, peer_sans: tuple[str, ...] = ()) -> tls_pb2.CommonTlsContext:
@@ -253,13 +279,11 @@ def grpc_tls_context(*, peer_sans: tuple[str, ...] = ()) -> tls_pb2.CommonTlsCon
         validation_context=validation)
 
 
-def _tls_unusable(namespace: str, cluster: str) -> Diagnostic:
+def _not_served(namespace: str, cluster: str, why: tuple[str, str, str]) -> Diagnostic:
+    code, what, expected = why
     return Diagnostic(
         ref=SourceRef(kind="Namespace", namespace="", name=namespace), field="",
-        code="proxyless.tls-not-served", severity=Severity.WARNING,
-        message=(f"cluster {cluster} originates TLS from certificate files (DestinationRule "
-                 "tls SIMPLE or MUTUAL), which gRPC's xDS client cannot read (it takes "
-                 "certificates from its bootstrap's certificate providers only): proxyless "
-                 f"clients of namespace {namespace} are not given the cluster, so their calls "
-                 "routed to it fail (UNAVAILABLE) rather than go out unencrypted. Expected "
-                 "ISTIO_MUTUAL or DISABLE for hosts that proxyless clients call."))
+        code=code, severity=Severity.WARNING,
+        message=(f"cluster {cluster} {what}: proxyless clients of namespace {namespace} are "
+                 "not given the cluster, so their calls routed to it fail (UNAVAILABLE) "
+                 f"rather than go out unencrypted or elsewhere. {expected}"))

@@ -87,6 +87,13 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert got["identity.order-v1"] == "spiffe://cluster.local/ns/shop/sa/order-sa", out
     canary = dict(pair.split(":") for pair in got["canary"].split(","))
     assert int(canary["catalog-v2"]) > int(canary.get("catalog-v1", 0)), out
+    # gRPC to catalog.shop:7070, the same VirtualService steering both callers: the
+    # proxyless client (mTLS from its agent's files; STRICT refuses plaintext) and the
+    # caller through frontend's sidecar both reach v1 and v2, and nothing fails
+    for caller in ("grpc.proxyless", "grpc.sidecar"):
+        answers = dict(pair.split(":") for pair in got[caller].split(","))
+        assert set(answers) == {"catalog-v1", "catalog-v2"}, (caller, out)
+        assert int(answers["catalog-v1"]) > int(answers["catalog-v2"]), (caller, out)
     changes = [x for x in out.splitlines() if x.startswith("change ")]
     assert len(changes) == 2, out  # made live, then undone, each in sync everywhere
     assert all(re.search(r"→ (\d)/\1 proxies in sync [\d.]+s after the write", c) for c in changes)

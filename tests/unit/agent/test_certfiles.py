@@ -15,9 +15,9 @@ from legation.agent.certfiles import (
     ROOTS_FILE,
     SecretRejected,
     credentials_from,
-    grpc_certificate_providers,
     write_credentials,
 )
+from legation.bootstrap import build_grpc_bootstrap
 from legation.model import SpiffeId
 from legation.security import CertificateAuthority
 from legation.translators.secrets import root_secret, workload_secret
@@ -55,6 +55,9 @@ def test_a_response_without_the_roots_is_refused_by_name(tmp_path: Path) -> None
 
 
 def test_the_bootstrap_provider_names_the_files(tmp_path: Path) -> None:
-    config = grpc_certificate_providers(tmp_path)["default"]
+    boot = build_grpc_bootstrap(node_id="proxyless~1.2.3.4~w.ns~ns.svc.cluster.local",
+                                namespace="ns", labels={}, xds_host="h", xds_port=1,
+                                cert_dir=str(tmp_path))
+    config = boot["certificate_providers"]["default"]
     assert config["plugin_name"] == "file_watcher"
     assert config["config"]["private_key_file"] == str(tmp_path / KEY_FILE)

@@ -35,21 +35,23 @@ def test_shop_mesh_loads_without_diagnostics() -> None:
         "catalog-v1": ["catalog"],
         "catalog-v2": ["catalog"],
         "payment-v1": ["payment"],
+        "reviewer": [],
     }
     for svc in mesh.services:
-        assert [(p.name, p.port, p.target_port) for p in svc.ports] == [("http", 9080, 9080)]
+        grpc = [("grpc", 7070, 7070)] if svc.name == "catalog" else []
+        assert [(p.name, p.port, p.target_port) for p in svc.ports] == [
+            ("http", 9080, 9080), *grpc]
 
 
 def test_shop_workloads_never_share_an_address_or_app_port() -> None:
     mesh = _shop()
     addresses = [w.address for w in mesh.workloads]
-    app_ports = [w.app_address(9080).port for w in mesh.workloads
-                 if w.name not in ("frontend", "ingress-gateway")]
+    app_ports = [w.app_address(port).port for w in mesh.workloads for port, _ in w.app_ports]
 
-    assert len(set(addresses)) == len(addresses) == 6
+    assert len(set(addresses)) == len(addresses) == 7
     assert all(a.startswith("127.0.10.") for a in addresses)
-    assert len(set(app_ports)) == len(app_ports) == 4
-    assert 9080 not in app_ports  # an inbound listener must not forward to itself
+    assert len(set(app_ports)) == len(app_ports) == 6  # 9080 x4, 7070 x2
+    assert not {9080, 7070} & set(app_ports)  # an inbound listener must not forward to itself
 
 
 def test_example_bootstrap_is_current_and_valid() -> None:

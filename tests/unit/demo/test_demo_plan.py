@@ -42,8 +42,8 @@ def test_the_shop_plan(shop: Path) -> None:
     plan = plan_of(shop)
 
     assert [(s.workload, s.address, s.inbound) for s in plan.sidecars] == [
-        ("catalog-v1", "127.0.10.3", (9080,)),
-        ("catalog-v2", "127.0.10.4", (9080,)),
+        ("catalog-v1", "127.0.10.3", (7070, 9080)),
+        ("catalog-v2", "127.0.10.4", (7070, 9080)),
         ("frontend", "127.0.10.1", ()),
         ("order-v1", "127.0.10.2", (9080,)),
         ("payment-v1", "127.0.10.5", (9080,)),
@@ -51,18 +51,25 @@ def test_the_shop_plan(shop: Path) -> None:
     assert {s.delta for s in plan.sidecars} == {True, False}  # both variants on show
     assert plan.client.workload == "frontend"
     assert plan.entries == ("order.shop:9080",)
-    apps = {a.name: (a.host, a.port, a.calls, a.proxy) for a in plan.apps}
+    apps = {(a.name, a.grpc): (a.host, a.port, a.calls, a.proxy) for a in plan.apps}
     assert apps == {
-        "catalog-v1": ("127.0.0.1", 18082, (), None),
-        "catalog-v2": ("127.0.0.1", 18083, (), None),
-        "order-v1": (
+        ("catalog-v1", True): ("127.0.0.1", 17082, (), None),
+        ("catalog-v1", False): ("127.0.0.1", 18082, (), None),
+        ("catalog-v2", True): ("127.0.0.1", 17083, (), None),
+        ("catalog-v2", False): ("127.0.0.1", 18083, (), None),
+        ("order-v1", False): (
             "127.0.0.1",
             18081,
             ("catalog.shop:9080", "payment.shop:9080"),
             ("127.0.10.2", 15001),
         ),
-        "payment-v1": ("127.0.0.1", 18084, (), None),
+        ("payment-v1", False): ("127.0.0.1", 18084, (), None),
     }
+    # reviewer, annotated as Istio's proxyless pods are, gets no sidecar: it calls the
+    # gRPC port of catalog proxyless, beside frontend's sidecar
+    assert plan.grpc is not None
+    assert (plan.grpc.workload, plan.grpc.address, plan.grpc.target) == (
+        "reviewer", "127.0.10.7", "catalog.shop:7070")
 
 
 def test_without_traffic_rules_the_change_removes_one_workload_entry(shop: Path) -> None:
@@ -74,10 +81,10 @@ def test_without_traffic_rules_the_change_removes_one_workload_entry(shop: Path)
     assert change.original == (shop / "workloads.yaml").read_text()
     assert change.changed is not None
     kept = [d["metadata"]["name"] for d in yaml.safe_load_all(change.changed) if d]
-    assert kept == ["frontend", "order-v1", "catalog-v1", "payment-v1"]
+    assert kept == ["frontend", "order-v1", "catalog-v1", "payment-v1", "reviewer"]
     (shop / "workloads.yaml").write_text(change.changed)  # and the result still loads cleanly
     assert [w.name for w in load(shop).workloads] == [
-        "catalog-v1", "frontend", "order-v1", "payment-v1"
+        "catalog-v1", "frontend", "order-v1", "payment-v1", "reviewer"
     ]  # fmt: skip
 
 

@@ -14,10 +14,10 @@ SHOP = Path(__file__).resolve().parents[3] / "examples" / "shop"
 
 
 def test_analyze_finds_nothing_in_the_shop(capsys: pytest.CaptureFixture[str]) -> None:
-    assert analyze_paths([SHOP]) == ([], 21)  # telemetry.yaml holds the MeshConfig too
+    assert analyze_paths([SHOP]) == ([], 23)  # telemetry.yaml holds the MeshConfig too
     assert main(["analyze", str(SHOP)]) == 0
     # A newcomer sees that it ran (issue 10): one line, not silence.
-    assert capsys.readouterr().out == "legation analyze: 21 objects read: no problems found\n"
+    assert capsys.readouterr().out == "legation analyze: 23 objects read: no problems found\n"
 
 
 def test_analyze_accepts_files_and_summarises_findings(

@@ -147,3 +147,59 @@ def test_a_strict_server_requires_client_certificates_from_the_provider() -> Non
 def test_a_permissive_server_uses_mtls_only_when_labelled_meshed() -> None:
     assert _server_tls(mesh(mtls=True)) is None
     assert _server_tls(mesh(mtls=True, meshed=True)) is not None
+
+
+def _entry(*addresses: str) -> str:
+    endpoints = ", ".join(f"{{address: {a}}}" for a in addresses)
+    return f"""\
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: rates, namespace: shop}}
+spec:
+  hosts: [rates.example.com]
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{endpoints}]
+"""
+
+
+def test_one_dns_name_is_a_logical_dns_cluster_several_are_not_served() -> None:
+    name = "outbound|80||rates.example.com"
+    (one,) = [c for c in proxyless_resources(mesh(_entry("rates.internal")), "shop").clusters
+              if c.name == name]
+    assert one.type == cluster_pb2.Cluster.LOGICAL_DNS
+    out = proxyless_resources(mesh(_entry("a.internal", "b.internal")), "shop")
+    assert name not in {c.name for c in out.clusters}
+    (d,) = [d for d in out.diagnostics if d.code == "proxyless.cluster-not-served"]
+    assert name in d.message and "STRICT_DNS" in d.message
+
+
+def test_a_proxyless_client_is_sent_its_own_clusters_only() -> None:
+    """No shared sidecar base: gRPC NACKs a whole response over one cluster it cannot use,
+    even one it never asked for (a LEAST_REQUEST sidecar cluster)."""
+    from legation.cache import CLUSTER, LISTENER, SnapshotCache
+    from legation.mesh.pipeline import Pipeline
+    from legation.metrics import Metrics
+
+    result = convert_text(textwrap.dedent(MESH) + """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: catalog, namespace: shop}
+spec: {host: catalog, subsets: [{name: v1, labels: {app: catalog}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: web, namespace: shop}
+spec: {address: 10.0.0.9, labels: {app: web}}
+""", file="m.yaml")
+    store = MeshStore()
+    store.replace_source("m", result.objects, result.diagnostics)
+    pipeline = Pipeline(store, SnapshotCache(), Metrics())
+    snap = pipeline.snapshot_for("proxyless~10.0.0.9~web.shop~shop.svc.cluster.local")
+    clusters = [cluster_pb2.Cluster.FromString(r.body) for r in snap.of_type(CLUSTER).values()]
+    assert clusters and all(c.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN for c in clusters)
+    # the subset's cluster is the sidecars' (no route of this client uses it)
+    assert list(snap.of_type(CLUSTER)) == ["outbound|7070||catalog.shop.svc.cluster.local"]
+    assert all(":" in n or n.startswith("xds.istio.io/") for n in snap.of_type(LISTENER))

@@ -22,6 +22,8 @@ import grpc
 import pytest
 from grpc import aio
 
+from legation.demo.controlplane import metric_sum
+
 from .harness import MeshLab
 
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
@@ -156,6 +158,8 @@ async def test_grpc_clients_take_routes_splits_and_faults(mesh: MeshLab,
         last = _who(live[-60:])
         assert last == Counter({"catalog-v2": 60}), last
         assert _who(live[:30])["catalog-v1"] > 0
+        # gRPC validates every resource of a response: nothing it was sent was refused
+        assert metric_sum(await mesh.control_plane.metrics(), "legation_xds_nacks_total") == 0
     finally:
         for s in servers:
             await s.stop(None)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,14 +58,19 @@ class Credentials:
     roots_pem: str
 
 
-def credentials_from(resources: list[Any]) -> Credentials:
-    """``default`` and ``ROOTCA`` out of a secrets response (`Any` resources)."""
+def unpack_secrets(resources: Iterable[Any]) -> dict[str, secret_pb2.Secret]:
+    """name -> Secret of a response's resources (`Any`)."""
     found: dict[str, secret_pb2.Secret] = {}
     for packed in resources:
         secret = secret_pb2.Secret()
         if not packed.Unpack(secret):
             raise SecretRejected(f"a resource of type {packed.type_url}, expected a Secret")
         found[secret.name] = secret
+    return found
+
+
+def credentials_from(found: Mapping[str, secret_pb2.Secret]) -> Credentials:
+    """The files' contents from ``default`` and ``ROOTCA``."""
     workload, roots = found.get(names.WORKLOAD_SECRET), found.get(names.ROOT_SECRET)
     if workload is None or roots is None:
         raise SecretRejected(
@@ -162,18 +167,21 @@ class CertAgent:
                 node={"id": t.node_id, "cluster": t.node_cluster}, type_url=SECRET,
                 resource_names=names_))
             version = ""
+            held: dict[str, secret_pb2.Secret] = {}  # what this stream was sent so far
             async for resp in call:
                 request = discovery_pb2.DiscoveryRequest(
                     type_url=SECRET, resource_names=names_, response_nonce=resp.nonce)
                 try:
-                    creds_ = credentials_from(list(resp.resources))
+                    # Secrets are not a whole-set type: a response carries what changed
+                    # (a renewed `default` alone) and the rest stays as held
+                    merged = {**held, **unpack_secrets(resp.resources)}
+                    creds_ = credentials_from(merged)
                     if write_credentials(self._dir, creds_):
                         _log.info("grpc_agent.written", dir=str(self._dir),
                                   version=resp.version_info)
                         if self._on_written is not None:
                             self._on_written(creds_)
-                    version = resp.version_info
-                    delivered = True
+                    held, version, delivered = merged, resp.version_info, True
                 except (SecretRejected, OSError) as e:
                     _log.error("grpc_agent.rejected", version=resp.version_info, error=str(e))
                     request.error_detail.CopyFrom(status_pb2.Status(code=3, message=str(e)))

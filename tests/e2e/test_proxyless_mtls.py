@@ -6,7 +6,9 @@ grpcio clients with XdsCredentials then speak mTLS to a sidecar-fronted
 server (a real Envoy, PeerAuthentication STRICT) and to an xDS-enabled gRPC
 server without any Envoy; AuthorizationPolicy on principals lets the right
 caller in and denies another proxyless caller, which proves the identity of
-the client certificate was checked. A plaintext client is refused.
+the client certificate was checked. A plaintext client is refused. Workload
+certificates live 20 s here: the agent rewrites the files with the renewed
+certificate, and calls go on with it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,34 @@ import stat
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from cryptography import x509
 from grpc import aio
 
-from .harness import eventually, free_port, service_yaml
+from .harness import AppFleet, EnvoyFleet, Loopback, eventually, free_port, service_yaml
 from .security_lab import NAMESPACE, SecureLab
 from .test_proxyless_grpc import CLIENT, SERVER, _who
 
 PORT = 7070
+CERT_TTL = "20s"  # renewed after 8-10 s
+
+
+@pytest.fixture
+async def lab(
+    tmp_path: Path, loopback: Loopback, envoys: EnvoyFleet, apps: AppFleet
+) -> AsyncIterator[SecureLab]:
+    lab = SecureLab(root=tmp_path, loopback=loopback, envoys=envoys, apps=apps,
+                    serve_args=("--workload-cert-ttl", CERT_TTL))
+    try:
+        yield lab
+    finally:
+        await envoys.stop_all()
+        await lab.control_plane.stop()
 
 POLICIES = """\
 apiVersion: networking.istio.io/v1
@@ -114,7 +132,7 @@ async def test_proxyless_clients_and_servers_speak_the_meshs_mtls(
         procs.extend(a[0] for a in agents.values())
         _, web_certs, web_boot = agents["web"]
         # the files: the workload's SPIFFE certificate, its key private to the agent's user
-        leaf = x509.load_pem_x509_certificate((web_certs / "cert-chain.pem").read_bytes())
+        leaf = _leaf(web_certs)
         uris = leaf.extensions.get_extension_for_class(
             x509.SubjectAlternativeName).value.get_values_for_type(
             x509.UniformResourceIdentifier)
@@ -142,12 +160,26 @@ async def test_proxyless_clients_and_servers_speak_the_meshs_mtls(
             # no certificate at all: STRICT refuses the connection
             plaintext = await _calls(web_boot, target, 3, xds_creds=False)
             assert plaintext == Counter({"UNAVAILABLE": 3}), (service, plaintext)
+
+        # renewal: the agent rewrites the files, and the renewed certificate works
+        async def renewed() -> bool:
+            return _leaf(web_certs).serial_number != leaf.serial_number
+
+        await eventually(renewed, what="web's certificate renewed in its files", timeout=30)
+        assert _leaf(web_certs).not_valid_after_utc > leaf.not_valid_after_utc
+        for service, name in (("catalog", "catalog-v1"), ("ledger", "ledger-v1")):
+            calls = await _calls(web_boot, f"{service}:{PORT}", 3, xds_creds=True)
+            assert calls == Counter({name: 3}), (service, calls)
     finally:
         for p in procs:
             if p.returncode is None:
                 p.terminate()
                 await asyncio.wait_for(p.wait(), 10)
         await plain.stop(None)
+
+
+def _leaf(certs: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((certs / "cert-chain.pem").read_bytes())
 
 
 def test_bootstrap_cert_dir_is_for_grpc_only(tmp_path: Path) -> None:

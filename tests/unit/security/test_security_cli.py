@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,22 @@ def test_bootstrap_xds_tls_embeds_the_ca_and_a_credential_for_the_workload(tmp_p
         token, node_namespace="shop", node_workload="order-v1", workload_service_account="order-sa"
     )
     assert str(claims.identity) == "spiffe://cluster.local/ns/shop/sa/order-sa"
+    # short-lived by default (`legation proxy` refreshes it); long-lived only when asked
+    lifetime = claims.expires_at - datetime.now(UTC)
+    assert timedelta(hours=23) < lifetime <= timedelta(hours=24)
+
+
+def test_a_long_lived_credential_is_asked_for_and_the_expiry_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    boot = _bootstrap(tmp_path, "--token-ttl", "365d")
+    (metadata,) = boot["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"]  # type: ignore[index]
+    claims = TokenAuthority.load_or_create(tmp_path / "ca", "cluster.local").verify(
+        metadata["value"].removeprefix("Bearer "), node_namespace="shop",
+        node_workload="order-v1", workload_service_account="order-sa")
+    assert claims.expires_at - datetime.now(UTC) > timedelta(days=364)
+    assert "expires in 365d (--token-ttl); `legation proxy` runs Envoy and refreshes it" in (
+        capsys.readouterr().err)
 
 
 def test_bootstrap_with_a_ca_but_plaintext_still_carries_the_credential(tmp_path: Path) -> None:

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from envoy.config.route.v3 import route_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from google.protobuf.message import Message
 
 from legation.cache import (
     CLUSTER,
@@ -51,6 +55,7 @@ from legation.translators import (
     Translated,
     assignments_for,
     client_of,
+    envoyfilter,
     gateway_resources,
     locality_targets,
     outbound_services,
@@ -411,7 +416,7 @@ def build_snapshot(
         own = [*memo.gateway(node_id, proxy), *memo.client_resources(proxy), *secrets]
         snapshot = Snapshot.build(own, changed_at=changed_at, base=memo.base_for(None),
                                   prior=memo.prior_built.get(node_id))
-        memo.built[node_id] = snapshot
+        snapshot = memo.built[node_id] = _patched(memo, proxy, snapshot, gateway=True)
         return snapshot
     on_demand = vhds and proxy.workload.on_demand and proxy.mode is InterceptionMode.EXPLICIT
     if on_demand:
@@ -430,7 +435,44 @@ def build_snapshot(
     snapshot = Snapshot.build(own, changed_at=changed_at, base=base,
                               prior=memo.prior_built.get(node_id),
                               by_name=ON_DEMAND_TYPES if on_demand else frozenset())
-    memo.built[node_id] = snapshot
+    snapshot = memo.built[node_id] = _patched(memo, proxy, snapshot, gateway=False)
     return snapshot
+
+
+_PATCHED = (LISTENER, CLUSTER, ROUTE, VIRTUAL_HOST)
+_M = TypeVar("_M", bound=Message)
+
+
+def _decoded(snapshot: Snapshot, type_url: str, cls: type[_M]) -> dict[str, _M]:
+    out: dict[str, _M] = {}
+    for name, r in snapshot.of_type(type_url).items():
+        out[name] = cls()
+        out[name].ParseFromString(r.body)
+    return out
+
+
+def _patched(memo: Memo, proxy: Proxy, snapshot: Snapshot, *, gateway: bool) -> Snapshot:
+    """`snapshot` with the EnvoyFilters that select the proxy applied (translators/
+    envoyfilter.py); the same snapshot when none does. A patched proxy shares no base:
+    its listeners, clusters and routes are its own."""
+    filters = envoyfilter.filters_for(memo.mesh.envoy_filters, proxy.workload,
+                                      memo.mesh.root_namespace)
+    if not filters:
+        return snapshot
+
+    config = envoyfilter.ProxyConfig(
+        listeners=_decoded(snapshot, LISTENER, listener_pb2.Listener),
+        clusters=_decoded(snapshot, CLUSTER, cluster_pb2.Cluster),
+        routes=_decoded(snapshot, ROUTE, route_pb2.RouteConfiguration),
+        vhosts=_decoded(snapshot, VIRTUAL_HOST, route_components_pb2.VirtualHost))
+    envoyfilter.apply(config, filters, gateway=gateway)
+    kept = [r for t, rs in snapshot.resources.items() if t not in _PATCHED for r in rs.values()]
+    patched = [Resource.of(t, n, m) for t, ms in ((LISTENER, config.listeners),
+                                                   (CLUSTER, config.clusters),
+                                                   (ROUTE, config.routes),
+                                                   (VIRTUAL_HOST, config.vhosts))
+               for n, m in ms.items()]
+    return Snapshot.build([*kept, *patched], changed_at=snapshot.changed_at,
+                          by_name=snapshot.by_name)
 
 

@@ -49,6 +49,7 @@ from legation.model import (
     duplicate_definition,
     object_key,
 )
+from legation.model.envoyfilter import EnvoyFilter
 from legation.model.gatewayapi import ApiGateway, ApiRoute, GatewayClass, ReferenceGrant
 from legation.model.telemetry import Telemetry
 
@@ -251,6 +252,7 @@ class MeshStore:
             authorization_policies=_sorted(ordered, AuthorizationPolicy),
             request_authentications=_sorted(ordered, RequestAuthentication),
             sidecars=_sorted(ordered, Sidecar),
+            envoy_filters=_sorted(ordered, EnvoyFilter),
             telemetries=_sorted(ordered, Telemetry),
             gateways=_sorted(ordered, Gateway),
             credentials=_sorted(ordered, TlsCredential),

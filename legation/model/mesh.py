@@ -16,6 +16,7 @@ from typing import Any
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic, Severity, SourceRef
+from legation.model.envoyfilter import EnvoyFilter
 from legation.model.gateway import Gateway, TlsCredential
 from legation.model.gatewayapi import (
     GATEWAY_API_GROUP,
@@ -268,7 +269,7 @@ MeshObject = (
     Namespace | Service | Workload | EndpointSlice | Node | PolicyObject
     | VirtualService | DestinationRule | Sidecar | Gateway | TlsCredential | ServiceEntry
     | MeshConfig | GatewayClass | ApiGateway | ApiRoute | ReferenceGrant | Telemetry
-    | PeerAuthentication | AuthorizationPolicy | RequestAuthentication
+    | PeerAuthentication | AuthorizationPolicy | RequestAuthentication | EnvoyFilter
 )
 
 __all__ = ["Labels", "ObjectKey", "labels_of", "selector_matches"]

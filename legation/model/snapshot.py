@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from legation.model.destination import DestinationRule
 from legation.model.diagnostics import Diagnostic
+from legation.model.envoyfilter import EnvoyFilter
 from legation.model.gateway import Gateway, TlsCredential, gateway_key
 from legation.model.gatewayapi import ObjectStatus
 from legation.model.hosts import MergeNote, Qualified, qualify, select_rule
@@ -102,6 +103,7 @@ class MeshSnapshot:
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()  # by (ns, name)
     request_authentications: tuple[RequestAuthentication, ...] = ()  # by (ns, name)
     sidecars: tuple[Sidecar, ...] = ()  # by (ns, name)
+    envoy_filters: tuple[EnvoyFilter, ...] = ()  # by (ns, name)
     telemetries: tuple[Telemetry, ...] = ()  # by (ns, name)
     gateways: tuple[Gateway, ...] = ()  # by (ns, name)
     credentials: tuple[TlsCredential, ...] = ()  # TLS Secrets, by (ns, name)

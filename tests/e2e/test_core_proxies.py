@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,11 @@ async def test_envoy_nack_is_recorded_not_resent_and_the_next_change_applies(
     assert isinstance(nack, dict)
     assert f"{v1.address}:9080" in str(nack["message"])
     assert nack["version"] == lds["sent_version"] != lds["acked_version"]
-    [logged] = [e for e in cp.log_events("xds.nack") if e.get("node") == v1.node_id]
+
+    async def logged_nacks() -> list[dict[str, Any]] | None:  # the log may trail the board
+        return [e for e in cp.log_events("xds.nack") if e.get("node") == v1.node_id] or None
+
+    [logged] = await eventually(logged_nacks, what="the NACK in the control plane's log")
     assert logged["detail"] == nack["message"]
     assert metric_sum(await cp.metrics(), "legation_xds_nacks_total") == 1
     # The rest of its config applied: the outbound listener is there.

@@ -79,6 +79,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(ISTIO_NETWORKING, "destinationrules", "DestinationRule", _NET),
     _crd(ISTIO_NETWORKING, "gateways", "Gateway", _NET),
     _crd(ISTIO_NETWORKING, "sidecars", "Sidecar", _NET),
+    _crd(ISTIO_NETWORKING, "envoyfilters", "EnvoyFilter", ("v1alpha3",)),
     _crd(ISTIO_SECURITY, "peerauthentications", "PeerAuthentication", _SEC),
     _crd(ISTIO_SECURITY, "authorizationpolicies", "AuthorizationPolicy", _SEC),
     _crd(ISTIO_SECURITY, "requestauthentications", "RequestAuthentication", _SEC),

@@ -20,6 +20,7 @@ from legation.sources.convert.authorizationpolicy import convert_authorization_p
 from legation.sources.convert.cluster import convert_namespace, convert_node
 from legation.sources.convert.destinationrule import convert_destination_rule
 from legation.sources.convert.endpointslice import convert_endpoint_slice
+from legation.sources.convert.envoyfilter import convert_envoy_filter
 from legation.sources.convert.fields import Ctx, describe
 from legation.sources.convert.gateway import convert_gateway
 from legation.sources.convert.gatewayapi import (
@@ -82,6 +83,8 @@ def _kinds() -> Mapping[tuple[str, str], KindSpec]:
     ]
     specs.append(KindSpec(group="networking.istio.io", kind="Sidecar",
                           versions=ISTIO_NETWORKING_VERSIONS, convert=convert_sidecar))
+    specs.append(KindSpec(group="networking.istio.io", kind="EnvoyFilter",
+                          versions=("v1alpha3",), convert=convert_envoy_filter))
     specs.append(KindSpec(group="networking.istio.io", kind="Gateway",
                           versions=ISTIO_NETWORKING_VERSIONS, convert=convert_gateway))
     specs.append(KindSpec(group="networking.istio.io", kind="ServiceEntry",

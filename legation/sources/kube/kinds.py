@@ -83,6 +83,7 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     _crd("DestinationRule", "destinationrules", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("Gateway", "gateways", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
     _crd("Sidecar", "sidecars", ISTIO_NETWORKING, _NETWORKING_VERSIONS),
+    _crd("EnvoyFilter", "envoyfilters", ISTIO_NETWORKING, ("v1alpha3",)),
     _crd("PeerAuthentication", "peerauthentications", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("AuthorizationPolicy", "authorizationpolicies", ISTIO_SECURITY, _SECURITY_VERSIONS),
     _crd("RequestAuthentication", "requestauthentications", ISTIO_SECURITY,

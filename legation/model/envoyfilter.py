@@ -86,8 +86,6 @@ class ListenerMatch:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouteMatch:
     port: int = 0
-    port_name: str = ""
-    gateway: str = ""
     name: str = ""
     vhost: str = ""
     route: str = ""

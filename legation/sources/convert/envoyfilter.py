@@ -254,6 +254,12 @@ def _route(ctx: Ctx, raw: Any, path: str) -> RouteMatch | None:
         return None
     istio.check_fields(ctx, data, path, ("portNumber", "portName", "gateway", "vhost", "name"),
                        what="a route configuration match")
+    for key, why in (("portName", "route configurations are matched by portNumber or name"),
+                     ("gateway", "a gateway's route configurations are matched by portNumber "
+                                 "or name")):
+        if key in data:
+            ctx.error(child_path(path, key), "field-not-applied",
+                      f"{key} is not applied: {why}; expected those instead.")
     vhost: Mapping[str, Any] = {}
     route: Mapping[str, Any] = {}
     if "vhost" in data:
@@ -261,6 +267,10 @@ def _route(ctx: Ctx, raw: Any, path: str) -> RouteMatch | None:
         vhost = ctx.as_mapping(data["vhost"], vpath, problem="vhost-match") or {}
         istio.check_fields(ctx, vhost, vpath, ("name", "route", "domainName"),
                            what="a virtual host match")
+        if "domainName" in vhost:
+            ctx.error(child_path(vpath, "domainName"), "field-not-applied",
+                      "domainName is not applied; expected the virtual host's name "
+                      "(<host>:<port>).")
         if "route" in vhost:
             rpath = child_path(vpath, "route")
             route = ctx.as_mapping(vhost["route"], rpath, problem="route-match") or {}
@@ -269,8 +279,6 @@ def _route(ctx: Ctx, raw: Any, path: str) -> RouteMatch | None:
                               ["ANY", "ROUTE", "REDIRECT", "DIRECT_RESPONSE"]) or ""
     return RouteMatch(
         port=_port(ctx, data, path),
-        port_name=istio.string(ctx, data, "portName", path),
-        gateway=istio.string(ctx, data, "gateway", path),
         name=istio.string(ctx, data, "name", path),
         vhost=istio.string(ctx, vhost, "name", f"{path}.vhost"),
         route=istio.string(ctx, route, "name", f"{path}.vhost.route"),

@@ -99,7 +99,8 @@ class TokenReviewAuthenticator:
         workload = mesh.workload(namespace, name)
         who = await self._reviewer.verify(
             token, node_namespace=namespace, node_workload=name,
-            workload_service_account=workload.service_account if workload else None)
+            workload_service_account=workload.service_account if workload else None,
+            workload_uid=workload.uid if workload else "")
         _log.debug("xds.tokenreview_accepted", node=node_id[:256], listener=self._listener,
                    service_account=f"{who.namespace}/{who.service_account}")
 

@@ -98,10 +98,15 @@ class TokenReviewer:
         node_namespace: str,
         node_workload: str,
         workload_service_account: str | None,
+        workload_uid: str = "",
     ) -> ReviewedToken:
         """Review `token` and bind it to the node's pod; CredentialError otherwise.
         `workload_service_account` is the service account of the pod `node_workload` as the
-        mesh knows it, or None when the mesh has no such pod."""
+        mesh knows it, or None when the mesh has no such pod; `workload_uid` its UID.
+
+        A pod-bound token is bound to one pod *object*: a pod deleted and recreated under
+        the same name has a new UID, and the old pod's token is refused, also while its
+        review is still cached (the UID is compared on every call)."""
         who = await self.review(token)
         if who.namespace != node_namespace:
             raise _denied(f"the token belongs to namespace {who.namespace!r} but the node "
@@ -111,6 +116,10 @@ class TokenReviewer:
                           f"pod {node_workload!r}")
         if workload_service_account is None:
             raise _denied(f"no pod {node_namespace}/{node_workload} is known to the mesh")
+        if who.pod_uid and workload_uid and who.pod_uid != workload_uid:
+            raise _denied(f"the token is bound to pod {who.pod!r} with UID {who.pod_uid}, but "
+                          f"pod {node_namespace}/{node_workload} is now UID {workload_uid} "
+                          "(deleted and recreated): its token does not carry over")
         if who.service_account != workload_service_account:
             raise _denied(f"the token is for service account {who.service_account!r} but pod "
                           f"{node_namespace}/{node_workload} runs as "

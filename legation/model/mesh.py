@@ -176,6 +176,7 @@ class Workload:
     interception: InterceptionMode = InterceptionMode.EXPLICIT
     # sidecar.legation.io/on-demand: outbound virtual hosts and clusters on first use
     on_demand: bool = False
+    uid: str = ""  # Pods: metadata.uid (a pod recreated under its name has a new one)
 
     def port_named(self, name: str) -> int | None:
         return next((p for n, p in self.ports if n == name), None)

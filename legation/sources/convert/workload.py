@@ -118,6 +118,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
         node_name=node_name,
         interception=interception,
         on_demand=lazy,
+        uid=_uid(data),
     )
 
 
@@ -235,3 +236,10 @@ def _pod_health(ctx: Ctx, data: Mapping[str, Any], status: Mapping[str, Any]) ->
     if not ready:
         return HealthStatus.UNHEALTHY
     return HealthStatus.DRAINING if deleting else HealthStatus.HEALTHY
+
+
+def _uid(data: Mapping[str, Any]) -> str:
+    """metadata.uid, which the API server sets (manifests in files have none)."""
+    metadata = data.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+    return uid if isinstance(uid, str) else ""

@@ -103,6 +103,26 @@ async def test_a_pods_token_opens_no_other_stream(cluster: ApiServer, api: Any, 
     assert reason in err.value.message
 
 
+async def test_a_recreated_pod_does_not_inherit_the_old_pods_token(
+    cluster: ApiServer, api: Any,
+) -> None:
+    """Issue 14: deleted and recreated under its name, catalog-1 is a new pod (a new UID);
+    the old pod's token, still cached as reviewed, no longer opens its stream."""
+    reviewer = TokenReviewer(api)
+    mesh = _mesh(cluster)
+    auth = TokenReviewAuthenticator(None, reviewer, lambda: mesh, listener="tls")
+    await auth(Context(SA_TOKEN), Node("catalog-1.shop"))
+    cluster.delete("v1", "Pod", "catalog-1", NS)
+    cluster.apply(objects.pod("catalog-1", NS, "10.1.0.12", service_account="catalog"))
+    mesh = _mesh(cluster)
+
+    with pytest.raises(StreamRejected) as err:
+        await auth(Context(SA_TOKEN), Node("catalog-1.shop"))
+    assert err.value.code is grpc.StatusCode.PERMISSION_DENIED
+    assert "deleted and recreated" in err.value.message
+    assert len(cluster.writes("tokenreviews")) == 1  # decided on the cached review
+
+
 async def test_an_unknown_token_is_unauthenticated(cluster: ApiServer, api: Any) -> None:
     forged = jwt.encode({"iss": "https://kubernetes.default.svc.cluster.local"}, "x" * 32)
     with pytest.raises(StreamRejected) as err:

@@ -58,6 +58,26 @@ async def test_a_projected_token_identifies_its_pod(apiserver: ApiServer, api: A
     assert apiserver.state.token_reviews == [{"token": "tok-1", "audiences": ["legation"]}]
 
 
+async def test_a_recreated_pods_name_does_not_revive_the_old_pods_token(
+    apiserver: ApiServer, api: Any, clocks: Clocks,
+) -> None:
+    """Issue 14: force-deleted and recreated under the same name, a pod has a new UID; the
+    old pod's token is refused at once, though its positive review is still cached."""
+    _pod(apiserver)
+    info = apiserver.add_token("tok-1", namespace=NS, service_account="catalog", pod="catalog-1")
+    r = _reviewer(api, clocks, cache_ttl_s=60)
+    who = await r.verify("tok-1", node_namespace=NS, node_workload="catalog-1",
+                         workload_service_account="catalog", workload_uid=info.pod_uid)
+    assert who.pod_uid == info.pod_uid
+
+    with pytest.raises(CredentialError) as refused:
+        await r.verify("tok-1", node_namespace=NS, node_workload="catalog-1",
+                       workload_service_account="catalog", workload_uid="a-new-uid")
+    assert refused.value.code is CredentialCode.PERMISSION_DENIED
+    assert "deleted and recreated" in refused.value.reason
+    assert r.reviews == 1  # refused from the cached review, with no second round trip
+
+
 async def test_positive_reviews_are_cached_briefly(apiserver: ApiServer, api: Any,
                                                    clocks: Clocks) -> None:
     _pod(apiserver)

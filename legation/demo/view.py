@@ -150,7 +150,8 @@ def _config(f: Frame) -> list[str]:
     for p in f.proxies:
         mode = "ADS delta" if p.delta else "ADS sotw"
         if not p.in_mesh:
-            state = "not in the mesh: its stream is refused (NOT_FOUND); Envoy keeps retrying"
+            state = ("not in the mesh: it keeps its last config for a grace period, then its "
+                     "stream is refused (NOT_FOUND)")
         elif not p.view.stream:
             state = "connecting…"
         else:

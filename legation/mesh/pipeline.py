@@ -59,6 +59,10 @@ class SecretSource(Protocol):
     def resources_for(self, node_id: str, workload: Workload) -> list[Resource]: ...
 
 
+# How long a connected proxy whose workload vanished keeps its config and stream (a pod
+# recreated under its name is back within seconds; kubelet restarts it, not us)
+VANISH_GRACE_S = 30.0
+
 # (mesh version, first seen (monotonic), changed objects, per proxy {type: new version})
 ChangeHook = Callable[[int, float, tuple[ObjectKey, ...], dict[str, dict[str, str]]], None]
 
@@ -83,8 +87,11 @@ class Pipeline:
         max_delay: float = 1.0,
         secrets: SecretSource | None = None,
         on_change: ChangeHook | None = None,
+        vanish_grace_s: float = VANISH_GRACE_S,
     ) -> None:
         self._store = store
+        self._vanish_grace_s = vanish_grace_s
+        self._vanished: dict[str, float] = {}  # node -> when its workload went (monotonic)
         self._on_change = on_change
         self._published = 0  # the mesh version of the last change published
         self._secrets = secrets
@@ -199,6 +206,7 @@ class Pipeline:
         memo, built = await asyncio.to_thread(self._build_all, mesh, nodes, vhds, changed_at)
         self._metrics.translation_seconds.observe(time.monotonic() - started)
         self._metrics.translations.inc(len(built))
+        self._hold_vanished(built)
         moved = {n: _moved(self._cache.get(n), entry) for n, entry in built.items()}
         for node_id, entry in built.items():
             self._cache.set(node_id, entry)
@@ -208,6 +216,39 @@ class Pipeline:
             self._published = mesh.version
         self._store.accept(mesh)  # in force now: the last good traffic rules move on
         self._report(memo)
+
+    def _hold_vanished(self, built: dict[str, Snapshot | ProxyError]) -> None:
+        """A connected proxy whose workload went away (a pod deleted and recreated under
+        its name, a WorkloadEntry rewritten) keeps its last snapshot and its stream for
+        `vanish_grace_s`; if the workload is back by then nothing happened, otherwise
+        the stream ends NOT_FOUND as for an unknown node. Held entries leave `built`."""
+        now = time.monotonic()
+        for node_id, entry in list(built.items()):
+            if not (isinstance(entry, ProxyError) and entry.code == "NOT_FOUND"):
+                if self._vanished.pop(node_id, None) is not None:
+                    _log.info("pipeline.workload-back", node=node_id)
+                continue
+            if not isinstance(self._cache.get(node_id), Snapshot):
+                continue  # never served: refused at once
+            since = self._vanished.setdefault(node_id, now)
+            if now - since >= self._vanish_grace_s:
+                del self._vanished[node_id]
+                _log.warning("pipeline.workload-gone", node=node_id,
+                             grace_s=self._vanish_grace_s)
+                continue
+            del built[node_id]
+            if since == now:
+                _log.info("pipeline.workload-vanished", node=node_id,
+                          grace_s=self._vanish_grace_s)
+                asyncio.get_running_loop().call_later(
+                    self._vanish_grace_s, self._recheck, node_id)
+
+    def _recheck(self, node_id: str) -> None:
+        """The grace of a vanished workload's proxy is over: rebuild it (if connected)."""
+        if node_id in self._vanished and node_id in self._cache.connected():
+            self.refresh((node_id,))
+        elif node_id not in self._cache.connected():
+            self._vanished.pop(node_id, None)
 
     def _build_all(
         self, mesh: MeshSnapshot, nodes: list[str], vhds: set[str], changed_at: float

@@ -223,3 +223,48 @@ async def test_a_bug_building_one_proxy_fails_only_that_proxy(
     assert isinstance(bad, ProxyError) and bad.code == "INTERNAL" and "RuntimeError" in bad.message
     assert [e["node"] for e in logs if e["event"] == "pipeline.build-failed"] == [
         "payment-v1.shop"]
+
+
+async def test_a_vanished_workload_keeps_its_proxy_served_for_a_grace_period() -> None:
+    """Issue 14: a pod deleted and recreated under its name (here: its WorkloadEntry taken
+    away and put back) keeps its stream and config; gone for longer than the grace, the
+    proxy is told NOT_FOUND, as an unknown node is."""
+    store, cache = MeshStore(), Recorder()
+    load_shop(store)
+    shop = {f"file:{p}": convert_text(p.read_text(), file=str(p)) for p in SHOP.glob("*.yaml")}
+    workloads = next(k for k in shop if k.endswith("workloads.yaml"))
+    without = tuple(o for o in shop[workloads].objects
+                    if getattr(o, "name", "") != "payment-v1")
+    pipeline = Pipeline(store, cache, Metrics(), quiet=0.01, max_delay=0.05,
+                        vanish_grace_s=0.5)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        with cache.watch("payment-v1.shop"):
+            await wait_published(cache, 1)
+            served = cache.get("payment-v1.shop")
+            assert isinstance(served, Snapshot)
+
+            store.replace_source(workloads, without, ())  # gone for a moment ...
+            await asyncio.sleep(0.2)
+            assert cache.get("payment-v1.shop") is served
+            store.replace_source(workloads, shop[workloads].objects, ())  # ... and back
+            await asyncio.sleep(0.8)  # past the grace: nothing was refused meanwhile
+            assert all(not isinstance(e, ProxyError) for _, e in cache.published)
+            assert isinstance(cache.get("payment-v1.shop"), Snapshot)
+
+            store.replace_source(workloads, without, ())  # gone for good
+            await asyncio.sleep(0.2)
+            assert isinstance(cache.get("payment-v1.shop"), Snapshot)  # still held
+
+            async def refused() -> None:
+                while not isinstance(cache.get("payment-v1.shop"), ProxyError):
+                    await asyncio.sleep(0.02)
+
+            async with asyncio.timeout(3):
+                await refused()
+            gone = cache.get("payment-v1.shop")
+            assert isinstance(gone, ProxyError) and gone.code == "NOT_FOUND"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

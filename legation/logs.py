@@ -7,6 +7,11 @@ event is clipped to MAX_VALUE_CHARS, and each event name is logged at most
 BURST times per WINDOW_S seconds; the rest are counted, and the next event of
 that name that is logged carries `suppressed` (how many were dropped) with
 `suppressed_first` and `suppressed_last` (when). Errors are never dropped.
+
+The libraries' own logging (urllib3's "Retrying ..." while the API server is down,
+the Kubernetes client, gRPC) goes through the same renderer as structured events
+named by their logger (`urllib3.connectionpool`, with the text in `detail`), at
+most LIBRARY_BURST per logger per WINDOW_S, counted the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import structlog
 
 MAX_VALUE_CHARS = 2048
 BURST = 50
+LIBRARY_BURST = 5
 WINDOW_S = 10.0
 _NEVER_DROPPED = frozenset({"error", "critical", "exception"})
 
@@ -95,6 +101,28 @@ def configure(*, fmt: str = "console", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=max(lvl, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s"
-    )
+    logging.basicConfig(level=max(lvl, logging.WARNING), handlers=[LibraryLogs()],
+                        force=True)
+
+
+class LibraryLogs(logging.Handler):
+    """Standard-library log records (the libraries') as bounded structured events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bounded = Bounded(burst=LIBRARY_BURST)
+        self._log = structlog.get_logger("legation.library")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            detail = record.getMessage()
+        except (TypeError, ValueError):  # a library's bad format string: keep the template
+            detail = str(record.msg)
+        event: MutableMapping[str, Any] = {"event": record.name, "detail": detail}
+        method = "error" if record.levelno >= logging.ERROR else "warning"
+        try:
+            event = self._bounded(None, method, event)
+        except structlog.DropEvent:
+            return
+        name = str(event.pop("event"))
+        self._log.log(record.levelno, name, **event)

@@ -39,7 +39,15 @@ from kubernetes.config import incluster_config
 from legation.mesh.store import MeshStore
 from legation.model import Diagnostic, MeshObject, ObjectKey, object_key
 from legation.sources.kube.kinds import WATCHED_KINDS, WatchedKind
-from legation.sources.kube.reflector import Change, Ident, Listed, Message, Reflector, Timing
+from legation.sources.kube.reflector import (
+    Change,
+    Ident,
+    Listed,
+    Message,
+    Pulse,
+    Reflector,
+    Timing,
+)
 
 SOURCE = "k8s"
 _JOIN_TIMEOUT_S = 5.0
@@ -167,10 +175,11 @@ class KubernetesSource:
         self._started = True
         loop = asyncio.get_running_loop()
         failed: asyncio.Future[None] = loop.create_future()
+        pulse = Pulse()  # one reflector's recovery wakes the others (reflector.py)
         reflectors = [
             Reflector(api=self._api, kind=kind, namespace=ns,
                       post=functools.partial(self._post, loop, i), timing=self._timing,
-                      rng=random.Random(self._rng.getrandbits(64)))
+                      rng=random.Random(self._rng.getrandbits(64)), pulse=pulse)
             for i, (kind, ns) in enumerate(self._scopes)
         ]
         self._reflectors = reflectors

@@ -143,6 +143,17 @@ def sidecar(name: str, ns: str, *, version: str = "v1") -> Obj:
             "metadata": _meta(name, ns), "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}}
 
 
+def envoy_filter(name: str, ns: str, *, app: str) -> Obj:
+    """A cluster timeout set with an EnvoyFilter (v1alpha3, its only version)."""
+    return {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": _meta(name, ns),
+            "spec": {"workloadSelector": {"labels": {"app": app}},
+                     "configPatches": [{"applyTo": "CLUSTER",
+                                        "match": {"context": "SIDECAR_OUTBOUND"},
+                                        "patch": {"operation": "MERGE",
+                                                  "value": {"connect_timeout": "3s"}}}]}}
+
+
 def peer_authentication(name: str, ns: str, *, mode: str = "STRICT", version: str = "v1") -> Obj:
     return {"apiVersion": f"security.istio.io/{version}", "kind": "PeerAuthentication",
             "metadata": _meta(name, ns), "spec": {"mtls": {"mode": mode}}}
@@ -255,6 +266,7 @@ def cluster(*, namespaces: int = 3, nodes: int = 5, services: int = 30,
         out.append(service_entry("external-api", n, "api.example.com"))
         out.append(gateway("ingress", n))
         out.append(sidecar("default", n))
+        out.append(envoy_filter("timeouts", n, app="svc-1"))
         out.append(workload_entry("vm-1", n, f"192.168.50.{len(n)}", labels={"app": "vm"}))
         out.append(peer_authentication("default", n))
         out.append(authorization_policy("allow-frontend", n, app="svc-1",

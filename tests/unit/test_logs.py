@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import pytest
 import structlog
 
-from legation.logs import MAX_VALUE_CHARS, Bounded
+from legation.logs import LIBRARY_BURST, MAX_VALUE_CHARS, Bounded, configure
 
 
 def test_long_values_are_clipped() -> None:
@@ -50,3 +52,20 @@ def test_the_burst_is_per_window(method: str) -> None:
         except structlog.DropEvent:
             dropped += 1
     assert dropped == 100 - 2 * 10  # two per second over ten seconds
+
+
+def test_library_logs_are_structured_and_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14: an API-server outage made urllib3 print hundreds of unstructured
+    "Retrying" lines; they are now events of their logger, at most LIBRARY_BURST each."""
+    configure(fmt="json", level="info")
+    try:
+        library = logging.getLogger("urllib3.connectionpool")
+        for i in range(200):
+            library.warning("Retrying (Retry(total=%d)) after connection broken: /api/v1", i)
+        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.strip()]
+    finally:
+        configure(level="warning")  # leave the usual console setup for other tests
+    assert len(lines) == LIBRARY_BURST
+    assert all(x["event"] == "urllib3.connectionpool" and x["level"] == "warning"
+               for x in lines)
+    assert lines[0]["detail"].startswith("Retrying (Retry(total=0))")

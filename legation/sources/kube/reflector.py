@@ -14,6 +14,11 @@ ends cleanly is resumed from the last resourceVersion; 410 Gone (an HTTP 410 or
 an ERROR event with code 410) means that resourceVersion was compacted: re-list.
 Any other failure backs off (exponential, full jitter) and re-lists. A 404 on
 every version of a kind means its CRD is not installed: reported, retried later.
+
+After an API-server outage the reflectors recover together: the first whose list
+succeeds again beats the shared `Pulse`, which wakes every other reflector out of
+its backoff to re-list at once, instead of each waiting out its own delay (up to
+`backoff_cap_s`: kinds used to come back 12-20 s apart).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +90,33 @@ class _WatchError(Exception):
     """The server ended a watch with an ERROR event other than 410."""
 
 
+class Pulse:
+    """Shared by a source's reflectors: "the API server answers again" (module doc)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._beats = 0
+
+    @property
+    def beats(self) -> int:
+        return self._beats
+
+    def beat(self) -> None:
+        with self._cond:
+            self._beats += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float, *, since: int, stop: threading.Event) -> None:
+        """Until `timeout` passes, a beat after `since`, or `stop`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._beats == since and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(min(left, 0.25))
+
+
 _TRANSIENT = (k8s.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError, _WatchError)
 
 
@@ -97,8 +130,11 @@ class Reflector:
         post: Callable[[Message], bool],
         timing: Timing,
         rng: random.Random,
+        pulse: Pulse | None = None,
     ) -> None:
         self.kind = kind
+        self._pulse = pulse or Pulse()
+        self._failing = False  # the last attempt failed: a success now means recovery
         self.namespace = namespace
         self._api = api
         self._post = post  # False once the receiver is gone
@@ -146,6 +182,9 @@ class Reflector:
                 fresh = not self._rv
                 if fresh:
                     self._list()
+                    if self._failing:  # the server is back: wake the others now
+                        self._failing = False
+                        self._pulse.beat()
                 self._watch(fresh=fresh)
                 attempt = 0  # the watch ended cleanly (server-side timeout): resume it
             except _Gone:
@@ -158,13 +197,15 @@ class Reflector:
                 if self._stop.is_set():
                     break
                 self._rv = ""  # resync: re-list (and diff) once the server answers again
+                beats = self._pulse.beats
+                self._failing = True
                 attempt = 0 if self._progress else attempt
                 delay = self._rng.uniform(0, min(self._timing.backoff_cap_s,
                                                  self._timing.backoff_base_s * 2**attempt))
                 attempt += 1
                 self._log.warning("k8s.backoff", delay_s=round(delay, 3), attempt=attempt,
                                   error=_describe(exc))
-                self._stop.wait(delay)
+                self._pulse.wait(delay, since=beats, stop=self._stop)
 
     def _list(self) -> None:
         body, version = self._list_served()

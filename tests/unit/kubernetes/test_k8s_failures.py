@@ -106,8 +106,9 @@ async def test_dropped_watch_connections_resync_without_duplicates(
 
 
 async def test_a_crd_that_appears_late_is_a_warning_first_then_its_objects_flow() -> None:
-    with ApiServer(crds={ISTIO_NETWORKING: ("v1",), ISTIO_SECURITY: (), GATEWAY_API: ("v1",),
-                         ISTIO_TELEMETRY: ("v1",)}) as apiserver:
+    # networking at v1 and v1alpha3: Istio's EnvoyFilter exists at v1alpha3 only
+    with ApiServer(crds={ISTIO_NETWORKING: ("v1", "v1alpha3"), ISTIO_SECURITY: (),
+                         GATEWAY_API: ("v1",), ISTIO_TELEMETRY: ("v1",)}) as apiserver:
         api = api_client(apiserver.url)
         apiserver.apply(objects.service("web", "shop"))
         store = RecordingStore()
@@ -164,3 +165,33 @@ async def test_a_crd_that_stops_being_served_keeps_its_objects_with_a_warning(
         apiserver.set_served(ISTIO_SECURITY, ("v1",))
         await until(lambda: not diagnostics(store, "kubernetes.crd-missing"))
         assert store.objects("k8s") == expected(apiserver.objects())
+
+
+async def test_after_an_outage_every_kind_relists_when_the_first_one_can(
+    apiserver: ApiServer, api: Any
+) -> None:
+    """Issue 14: each kind used to wait out its own backoff after an outage (kinds came
+    back 12-20 s apart). Backoffs here are drawn from 0-30 s with a fixed seed: some
+    kind waits more than 20 s, one less than 3 s; when that one lists again it wakes
+    the others, and the whole picture is back long before the slowest backoff ends."""
+    import random
+
+    for o in objects.cluster(pods=10, services=2):
+        apiserver.apply(o)
+    store = RecordingStore()
+    source = _source(store, api, backoff_base_s=30.0, backoff_cap_s=30.0,
+                     rng=random.Random(7))
+    with capture_logs() as logs:
+        async with running(source):
+            await until(lambda: store.ready)
+            apiserver.stop()
+            await until(lambda: {e["kind"] for e in _backoffs(logs)}
+                        == {k.kind for k in WATCHED_KINDS})
+            delays = [e["delay_s"] for e in _backoffs(logs)]
+            assert max(delays) > 20 and min(delays) < 3, delays  # the seed's draw
+            apiserver.apply(objects.pod("born-in-outage", "team-0", "10.6.0.1"))
+            apiserver.start()
+            # every kind listed again (a list before the outage, one after it)
+            await until(lambda: all(len(apiserver.lists(k.plural)) >= 2
+                                    for k in WATCHED_KINDS), timeout=12)
+            await until(_in_sync(apiserver, store))

@@ -57,14 +57,18 @@ def test_the_burst_is_per_window(method: str) -> None:
 def test_library_logs_are_structured_and_bounded(capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 14: an API-server outage made urllib3 print hundreds of unstructured
     "Retrying" lines; they are now events of their logger, at most LIBRARY_BURST each."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     configure(fmt="json", level="info")
     try:
         library = logging.getLogger("urllib3.connectionpool")
         for i in range(200):
             library.warning("Retrying (Retry(total=%d)) after connection broken: /api/v1", i)
         lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.strip()]
-    finally:
-        configure(level="warning")  # leave the usual console setup for other tests
+    finally:  # the captured stderr closes after this test: leave nothing writing to it
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert len(lines) == LIBRARY_BURST
     assert all(x["event"] == "urllib3.connectionpool" and x["level"] == "warning"
                for x in lines)

@@ -33,7 +33,7 @@ SERVER = Path(__file__).parent / "data" / "xds_grpc_server.py"
 PORT = 7070
 
 
-async def _echo_server(address: str, name: str) -> aio.Server:
+async def _echo_server(address: str, name: str, port: int = PORT) -> aio.Server:
     async def who(request: bytes, context: Any) -> bytes:
         return name.encode()
 
@@ -41,7 +41,7 @@ async def _echo_server(address: str, name: str) -> aio.Server:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo.Echo", {
         "Who": grpc.unary_unary_rpc_method_handler(
             who, request_deserializer=None, response_serializer=None)}),))
-    server.add_insecure_port(f"{address}:{PORT}")
+    server.add_insecure_port(f"{address}:{port}")
     await server.start()
     return server
 

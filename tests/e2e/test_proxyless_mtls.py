@@ -22,16 +22,13 @@ import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import pytest
 from cryptography import x509
-from grpc import aio
 
 from .harness import AppFleet, EnvoyFleet, Loopback, eventually, free_port, service_yaml
 from .security_lab import NAMESPACE, SecureLab
-from .test_proxyless_grpc import CLIENT, SERVER, _who
+from .test_proxyless_grpc import CLIENT, SERVER, _echo_server, _who
 
 PORT = 7070
 CERT_TTL = "20s"  # renewed after 8-10 s
@@ -62,19 +59,6 @@ spec:
   action: ALLOW
   rules: [{from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]}]
 """
-
-
-async def _plain_echo(port: int, name: str) -> aio.Server:
-    async def who(request: bytes, context: Any) -> bytes:
-        return name.encode()
-
-    server = aio.server()
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("echo.Echo", {
-        "Who": grpc.unary_unary_rpc_method_handler(
-            who, request_deserializer=None, response_serializer=None)}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    return server
 
 
 async def _agent(lab: SecureLab, workload: str, tmp_path: Path
@@ -113,7 +97,7 @@ async def test_proxyless_clients_and_servers_speak_the_meshs_mtls(
     lab: SecureLab, tmp_path: Path,
 ) -> None:
     app_port = free_port()
-    plain = await _plain_echo(app_port, "catalog-v1")
+    plain = await _echo_server("127.0.0.1", "catalog-v1", app_port)
     procs: list[asyncio.subprocess.Process] = []
     try:
         lab.write("services.yaml", service_yaml("catalog", NAMESPACE, port=PORT, port_name="grpc")

@@ -80,12 +80,9 @@ def _subsets(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[Subset, ...]:
 
 
 def _workload_selector(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    section = istio.section(ctx, spec, "workloadSelector", "spec")
-    if section is None:
+    if spec.get("workloadSelector") is None:
         return ()
-    istio.check_fields(ctx, section, "spec.workloadSelector", ("matchLabels",),
-                       what="a workload selector")
-    selector = istio.labels(ctx, section, "matchLabels", "spec.workloadSelector")
+    selector = istio.workload_selector(ctx, spec, key="matchLabels")
     ctx.warn("spec.workloadSelector", "workload-selector-unsupported",
              "DestinationRules for selected workloads only are not supported (Legation's "
              "clusters are shared by every sidecar); this rule is not applied.")

@@ -40,7 +40,6 @@ from legation.model.envoyfilter import (
 )
 from legation.model.envoyproto import ProtoError, parse
 from legation.model.gatewayapi import GATEWAY_API_GROUP
-from legation.model.labels import Labels
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx
 from legation.sources.convert.meta import Meta
@@ -71,12 +70,7 @@ ROUTE_KINDS = (ApplyTo.ROUTE_CONFIGURATION, ApplyTo.VIRTUAL_HOST, ApplyTo.HTTP_R
 def convert_envoy_filter(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> EnvoyFilter | None:
     spec = ctx.mapping(data, "spec", "", problem="spec")
     istio.check_fields(ctx, spec, "spec", SPEC_FIELDS, what="an EnvoyFilter spec")
-    selector: Labels = ()
-    section = istio.section(ctx, spec, "workloadSelector", "spec")
-    if section is not None:
-        istio.check_fields(ctx, section, "spec.workloadSelector", ("labels",),
-                           what="a workload selector")
-        selector = istio.labels(ctx, section, "labels", "spec.workloadSelector")
+    selector = istio.workload_selector(ctx, spec)
     gateways = _target_refs(ctx, spec)
     if selector and gateways:
         ctx.error("spec.targetRefs", "selector-conflict",

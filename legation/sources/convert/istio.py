@@ -154,6 +154,16 @@ def percent(ctx: Ctx, obj: Mapping[str, Any], key: str, path: str) -> float | No
     return float(value)
 
 
+def workload_selector(ctx: Ctx, spec: Mapping[str, Any], *, key: str = "labels") -> Labels:
+    """`spec.workloadSelector.<key>` (Istio's `labels`; `matchLabels` for some kinds);
+    () when there is none."""
+    section_ = section(ctx, spec, "workloadSelector", "spec")
+    if section_ is None:
+        return ()
+    check_fields(ctx, section_, "spec.workloadSelector", (key,), what="a workload selector")
+    return labels(ctx, section_, key, "spec.workloadSelector")
+
+
 def port_selector(ctx: Ctx, obj: Mapping[str, Any], key: str, path: str) -> int:
     """Istio's `PortSelector` ({number: n}); 0 when absent or invalid."""
     raw = obj.get(key)

@@ -157,12 +157,7 @@ def _addresses(ctx: Ctx, spec: Mapping[str, Any], resolution: Resolution) -> tup
 
 
 def _selector(ctx: Ctx, spec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    section = istio.section(ctx, spec, "workloadSelector", "spec")
-    if section is None:
-        return ()
-    istio.check_fields(ctx, section, "spec.workloadSelector", ("labels",),
-                       what="a workload selector")
-    labels = istio.labels(ctx, section, "labels", "spec.workloadSelector")
+    labels = istio.workload_selector(ctx, spec)
     for key, value in labels:
         if "*" in value:
             ctx.error(child_path("spec.workloadSelector.labels", key), "selector-wildcard",

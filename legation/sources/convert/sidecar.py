@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from legation.model.labels import Labels
 from legation.model.meshconfig import OutboundPolicy
 from legation.model.sidecar import EgressHost, Sidecar
 from legation.sources.convert import istio
@@ -38,12 +37,7 @@ def convert_sidecar(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Sidecar | 
     for key, why in NOT_APPLIED.items():
         if key in spec:
             ctx.warn(f"spec.{key}", "field-not-applied", f"{key} is not applied yet: {why}.")
-    selector: Labels = ()
-    section = istio.section(ctx, spec, "workloadSelector", "spec")
-    if section is not None:
-        istio.check_fields(ctx, section, "spec.workloadSelector", ("labels",),
-                           what="a workload selector")
-        selector = istio.labels(ctx, section, "labels", "spec.workloadSelector")
+    selector = istio.workload_selector(ctx, spec)
     hosts: list[EgressHost] = []
     for path, raw in ctx.items(spec, "egress", "spec", problem="egress"):
         listener = ctx.as_mapping(raw, path, problem="egress")

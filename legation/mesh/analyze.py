@@ -15,11 +15,14 @@ def analyze(mesh: MeshSnapshot) -> list[Diagnostic]:
     for w in mesh.workloads:  # route configurations that depend on sourceLabels
         memo.namespace(w.namespace, route_key(mesh, Proxy(node_id=w.name, workload=w)),
                        w.interception)
-    for w in mesh.workloads:  # gateways: their servers (a missing credential, ...)
+    for w in mesh.workloads:  # gateways: their servers (a missing credential, ...);
+        node_id = f"{w.name}.{w.namespace}"  # sidecars: their inbound (a rate limit, ...)
+        proxy = resolve_proxy(mesh, node_id)
+        if proxy is None:
+            continue
         if mesh.gateways_of(w.labels, w.namespace):
-            node_id = f"{w.name}.{w.namespace}"
-            proxy = resolve_proxy(mesh, node_id)
-            if proxy is not None:
-                memo.gateway(node_id, proxy)
+            memo.gateway(node_id, proxy)
+        else:
+            memo.own_resources(node_id, proxy)
     found = {*mesh.diagnostics, *memo.diagnostics}
     return sorted(found, key=lambda d: (d.ref.file, d.at_line, d.code, d.message))

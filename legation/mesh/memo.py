@@ -97,6 +97,7 @@ class _Own:
     view: MeshSnapshot  # proxy_view of its namespace
     proxy: Proxy
     resources: list[Resource]
+    diagnostics: tuple[Diagnostic, ...] = ()  # what translating them found
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,9 +329,12 @@ class Memo:
             for r in entry.resources:
                 self.interned.setdefault((r.type_url, r.name, r.version), r)
         else:
-            fresh = to_resources(translate_workload(view, proxy))
-            entry = _Own(view, proxy, [self._intern(r) for r in fresh])
+            t = translate_workload(view, proxy)
+            entry = _Own(view, proxy, [self._intern(r) for r in to_resources(t)],
+                         tuple(t.diagnostics))
         self.own[node_id] = entry
+        seen = set(self.diagnostics)  # its findings join the memo's (e.g. a rate limit's)
+        self.diagnostics.extend(d for d in entry.diagnostics if d not in seen)
         return entry.resources
 
     def gateway(self, node_id: str, proxy: Proxy) -> list[Resource]:

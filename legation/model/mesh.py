@@ -28,6 +28,7 @@ from legation.model.gatewayapi import (
 from legation.model.labels import Labels, labels_of, selector_matches
 from legation.model.meshconfig import MeshConfig
 from legation.model.protocol import Protocol
+from legation.model.ratelimit import GlobalRateLimit, LocalRateLimit
 from legation.model.security import (
     AuthorizationPolicy,
     PeerAuthentication,
@@ -177,6 +178,9 @@ class Workload:
     # sidecar.legation.io/on-demand: outbound virtual hosts and clusters on first use
     on_demand: bool = False
     uid: str = ""  # Pods: metadata.uid (a pod recreated under its name has a new one)
+    # ratelimit.legation.io/* annotations (model/ratelimit.py): its inbound HTTP limits
+    local_rate_limit: LocalRateLimit | None = None
+    global_rate_limit: GlobalRateLimit | None = None
 
     def port_named(self, name: str) -> int | None:
         return next((p for n, p in self.ports if n == name), None)

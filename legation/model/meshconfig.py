@@ -58,6 +58,18 @@ MESH_CONFIG_KIND = "MeshConfig"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimitProvider:
+    """MeshConfig `extensionProviders[].envoyRateLimit` (a Legation extension: Istio has
+    no rate limit provider): a service speaking envoy.service.ratelimit.v3 over gRPC."""
+
+    name: str
+    service: str
+    port: int
+    timeout_s: float = 0.02  # Envoy's default
+    fail_open: bool = True  # Envoy's default: a service that fails lets requests through
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MeshConfig:
     ref: SourceRef = field(
         default_factory=lambda: SourceRef(kind=MESH_CONFIG_KIND, namespace="", name="mesh"))
@@ -74,9 +86,13 @@ class MeshConfig:
     tracing_providers: tuple[TracingProvider, ...] = ()
     default_tracing_providers: tuple[str, ...] = ()
     authz_providers: tuple[ExtAuthzProvider, ...] = ()
+    rate_limit_providers: tuple[RateLimitProvider, ...] = ()
 
     def authz_provider(self, name: str) -> ExtAuthzProvider | None:
         return next((p for p in self.authz_providers if p.name == name), None)
+
+    def rate_limit_provider(self, name: str) -> RateLimitProvider | None:
+        return next((p for p in self.rate_limit_providers if p.name == name), None)
 
     @property
     def allow_any(self) -> bool:

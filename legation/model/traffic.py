@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from legation.model.diagnostics import SourceRef
+from legation.model.ratelimit import LocalRateLimit
 
 Labels = tuple[tuple[str, str], ...]  # sorted (key, value) pairs; as mesh.Labels
 MESH_GATEWAY = "mesh"  # the reserved gateway name meaning "every sidecar"
@@ -225,6 +226,8 @@ class HttpRoute:
     mirrors: tuple[Mirror, ...] = ()  # `mirror` (+ mirrorPercentage) and `mirrors`
     cors: CorsPolicy | None = None
     headers: Headers = Headers()
+    # ratelimit.legation.io/routes of its VirtualService (model/ratelimit.py)
+    rate_limit: LocalRateLimit | None = None
 
     @property
     def path(self) -> str:

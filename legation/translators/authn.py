@@ -42,8 +42,9 @@ from legation.model import (
     Workload,
     selector_matches,
 )
+from legation.model.ratelimit import GLOBAL_ANNOTATION
 from legation.model.security import jwt_issuers, peer_authentication_for
-from legation.translators import jwt
+from legation.translators import jwt, ratelimit
 from legation.translators.common import pack
 from legation.translators.inbound import InboundPort
 from legation.translators.rbac import rbac_filters
@@ -120,13 +121,40 @@ def request_security(mesh: MeshSnapshot, workload: Workload, port: int, *, tcp: 
     jwt_filter = jwt.jwt_filter(jwt_policies, mesh.security.jwks_refresh_s)
     issuers = jwt_issuers(jwt_policies)
     rbac = rbac_filters(mesh, workload, port, tcp=tcp, issuers=issuers)
+    first, last, clusters, found = _rate_limits(mesh, workload, tcp=tcp)
     return RequestSecurity(
-        http_filters=(*([jwt_filter] if jwt_filter is not None else []), *rbac.http),
+        http_filters=(*first, *([jwt_filter] if jwt_filter is not None else []), *rbac.http,
+                      *last),
         network_filters=tuple(rbac.network),
-        clusters=(*jwt.jwks_clusters(jwt_policies), *rbac.clusters),
+        clusters=(*jwt.jwks_clusters(jwt_policies), *rbac.clusters, *clusters),
         local_reply=jwt.local_reply(issuers) if jwt_filter is not None else None,
-        diagnostics=tuple(rbac.diagnostics),
+        diagnostics=(*rbac.diagnostics, *found),
     )
+
+
+def _rate_limits(mesh: MeshSnapshot, workload: Workload, *, tcp: bool) -> tuple[
+        list[http_connection_manager_pb2.HttpFilter], list[http_connection_manager_pb2.HttpFilter],
+        list[cluster_pb2.Cluster], list[Diagnostic]]:
+    """The workload's rate limits (translators/ratelimit.py): the local bucket first, the
+    global check after authorization (HTTP only)."""
+    if tcp:
+        return [], [], [], []
+    first = ([ratelimit.local_filter(workload.local_rate_limit)]
+             if workload.local_rate_limit is not None else [])
+    shared = workload.global_rate_limit
+    if shared is None:
+        return first, [], [], []
+    provider = mesh.config.rate_limit_provider(shared.provider)
+    if provider is None:
+        known = ", ".join(p.name for p in mesh.config.rate_limit_providers) or "none"
+        return first, [], [], [Diagnostic(
+            ref=workload.ref, field=f"metadata.annotations[{GLOBAL_ANNOTATION}]",
+            code="ratelimit.provider-unknown", severity=Severity.ERROR,
+            message=(f"no MeshConfig extensionProviders entry named {shared.provider!r} "
+                     f"with envoyRateLimit (known: {known}): the global rate limit of "
+                     f"{workload.namespace}/{workload.name} is not applied."))]
+    return (first, [ratelimit.global_filter(shared, provider)], [ratelimit.cluster(provider)],
+            [])
 
 
 def filter_chains(

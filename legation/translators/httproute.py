@@ -47,7 +47,7 @@ from legation.model.traffic import (
     Mirror,
     VirtualService,
 )
-from legation.translators import names
+from legation.translators import names, ratelimit
 from legation.translators.common import pack
 from legation.translators.retry import retry_policy
 from legation.translators.routeparts import (
@@ -139,6 +139,9 @@ def _route(mesh: MeshSnapshot, vs: VirtualService, rule: HttpRoute, match: HttpM
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(fault_config(rule.fault)))
     if rule.cors is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(pack(cors_config(rule.cors)))
+    if rule.rate_limit is not None:  # ratelimit.legation.io/routes (translators/ratelimit.py)
+        route.typed_per_filter_config[ratelimit.LOCAL_FILTER].CopyFrom(
+            pack(ratelimit.local_config(rule.rate_limit)))
     return route
 
 
@@ -258,7 +261,8 @@ def needed_filters(mesh: MeshSnapshot, namespace: str) -> frozenset[str]:
 
 
 def filters_used(services: Iterable[VirtualService]) -> frozenset[str]:
-    """The optional HTTP filters (CORS, fault) the rules of `services` use."""
+    """The optional HTTP filters (CORS, fault, local rate limit) the rules of `services`
+    use."""
     found: set[str] = set()
     for vs in services:
         for rule in vs.http:
@@ -266,6 +270,8 @@ def filters_used(services: Iterable[VirtualService]) -> frozenset[str]:
                 found.add(CORS_FILTER)
             if rule.fault is not None:
                 found.add(FAULT_FILTER)
+            if rule.rate_limit is not None:
+                found.add(ratelimit.LOCAL_FILTER)
     return frozenset(found)
 
 
@@ -275,5 +281,6 @@ def filter_sources(mesh: MeshSnapshot, namespace: str) -> tuple[VirtualService, 
     whatever routing edits the others get: see `translate.proxy_view`.)"""
     return tuple(
         vs for vs in mesh.virtual_services_for(namespace)
-        if any(rule.cors is not None or rule.fault is not None for rule in vs.http)
+        if any(rule.cors is not None or rule.fault is not None or rule.rate_limit is not None
+               for rule in vs.http)
     )

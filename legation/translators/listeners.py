@@ -30,7 +30,7 @@ from google.protobuf import duration_pb2, wrappers_pb2
 
 from legation.model import Diagnostic, Workload, WorkloadKind
 from legation.model.telemetry import LogSink, TracingSetup
-from legation.translators import names
+from legation.translators import names, ratelimit
 from legation.translators.accesslog import access_logs
 from legation.translators.authn import InboundSecurity, filter_chains
 from legation.translators.common import ads_config_source, pack, socket_address
@@ -99,8 +99,9 @@ def http_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.Ht
 
 
 def _optional_filters(filters: frozenset[str]) -> list[http_connection_manager_pb2.HttpFilter]:
-    """CORS before fault (a preflight is answered without injected faults), as Istio."""
-    out = []
+    """The local rate limit first (routes' buckets: ratelimit.py), then CORS before fault
+    (a preflight is answered without injected faults), as Istio."""
+    out = [ratelimit.local_filter(None)] if ratelimit.LOCAL_FILTER in filters else []
     if CORS_FILTER in filters:
         out.append(http_connection_manager_pb2.HttpFilter(
             name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())))

@@ -182,9 +182,9 @@ def _left_out(workload: Workload, port: int) -> Diagnostic:
     return Diagnostic(
         ref=workload.ref, field="", code="proxyless.filter-not-served",
         message=(f"port {port} of {workload.namespace}/{workload.name}, a proxyless gRPC "
-                 "server, has JWT authentication or external authorization, which gRPC "
-                 "servers do not implement: they are left out (AuthorizationPolicy rules on "
-                 "peers, headers and paths are served)."),
+                 "server, has JWT authentication, external authorization or a rate limit, "
+                 "which gRPC servers do not implement: they are left out "
+                 "(AuthorizationPolicy rules on peers, headers and paths are served)."),
         severity=Severity.WARNING)
 
 

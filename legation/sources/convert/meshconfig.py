@@ -30,7 +30,7 @@ from legation.model import (
     Severity,
     SourceRef,
 )
-from legation.model.meshconfig import MESH_CONFIG_KIND, ExtAuthzProvider
+from legation.model.meshconfig import MESH_CONFIG_KIND, ExtAuthzProvider, RateLimitProvider
 from legation.model.telemetry import LogEncoding, LogProvider, TracingProvider
 from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, describe
@@ -152,6 +152,7 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
     providers = _providers(ctx, data, path)
     tracers = _tracers(ctx, data, path)
     authorizers = _authorizers(ctx, data, path)
+    limiters = _rate_limiters(ctx, data, path)
     default_logs, default_tracing = _default_providers(ctx, data, path)
     if ctx.failed:
         return None
@@ -160,7 +161,7 @@ def _config(ctx: Ctx, data: Any, path: str, *, namespace: str) -> MeshConfig | N
                       access_log_encoding=LogEncoding(encoding), access_log_format=log_format,
                       log_providers=providers, default_log_providers=default_logs,
                       tracing_providers=tracers, default_tracing_providers=default_tracing,
-                      authz_providers=authorizers)
+                      authz_providers=authorizers, rate_limit_providers=limiters)
 
 
 def _tracers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[TracingProvider, ...]:
@@ -249,6 +250,33 @@ def _authorizers(ctx: Ctx, data: Mapping[str, Any], path: str
     return tuple(out)
 
 
+def _rate_limiters(ctx: Ctx, data: Mapping[str, Any], path: str
+                   ) -> tuple[RateLimitProvider, ...]:
+    """`extensionProviders` of kind envoyRateLimit (Legation's: service, port, timeout,
+    failOpen; Envoy's defaults: 20ms, fail open)."""
+    out = []
+    for ppath, item in ctx.mapping_items(data, "extensionProviders", path, problem="provider"):
+        if "envoyRateLimit" not in item:
+            continue
+        name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
+        kpath = child_path(ppath, "envoyRateLimit")
+        section = ctx.mapping(item, "envoyRateLimit", ppath, problem="rate-limit")
+        istio.check_fields(ctx, section, kpath, ("service", "port", "timeout", "failOpen"),
+                           what="envoyRateLimit")
+        service = istio.string(ctx, section, "service", kpath, required=True,
+                               expected="the rate limit service's host name, e.g. "
+                               "ratelimit.infra.svc.cluster.local")
+        port = ctx.port(section, "port", kpath, problem="port", required=True)
+        timeout = istio.duration_ms(ctx, section, "timeout", kpath)
+        fail_open = istio.boolean(ctx, section, "failOpen", kpath)
+        if name and service and port:
+            out.append(RateLimitProvider(
+                name=name, service=service, port=port,
+                timeout_s=(timeout if timeout is not None else 20) / 1000,
+                fail_open=True if fail_open is None else fail_open))
+    return tuple(out)
+
+
 def _status(ctx: Ctx, section: Mapping[str, Any], path: str) -> int:
     """`statusOnError`: an HTTP status Envoy knows, as a string ("403"), default 403."""
     raw = section.get("statusOnError")
@@ -270,14 +298,14 @@ def _providers(ctx: Ctx, data: Mapping[str, Any], path: str) -> tuple[LogProvide
         name = istio.string(ctx, item, "name", ppath, required=True, expected="a name")
         kinds = [k for k in item if k != "name"]
         if kinds in (["opentelemetry"], ["zipkin"], ["envoyExtAuthzHttp"],
-                     ["envoyExtAuthzGrpc"]):
+                     ["envoyExtAuthzGrpc"], ["envoyRateLimit"]):
             continue
         if kinds not in (["envoyFileAccessLog"], ["envoyOtelAls"]):
             ctx.info(ppath, "provider-not-applied",
                      f"provider {name!r} ({', '.join(kinds) or 'no kind'}) is not applied: "
                      "Legation serves envoyFileAccessLog, envoyOtelAls, opentelemetry, zipkin, "
-                     "envoyExtAuthzHttp and envoyExtAuthzGrpc providers (and the built-in "
-                     "envoy).")
+                     "envoyExtAuthzHttp, envoyExtAuthzGrpc and envoyRateLimit providers (and "
+                     "the built-in envoy).")
             continue
         kind = kinds[0]
         otel = kind == "envoyOtelAls"

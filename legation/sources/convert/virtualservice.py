@@ -10,9 +10,11 @@ two VirtualServices claim one host) is `legation.model.validate`'s job.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from legation.model import Severity
+from legation.model.ratelimit import ROUTES_ANNOTATION
 from legation.model.traffic import (
     MESH_GATEWAY,
     Destination,
@@ -28,6 +30,7 @@ from legation.sources.convert import istio
 from legation.sources.convert.fields import Ctx, is_dns1123_label, is_dns1123_subdomain
 from legation.sources.convert.httproute import check_weights, http_route
 from legation.sources.convert.meta import Meta
+from legation.sources.convert.ratelimit import route_limits
 from legation.sources.convert.yamlload import child_path
 
 SPEC_FIELDS = ("hosts", "gateways", "http", "tls", "tcp", "exportTo")
@@ -57,6 +60,7 @@ def convert_virtual_service(
                   "tcp or tls routes.")
     if not ctx.failed:  # a rule with a bad match may look like a catch-all: judge only valid ones
         _unreachable(ctx, http)
+    http = _route_limits(ctx, meta, http)
     return VirtualService(
         ref=ctx.ref,
         name=meta.name,
@@ -69,6 +73,18 @@ def convert_virtual_service(
         export_to=export_to(ctx, spec),
         lines=tuple(sorted((p, n) for p, n in ctx.lines.items() if p.startswith("spec"))),
     )
+
+
+def _route_limits(ctx: Ctx, meta: Meta, http: tuple[HttpRoute, ...]) -> tuple[HttpRoute, ...]:
+    """`ratelimit.legation.io/routes`: a local rate limit on the named http routes."""
+    limits = route_limits(ctx, meta)
+    named = {r.name for r in http if r.name}
+    for name in sorted(set(limits) - named):
+        ctx.error(f"metadata.annotations[{ROUTES_ANNOTATION}].{name}", "rate-limit-route",
+                  f"no http route is named {name!r}; expected one of "
+                  f"{', '.join(sorted(named)) or '(no named routes: give routes a name)'}.")
+    return tuple(replace(r, rate_limit=limits[r.name]) if r.name in limits else r
+                 for r in http)
 
 
 def destination(ctx: Ctx, raw: Any, path: str) -> Destination | None:

@@ -35,6 +35,7 @@ from legation.sources.convert.fields import (
     is_ip,
 )
 from legation.sources.convert.meta import Meta
+from legation.sources.convert.ratelimit import workload_limits
 from legation.sources.convert.yamlload import child_path
 
 _ADDRESS_EXPECTED = (
@@ -78,6 +79,7 @@ def convert_workload_entry(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Wor
         app_ports=app_ports(ctx, meta),
         interception=interception,
         on_demand=on_demand(ctx, meta, interception),
+        **_limits(ctx, meta),
     )
 
 
@@ -119,6 +121,7 @@ def convert_pod(ctx: Ctx, meta: Meta, data: Mapping[str, Any]) -> Workload | Non
         interception=interception,
         on_demand=lazy,
         uid=_uid(data),
+        **_limits(ctx, meta),
     )
 
 
@@ -243,3 +246,8 @@ def _uid(data: Mapping[str, Any]) -> str:
     metadata = data.get("metadata")
     uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
     return uid if isinstance(uid, str) else ""
+
+
+def _limits(ctx: Ctx, meta: Meta) -> dict[str, Any]:
+    local, shared = workload_limits(ctx, meta)
+    return {"local_rate_limit": local, "global_rate_limit": shared}

@@ -163,13 +163,15 @@ class MeshLab:
         return self.write(f"service-{name}.yaml", service_yaml(name, self.namespace, **kwargs))
 
     async def backend(
-        self, name: str, *, app: str, version: str = "v1", port: int = 9080
+        self, name: str, *, app: str, version: str = "v1", port: int = 9080,
+        annotations: dict[str, str] | None = None,
     ) -> MeshWorkload:
         """A workload labelled `app`/`version`, its demo app listening on 127.0.0.1:<any>,
         and the WorkloadEntry mapping target port `port` there."""
         demo = await self.apps.start(name, version=version)
         return self._workload(
-            name, {"app": app, "version": version}, app_ports={port: demo.port}, app=demo
+            name, {"app": app, "version": version}, app_ports={port: demo.port}, app=demo,
+            annotations=annotations,
         )
 
     def client(self, name: str = "client", *, labels: dict[str, str] | None = None,
@@ -241,6 +243,7 @@ class MeshLab:
         *,
         absolute: bool = False,
         timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
     ) -> HttpResponse:
         """One request through `client`'s outbound listener: `Host: host` and an
         origin-form path, or (`absolute`) an absolute-form URI as to an HTTP proxy."""
@@ -250,7 +253,7 @@ class MeshLab:
             OUTBOUND_PORT,
             "GET",
             target,
-            headers={"host": host},
+            headers={"host": host, **(headers or {})},
             timeout=timeout,
         )
 

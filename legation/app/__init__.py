@@ -27,6 +27,7 @@ from legation.app.security import Security, mesh_security
 from legation.bootstrap import build_bootstrap
 from legation.cache import ProxyError, Snapshot, SnapshotCache
 from legation.kube.gatewaystatus import GatewayStatusWriter
+from legation.kube.istiostatus import IstioStatusWriter
 from legation.kube.tokenreview import TokenReviewer
 from legation.mesh.pipeline import Pipeline
 from legation.mesh.store import MeshStore
@@ -36,6 +37,7 @@ from legation.model.telemetry import disabled_stats, fixed_tags
 from legation.settings import HostPort, Settings, environ
 from legation.sources.files import FileSource, MeshConfigFile
 from legation.sources.jwks import JwksProbe
+from legation.sources.kubernetes import SOURCE as KUBERNETES_SOURCE
 from legation.sources.kubernetes import KubernetesSource, api_client
 from legation.translators import resolve_proxy
 from legation.xds.changes import ChangeLog
@@ -155,6 +157,9 @@ class App:
         # Gateway API status conditions, written back to the objects (Kubernetes only)
         self.gateway_status = (GatewayStatusWriter(self._kube_api)
                                if self._kube_api is not None else None)
+        # whether each Istio object is in force, written to its status (Kubernetes only)
+        self.istio_status = (IstioStatusWriter(self._kube_api)
+                             if self._kube_api is not None else None)
         self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store,
@@ -323,12 +328,17 @@ class App:
             _log.info("legation.stopped")
 
     async def _write_gateway_status(self, writer: GatewayStatusWriter) -> None:
-        """Each new mesh snapshot's Gateway API conditions, written back (at most every
-        GATEWAY_STATUS_INTERVAL_S: a burst of changes is one write per object)."""
+        """Each new mesh snapshot's Gateway API conditions and Istio objects' state,
+        written back (at most every GATEWAY_STATUS_INTERVAL_S: a burst of changes is one
+        write per object)."""
         version = 0
         while True:
             version = await self.store.wait_changed(version)
             await asyncio.to_thread(writer.sync, self.store.snapshot().gateway_status)
+            if self.istio_status is not None:
+                await asyncio.sleep(0.2)  # the pipeline's findings of this version first
+                refs = [o.ref for o in self.store.objects(KUBERNETES_SOURCE).values()]
+                await asyncio.to_thread(self.istio_status.sync, refs, self.diagnostics())
             await asyncio.sleep(GATEWAY_STATUS_INTERVAL_S)
 
     def _contain(self, keys: tuple[ObjectKey, ...], node: str, type_name: str,

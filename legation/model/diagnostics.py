@@ -26,6 +26,7 @@ class SourceRef:
     name: str
     file: str = ""
     line: int = 0  # 1-based; 0 when unknown
+    generation: int = 0  # Kubernetes metadata.generation (0: unknown, a file)
 
     @property
     def location(self) -> str:

@@ -23,6 +23,7 @@ from .kube_lab import (
     control_plane,
     endpoint,
     hosts,
+    k8s_objects,
     kubeconfig,
     served_by,
     shop,
@@ -122,3 +123,30 @@ def k8s_pod_copy(apiserver: ApiServer, name: str, new_name: str, ip: str) -> dic
 
 async def _is(envoy: Envoy, want: dict[str, str]) -> bool:
     return await hosts(envoy) == want
+
+
+async def test_istio_objects_get_their_status_from_the_running_control_plane(
+    apiserver: ApiServer, tmp_path: Path,
+) -> None:
+    """Issue 14: `kubectl get virtualservice -o yaml` says whether it is in force."""
+    good = k8s_objects.virtual_service("good", NS, "catalog")
+    bad = k8s_objects.virtual_service("bad", NS, "ratings")
+    bad["spec"]["http"][0]["timeout"] = "soon"
+    for obj in (k8s_objects.namespace(NS), k8s_objects.service("catalog", NS),
+                k8s_objects.service("ratings", NS), good, bad):
+        apiserver.apply(obj)
+    async with control_plane(kubeconfig(tmp_path / "kubeconfig", apiserver.url)):
+
+        async def statuses() -> dict[str, tuple[str, str, int]] | None:
+            out = {}
+            for name in ("good", "bad"):
+                status = apiserver.get("networking.istio.io/v1", "VirtualService", name,
+                                       namespace=NS).get("status")
+                if not status:
+                    return None
+                (cond,) = status["conditions"]
+                out[name] = (cond["status"], cond["reason"], status["observedGeneration"])
+            return out
+
+        found = await eventually(statuses, what="both VirtualServices' status", timeout=15)
+        assert found == {"good": ("True", "InForce", 1), "bad": ("False", "Invalid", 1)}

@@ -174,6 +174,11 @@ class ClusterState:
             meta["resourceVersion"] = str(self.rv)
             meta["creationTimestamp"] = CREATION_TIMESTAMP
             meta["uid"] = old["metadata"]["uid"] if old else self._next_uid()
+            # metadata.generation: 1 on create, +1 when anything but metadata and status
+            # changes (the real server's rule for custom resources and most built-ins)
+            meta["generation"] = 1 if old is None else (
+                int(old["metadata"].get("generation", 1))
+                + (_spec_of(old) != _spec_of(data)))
             self.objects[key] = data
             self._emit(Event(self.rv, rtype, namespace, "MODIFIED" if old else "ADDED", data))
         return self.render(rtype, version, data)
@@ -396,3 +401,8 @@ class ClusterState:
     def _next_uid(self) -> str:
         self._uids += 1
         return f"{self._uids:08x}-0000-4000-8000-{self._uids:012x}"
+
+
+def _spec_of(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What counts for metadata.generation: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}

@@ -148,8 +148,11 @@ def convert_object(
     kind_ok = kind != ""
     spec = _find(api_version, kind) if kind_ok else None
     name, namespace = raw_name_namespace(data, namespaced=_namespaced(spec, kind))
+    metadata = data.get("metadata")
+    generation = metadata.get("generation") if isinstance(metadata, Mapping) else None
     ref = SourceRef(kind=kind if kind_ok else "Object", namespace=namespace, name=name,
-                    file=file, line=line)
+                    file=file, line=line,
+                    generation=generation if isinstance(generation, int) else 0)
     ctx = Ctx(ref=ref, lines=lines)
     if not kind_ok or not isinstance(api_version, str) or not api_version:
         _missing_type(ctx, api_version, raw_kind)

@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 
 from legation.cli import _parser, _serve_settings
+from legation.kube.istiostatus import KINDS as ISTIO_STATUS_KINDS
 from legation.kube.lease import LEADER_LEASE
 from legation.kube.secretstore import CA_SECRET, ISTIO_CA_SECRET
 from legation.settings import pod_namespace
@@ -341,6 +342,8 @@ def test_the_cluster_role_reads_the_watched_kinds_and_creates_token_reviews() ->
 
     status = {("gateway.networking.k8s.io", f"{plural}/status", ()): {"patch"}
               for plural in ("gatewayclasses", "gateways", "grpcroutes", "httproutes")}
+    status |= {(group, f"{plural}/status", ()): {"patch"}  # kube/istiostatus.py
+               for group, _, plural in ISTIO_STATUS_KINDS.values()}
     assert grants == {**watched, **status,
                       ("authentication.k8s.io", "tokenreviews", ()): {"create"}}
 

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import socket
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,7 @@ from legation.app.incluster import TokenReviewAuthenticator, materialize_ca
 from legation.app.security import Security, mesh_security
 from legation.bootstrap import build_bootstrap
 from legation.cache import ProxyError, Snapshot, SnapshotCache
+from legation.kube.events import NackEvents
 from legation.kube.gatewaystatus import GatewayStatusWriter
 from legation.kube.istiostatus import IstioStatusWriter
 from legation.kube.tokenreview import TokenReviewer
@@ -160,6 +162,10 @@ class App:
         # whether each Istio object is in force, written to its status (Kubernetes only)
         self.istio_status = (IstioStatusWriter(self._kube_api)
                              if self._kube_api is not None else None)
+        # an Event on each object NACK containment holds back (Kubernetes only)
+        self.nack_events = (NackEvents(self._kube_api, instance=socket.gethostname())
+                            if self._kube_api is not None else None)
+        self._background: set[asyncio.Task[Any]] = set()
         self.sources: list[FileSource | MeshConfigFile | KubernetesSource] = []
         if settings.config_dirs:
             self.sources.append(FileSource(list(settings.config_dirs), self.store,
@@ -351,6 +357,15 @@ class App:
         if held:
             _log.warning("xds.nack-contained", node=node, type=type_name,
                          held=[f"{k} {ns}/{n}" for k, ns, n in held])
+        if held and self.nack_events is not None:  # Kubernetes: an Event on each object
+            objects = self.store.objects(KUBERNETES_SOURCE)
+            refs = [objects[k].ref for k in held if k in objects]
+            events = self.nack_events
+            for ref in refs:
+                task = asyncio.create_task(asyncio.to_thread(
+                    events.rejected, ref, node=node, type_name=type_name, message=message))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         if len(held) > 1:
             # Bisect: retry half after a while; a NACK of that change holds the half again
             # (and bisects it), an ACK keeps it, and then the other half is retried too.

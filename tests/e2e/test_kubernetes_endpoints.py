@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,7 +136,7 @@ async def test_istio_objects_get_their_status_from_the_running_control_plane(
     for obj in (k8s_objects.namespace(NS), k8s_objects.service("catalog", NS),
                 k8s_objects.service("ratings", NS), good, bad):
         apiserver.apply(obj)
-    async with control_plane(kubeconfig(tmp_path / "kubeconfig", apiserver.url)):
+    async with control_plane(kubeconfig(tmp_path / "kubeconfig", apiserver.url)) as app:
 
         async def statuses() -> dict[str, tuple[str, str, int]] | None:
             out = {}
@@ -150,3 +151,24 @@ async def test_istio_objects_get_their_status_from_the_running_control_plane(
 
         found = await eventually(statuses, what="both VirtualServices' status", timeout=15)
         assert found == {"good": ("True", "InForce", 1), "bad": ("False", "Invalid", 1)}
+
+        # a proxy NACKs what `good` produced (as ChangeLog reports it): an Event on it,
+        # and its status says it is held back
+        app._contain((("VirtualService", NS, "good"),), "frontend.shop", "rds",
+                     "invalid regex")
+
+        async def event() -> dict[str, Any] | None:
+            return next((o for o in apiserver.objects() if o.get("kind") == "Event"
+                         and o["involvedObject"]["name"] == "good"), None)
+
+        found_event = await eventually(event, what="an EnvoyRejected Event", timeout=15)
+        assert (found_event["reason"], found_event["type"]) == ("EnvoyRejected", "Warning")
+        assert found_event["involvedObject"]["kind"] == "VirtualService"
+        assert "frontend.shop" in found_event["message"]
+        assert "invalid regex" in found_event["message"]
+
+        async def rejected() -> bool:
+            found = await statuses()
+            return found is not None and found["good"][:2] == ("False", "Rejected")
+
+        await eventually(rejected, what="good's status: Rejected", timeout=15)

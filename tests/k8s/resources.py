@@ -90,6 +90,7 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     _crd(GATEWAY_API, "grpcroutes", "GRPCRoute", ("v1",)),
     _crd(GATEWAY_API, "referencegrants", "ReferenceGrant", _GW),
     _writable("", "secrets", "Secret"),
+    _writable("", "events", "Event"),
     _writable(COORDINATION, "leases", "Lease"),
     ResourceType(group=AUTHENTICATION, plural="tokenreviews", kind="TokenReview",
                  namespaced=False, versions=("v1",), verbs=("create",), virtual=True),

@@ -345,7 +345,8 @@ def test_the_cluster_role_reads_the_watched_kinds_and_creates_token_reviews() ->
     status |= {(group, f"{plural}/status", ()): {"patch"}  # kube/istiostatus.py
                for group, _, plural in ISTIO_STATUS_KINDS.values()}
     assert grants == {**watched, **status,
-                      ("authentication.k8s.io", "tokenreviews", ()): {"create"}}
+                      ("authentication.k8s.io", "tokenreviews", ()): {"create"},
+                      ("", "events", ()): {"create"}}  # kube/events.py
 
 
 def test_the_role_touches_only_its_own_secrets_and_lease() -> None:

@@ -39,6 +39,20 @@ PLURALS = {"GatewayClass": "gatewayclasses", "Gateway": "gateways",
 ObjectKey = tuple[str, str, str]  # (kind, namespace, name)
 
 
+def send_changed(written: dict[Any, dict[str, Any]], wanted: dict[Any, dict[str, Any]],
+                 patch: Callable[[Any, dict[str, Any]], bool]) -> int:
+    """Patch each object whose wanted status differs from what it was last `written`
+    (updated; objects no longer wanted are forgotten); how many were sent."""
+    sent = 0
+    for key, body in wanted.items():
+        if written.get(key) != body and patch(key, body):
+            written[key] = body
+            sent += 1
+    for key in set(written) - set(wanted):
+        del written[key]
+    return sent
+
+
 class GatewayStatusWriter:
     """`sync` is called with each new snapshot's statuses (the app's loop, in a thread:
     the client blocks)."""
@@ -53,15 +67,7 @@ class GatewayStatusWriter:
     def sync(self, statuses: Iterable[ObjectStatus]) -> int:
         """Patch every object whose status differs from what it last got; how many."""
         wanted = self.desired(statuses)
-        written = 0
-        for key, body in wanted.items():
-            if self._written.get(key) == body:
-                continue
-            if self._patch(key, body):
-                self._written[key] = body
-                written += 1
-        for key in set(self._written) - set(wanted):
-            del self._written[key]
+        written = send_changed(self._written, wanted, self._patch)
         self._since = {k: v for k, v in self._since.items() if k[0] in wanted}
         return written
 

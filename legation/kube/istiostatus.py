@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 from kubernetes import client as k8s
 
+from legation.kube.gatewaystatus import send_changed
 from legation.model import Diagnostic, Severity, SourceRef
 from legation.security.clock import utc_now
 
@@ -59,15 +60,7 @@ class IstioStatusWriter:
     def sync(self, objects: Iterable[SourceRef], diagnostics: Iterable[Diagnostic]) -> int:
         """Patch every object whose status changed; how many were written."""
         wanted = self.desired(objects, diagnostics)
-        written = 0
-        for key, body in wanted.items():
-            if self._written.get(key) == body:
-                continue
-            if self._patch(key, body):
-                self._written[key] = body
-                written += 1
-        for key in set(self._written) - set(wanted):
-            del self._written[key]
+        written = send_changed(self._written, wanted, self._patch)
         self._since = {k: v for k, v in self._since.items() if k in wanted}
         return written
 

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--warn-file-objects", type=int, default=10_000, metavar="N",
                        help="warn about a manifest file holding more than N objects "
                        "(default: 10000)")
+    serve.add_argument("--warn-proxy-config-size", default="16Mi", metavar="SIZE",
+                       help="warn about a proxy whose configuration is larger (bytes, or "
+                       "with Ki/Mi/Gi; default: 16Mi)")
     serve.add_argument("--jwks-refresh", default="5m", metavar="DURATION",
                        help="how often Envoy refetches the JWKS of a RequestAuthentication "
                        "jwksUri (default: 5m); a failed fetch keeps the keys it has")
@@ -313,6 +316,8 @@ def _serve_settings(a: argparse.Namespace) -> Settings:
         trust_domain=a.trust_domain,
         jwks_refresh_s=parse_duration(a.jwks_refresh, flag="--jwks-refresh"),
         warn_file_objects=a.warn_file_objects,
+        warn_proxy_config_bytes=_size(a.warn_proxy_config_size,
+                                      flag="--warn-proxy-config-size"),
         keepalive_time_s=parse_duration(a.keepalive, flag="--keepalive"),
         max_connection_age_s=_max_connection_age(a.max_connection_age),
         kubeconfig=a.kubeconfig,
@@ -340,6 +345,17 @@ def _max_connection_age(text: str) -> float | None:
     if text.strip() in ("off", "0", ""):
         return None
     return parse_duration(text, flag="--max-connection-age")
+
+
+def _size(text: str, *, flag: str) -> int:
+    """`1048576`, `512Ki`, `16Mi`, `1Gi` -> bytes (Kubernetes' binary suffixes)."""
+    raw = text.strip()
+    for suffix, scale in (("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("", 1)):
+        number = raw.removesuffix(suffix)
+        if (suffix == "" or raw.endswith(suffix)) and number.isdigit() and int(number) > 0:
+            return int(number) * scale
+    raise SettingsError(f"{flag}: expected a positive size such as 16Mi, 512Ki or 1048576, "
+                        f"got {text!r}")
 
 
 def _days(text: str) -> str:

@@ -74,6 +74,7 @@ class Settings:
     domain: str = "cluster.local"
     trust_domain: str = "cluster.local"
     warn_file_objects: int = 10_000  # a manifest file with more objects gets a warning
+    warn_proxy_config_bytes: int = 16 * 1024 * 1024  # a proxy's config over this: a warning
     jwks_refresh_s: float = 300.0  # how often Envoy refetches a RequestAuthentication jwksUri
     root_namespace: str = "istio-system"
     keepalive_time_s: float = 30.0

@@ -132,6 +132,7 @@ class App:
             quiet=settings.debounce_quiet_s,
             max_delay=settings.debounce_max_s,
             secrets=self.security.secrets if self.security else None,
+            warn_config_bytes=settings.warn_proxy_config_bytes,
             on_change=self.status.record_change,
         )
         # NACK containment: what a proxy rejects is held back, the rest keeps flowing

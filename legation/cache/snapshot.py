@@ -40,6 +40,7 @@ class _TypeIndex:
     merged: dict[tuple[int, ...], tuple[dict[str, Resource], str]]
     blobs: dict[str, bytes]  # "sotw" / "delta" -> every entry, in name order (`entries`)
     held: dict[str, dict[str, str]]  # "" -> name -> version of every resource (`versions`)
+    sizes: dict[str, int]  # "" -> the bytes of every resource's body (`size`), once
 
     @classmethod
     def of(cls, resources: dict[str, Resource]) -> _TypeIndex:
@@ -50,7 +51,7 @@ class _TypeIndex:
             offsets.append(offsets[-1] + len(e))
         encoded = b"".join(entries)
         version = hashlib.sha256(encoded).hexdigest()[:16]
-        return cls(resources, names, encoded, tuple(offsets), version, {}, {}, {})
+        return cls(resources, names, encoded, tuple(offsets), version, {}, {}, {}, {})
 
     def blob(self, kind: str) -> bytes:
         """Every resource's encoded response entry (wire.py), concatenated once and then
@@ -60,6 +61,13 @@ class _TypeIndex:
             rs = self.resources
             found = self.blobs[kind] = b"".join(
                 rs[n].sotw_entry if kind == "sotw" else rs[n].delta_entry for n in self.names)
+        return found
+
+    def size(self) -> int:
+        """The bytes of every resource's body, summed once (shared by its snapshots)."""
+        found = self.sizes.get("")
+        if found is None:
+            found = self.sizes[""] = sum(len(r.body) for r in self.resources.values())
         return found
 
     def versions(self) -> dict[str, str]:
@@ -294,6 +302,22 @@ class Snapshot:
 
     def version(self, type_url: str) -> str:
         return self.versions.get(type_url, _EMPTY_VERSION)
+
+    def size(self) -> int:
+        """The bytes of every resource body this snapshot holds: its base's sizes (summed
+        once per base) adjusted by its own resources, so a fleet on one base costs one
+        sum, not one per proxy."""
+        total = 0
+        for type_url, resources in self.resources.items():
+            index = self.base.types.get(type_url) if self.base is not None else None
+            if index is None:
+                total += sum(len(r.body) for r in resources.values())
+                continue
+            total += index.size()
+            for name, r in self.extra.get(type_url, {}).items():
+                replaced = index.resources.get(name)
+                total += len(r.body) - (len(replaced.body) if replaced is not None else 0)
+        return total
 
 
 def _same_objects(a: tuple[Resource, ...], b: tuple[Resource, ...]) -> bool:

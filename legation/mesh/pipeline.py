@@ -44,6 +44,8 @@ from legation.model import (
     Diagnostic,
     MeshSnapshot,
     ObjectKey,
+    Severity,
+    SourceRef,
     Workload,
 )
 from legation.translators import (
@@ -62,6 +64,8 @@ class SecretSource(Protocol):
 # How long a connected proxy whose workload vanished keeps its config and stream (a pod
 # recreated under its name is back within seconds; kubelet restarts it, not us)
 VANISH_GRACE_S = 30.0
+# A proxy whose configuration is larger than this gets a warning (issue 13: large inputs)
+WARN_CONFIG_BYTES = 16 * 1024 * 1024
 
 # (mesh version, first seen (monotonic), changed objects, per proxy {type: new version})
 ChangeHook = Callable[[int, float, tuple[ObjectKey, ...], dict[str, dict[str, str]]], None]
@@ -88,8 +92,11 @@ class Pipeline:
         secrets: SecretSource | None = None,
         on_change: ChangeHook | None = None,
         vanish_grace_s: float = VANISH_GRACE_S,
+        warn_config_bytes: int = WARN_CONFIG_BYTES,
     ) -> None:
         self._store = store
+        self._warn_config_bytes = warn_config_bytes
+        self._large: dict[str, Diagnostic] = {}  # node -> its config is over the limit
         self._vanish_grace_s = vanish_grace_s
         self._vanished: dict[str, float] = {}  # node -> when its workload went (monotonic)
         self._on_change = on_change
@@ -117,9 +124,11 @@ class Pipeline:
     def diagnostics(self) -> list[Diagnostic]:
         """Every current finding: the sources' and the translators'."""
         memo = self._memo
+        connected = set(self._cache.connected())
+        large = [d for n, d in self._large.items() if n in connected]
         if memo is None:
-            return list(self._store.snapshot().diagnostics)
-        return [*memo.mesh.diagnostics, *memo.diagnostics]
+            return [*self._store.snapshot().diagnostics, *large]
+        return [*memo.mesh.diagnostics, *memo.diagnostics, *large]
 
     def snapshot_for(self, node_id: str) -> Snapshot | ProxyError:
         """Build (without publishing) what `node_id` would receive now (no certificate:
@@ -207,6 +216,7 @@ class Pipeline:
         self._metrics.translation_seconds.observe(time.monotonic() - started)
         self._metrics.translations.inc(len(built))
         self._hold_vanished(built)
+        self._check_sizes(built)
         moved = {n: _moved(self._cache.get(n), entry) for n, entry in built.items()}
         for node_id, entry in built.items():
             self._cache.set(node_id, entry)
@@ -216,6 +226,29 @@ class Pipeline:
             self._published = mesh.version
         self._store.accept(mesh)  # in force now: the last good traffic rules move on
         self._report(memo)
+
+    def _check_sizes(self, built: dict[str, Snapshot | ProxyError]) -> None:
+        """A warning (and a log line, once) for each proxy whose configuration exceeds
+        `warn_config_bytes`; it goes when the proxy's configuration shrinks or it leaves."""
+        connected = set(self._cache.connected())
+        for node in [n for n in self._large if n not in connected]:
+            del self._large[node]
+        for node_id, entry in built.items():
+            size = entry.size() if isinstance(entry, Snapshot) else 0
+            if size <= self._warn_config_bytes:
+                self._large.pop(node_id, None)
+                continue
+            mib, limit = size / 2**20, self._warn_config_bytes / 2**20
+            if node_id not in self._large:
+                _log.warning("pipeline.config-large", node=node_id, bytes=size,
+                             limit=self._warn_config_bytes)
+            self._large[node_id] = Diagnostic(
+                ref=SourceRef(kind="Proxy", namespace="", name=node_id), field="",
+                code="proxy.config-large", severity=Severity.WARNING,
+                message=(f"the configuration of {node_id} is {mib:.1f} MiB, over the "
+                         f"{limit:.1f} MiB of --warn-proxy-config-size: a Sidecar limiting "
+                         "the hosts it sees (egress) or exportTo on services and rules "
+                         "keeps each proxy's configuration proportional to what it uses."))
 
     def _hold_vanished(self, built: dict[str, Snapshot | ProxyError]) -> None:
         """A connected proxy whose workload went away (a pod deleted and recreated under

@@ -268,3 +268,28 @@ async def test_a_vanished_workload_keeps_its_proxy_served_for_a_grace_period() -
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_proxy_with_a_large_configuration_is_warned_about() -> None:
+    """Issue 13: a configuration over --warn-proxy-config-size is a warning naming the
+    proxy and its size; it goes when the proxy leaves."""
+    store, cache = MeshStore(), Recorder()
+    load_shop(store)
+    pipeline = Pipeline(store, cache, Metrics(), quiet=0.01, max_delay=0.05,
+                        warn_config_bytes=1000)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        with cache.watch("order-v1.shop"):
+            await wait_published(cache, 1)
+            served = cache.get("order-v1.shop")
+            assert isinstance(served, Snapshot)
+            assert served.size() == sum(len(r.body) for rs in served.resources.values()
+                                        for r in rs.values()) > 1000
+            (d,) = [d for d in pipeline.diagnostics if d.code == "proxy.config-large"]
+            assert d.ref.name == "order-v1.shop" and d.severity == "warning"
+            assert "MiB" in d.message and "Sidecar" in d.message
+        assert not [d for d in pipeline.diagnostics if d.code == "proxy.config-large"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

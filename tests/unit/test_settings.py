@@ -57,3 +57,12 @@ def test_debounce_from_env() -> None:
     assert debounce_from_env({"LEGATION_DEBOUNCE_QUIET": "0.05"}) == (0.05, None)
     with pytest.raises(SettingsError, match="LEGATION_DEBOUNCE_MAX"):
         debounce_from_env({"LEGATION_DEBOUNCE_MAX": "soon"})
+
+
+def test_sizes_take_kubernetes_binary_suffixes() -> None:
+    from legation.cli import _size
+
+    assert [_size(t, flag="--x") for t in ("1048576", "512Ki", "16Mi", "1Gi")] == [
+        2**20, 512 * 2**10, 16 * 2**20, 2**30]
+    with pytest.raises(SettingsError, match="--x: expected a positive size such as 16Mi"):
+        _size("16MB", flag="--x")

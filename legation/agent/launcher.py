@@ -115,13 +115,19 @@ class EnvoyLauncher:
         base_id = self.launch.workdir / "base-id"
         ident = (["--use-dynamic-base-id", "--base-id-path", str(base_id)] if number == 0
                  else ["--base-id", base_id.read_text().strip()])
+        defaults = {  # Envoy refuses a flag given twice: the user's win
+            "--drain-strategy": "immediate",
+            "--drain-time-s": str(max(1, int(self.launch.drain_s))),
+            "--parent-shutdown-time-s": str(self.launch.parent_shutdown_s),
+            "--log-level": self.launch.log_level,
+        }
+        given = set(self.launch.extra_args)
         command = [
             str(self.launch.envoy), "-c", str(path), *ident,
             "--restart-epoch", str(number),
-            "--drain-strategy", "immediate",
-            "--drain-time-s", str(max(1, int(self.launch.drain_s))),
-            "--parent-shutdown-time-s", str(self.launch.parent_shutdown_s),
-            "--log-level", self.launch.log_level, *self.launch.extra_args,
+            *(x for flag, value in defaults.items() if flag not in given
+              for x in (flag, value)),
+            *self.launch.extra_args,
         ]
         proc = await asyncio.create_subprocess_exec(*dies_with_parent(command))
         self.epochs.append(_Epoch(number=number, text=text, proc=proc))

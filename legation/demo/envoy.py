@@ -54,7 +54,7 @@ class Envoy:
         self,
         *,
         name: str,
-        bootstrap: Mapping[str, Any] | Path,
+        bootstrap: Mapping[str, Any] | Path | None = None,
         workdir: Path,
         binary: Path | None = None,
         log_level: str = "warn",
@@ -62,9 +62,12 @@ class Envoy:
         concurrency: int = 1,
         extra_args: Sequence[str] = (),
         new_session: bool = False,
+        launcher: Sequence[str] = (),
     ) -> None:
         """`new_session`: run Envoy in a session of its own, so a terminal's Ctrl-C (sent to
-        the whole foreground process group) reaches only its parent, which stops it."""
+        the whole foreground process group) reaches only its parent, which stops it.
+        `launcher`: run Envoy through this `legation proxy ...` command (it writes the
+        bootstrap itself: `bootstrap` is then unused), Envoy's own flags after `--`."""
         self.name = name
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
@@ -78,6 +81,7 @@ class Envoy:
             *extra_args,
         ]  # fmt: skip
         self._new_session = new_session
+        self._launcher = list(launcher)
         self._proc: asyncio.subprocess.Process | None = None
         self._admin: tuple[str, int] | None = None
 
@@ -102,6 +106,10 @@ class Envoy:
         return self._proc is not None and self._proc.returncode is None
 
     def command(self) -> list[str]:
+        if self._launcher:  # `legation proxy`: its drain settings, Envoy's flags after --
+            return dies_with_parent([
+                *self._launcher, "--", "--admin-address-path", str(self.admin_address_path),
+                "--file-flush-interval-msec", "250", *self._args])
         binary = self._binary or envoy_binary()
         base = [str(binary), "-c", str(self.bootstrap_path), "--use-dynamic-base-id",
                 "--admin-address-path", str(self.admin_address_path),
@@ -120,8 +128,10 @@ class Envoy:
         if self.running:
             raise EnvoyError(f"envoy {self.name} is already running (pid {self.pid})")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if not isinstance(self._bootstrap, Path):
+        if self._bootstrap is not None and not isinstance(self._bootstrap, Path):
             self.bootstrap_path.write_text(render_bootstrap(dict(self._bootstrap)))
+        elif self._bootstrap is None and not self._launcher:
+            raise EnvoyError(f"envoy {self.name}: no bootstrap and no launcher to write one")
         self.admin_address_path.unlink(missing_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(

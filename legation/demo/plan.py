@@ -36,6 +36,7 @@ import yaml
 
 from legation.model import MeshSnapshot, Service, Workload, WorkloadKind
 from legation.model.protocol import Protocol
+from legation.translators import names
 from legation.translators.inbound import inbound_ports
 
 # Who calls whom on `/shop`, by service name within a namespace.
@@ -59,10 +60,7 @@ class SidecarSpec:
     address: str
     delta: bool  # DELTA_GRPC ADS, else state-of-the-world
     inbound: tuple[int, ...]  # ports its inbound listeners bind on `address`
-
-    @property
-    def node_id(self) -> str:
-        return f"{self.workload}.{self.namespace}"
+    node_id: str  # what `legation proxy` names it: <workload>.<ns>, a gateway router~...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,13 +239,16 @@ def _sidecar(mesh: MeshSnapshot, w: Workload, *, delta: bool) -> SidecarSpec:
             "every workload on this machine, so it needs a 127.x.y.z address"
         )
     ports, _ = inbound_ports(mesh, w)
-    servers = [s.port for g in mesh.gateways_of(w.labels, w.namespace) for s in g.servers]
+    gateways = mesh.gateways_of(w.labels, w.namespace)
+    servers = [s.port for g in gateways for s in g.servers]
     return SidecarSpec(
         workload=w.name,
         namespace=w.namespace,
         address=w.address,
         delta=delta,
         inbound=tuple(dict.fromkeys([*(p.port for p in ports), *servers])),
+        node_id=(names.istio_node_id(w.name, w.namespace, ip=w.address, node_type="router")
+                 if gateways else f"{w.name}.{w.namespace}"),
     )
 
 

@@ -4,8 +4,9 @@ stock Envoy sidecar per workload, traffic through them, and a live view.
 Everything runs on this machine and is started by this process: the control
 plane in-process (`legation.app.App`, xDS on 127.0.0.1:15010, admin on
 127.0.0.1:15014) on a copy of the mesh in a temporary directory; the demo
-apps in-process; the Envoys as child processes (`legation.demo.envoy`), half
-on state-of-the-world ADS and half on delta. Traffic goes through the client
+apps in-process; the Envoys as child processes, each run by `legation proxy` (the
+command users run: it writes the bootstrap from the mesh and drains Envoy on stop),
+half on state-of-the-world ADS and half on delta. Traffic goes through the client
 workload's sidecar. After a few seconds one live change is made to the copy
 of the mesh and undone (see `plan.py`), and the view shows how long each
 took to reach every proxy. A proxyless gRPC client in the mesh (plan.py) gets
@@ -36,7 +37,7 @@ import structlog
 from legation import logs
 from legation.agent.certfiles import AgentTarget, CertAgent
 from legation.app import App
-from legation.bootstrap import PROMETHEUS_PORT, build_bootstrap, build_grpc_bootstrap
+from legation.bootstrap import PROMETHEUS_PORT, build_grpc_bootstrap
 from legation.demo.app import DemoApp, Target
 from legation.demo.collector import COLLECTOR, TraceCollector
 from legation.demo.convergence import ProxyView, all_in_sync, last_ack, proxy_view
@@ -258,9 +259,12 @@ class Demo:
             stack.push_async_callback(app.stop)
 
     async def _start_envoys(self, stack: contextlib.AsyncExitStack) -> None:
+        """One `legation proxy` per sidecar and gateway: the command users run, writing
+        each bootstrap from the mesh and draining Envoy on stop."""
         envoy_dir = self.work / "envoy"
         self.envoys = [
-            Envoy(name=s.workload, bootstrap=_bootstrap(s), workdir=envoy_dir, new_session=True)
+            Envoy(name=s.workload, workdir=envoy_dir, new_session=True,
+                  launcher=_proxy_command(s, self.mesh_dir, envoy_dir / s.workload))
             for s in self.plan.sidecars
         ]
         stack.push_async_callback(self._stop_envoys)
@@ -453,7 +457,8 @@ class Demo:
             f"{self.mesh_dir} (edit it to change the mesh live)",
             f"  control plane  in this process: xDS {XDS}, admin http://{ADMIN}/debug/proxies "
             f"(log {self.work / 'legation.log'})",
-            f"  sidecars       {len(p.sidecars)} stock Envoys (logs in {self.work / 'envoy'}):",
+            f"  sidecars       {len(p.sidecars)} stock Envoys, each run by `legation proxy` "
+            f"(logs in {self.work / 'envoy'}):",
             *(
                 f"                   {s.workload:<12} {s.address:<12} "
                 f"ADS {'delta' if s.delta else 'state-of-the-world':<19} "
@@ -502,18 +507,17 @@ def _pair(hp: HostPort) -> tuple[str, int]:
     return hp.host, hp.port
 
 
-def _bootstrap(spec: SidecarSpec) -> dict[str, object]:
-    return build_bootstrap(
-        node_id=spec.node_id,
-        node_cluster=spec.namespace,
-        xds_host=XDS.host,
-        xds_port=XDS.port,
-        admin_host=spec.address,
-        admin_port=ENVOY_ADMIN_PORT,
-        delta=spec.delta,
-        workload=spec.workload,
-        namespace=spec.namespace,
-    )
+def _proxy_command(spec: SidecarSpec, mesh_dir: Path, workdir: Path) -> list[str]:
+    """`legation proxy` for `spec`: its bootstrap from the demo's mesh, plaintext xDS on
+    loopback, Envoy's admin on the workload address, a short drain on stop."""
+    return [
+        sys.executable, "-m", "legation", "proxy", "--config-dir", str(mesh_dir),
+        "--workload", spec.workload, "--namespace", spec.namespace,
+        "--xds-address", f"{XDS.host}:{XDS.port}",
+        "--admin-address", f"{spec.address}:{ENVOY_ADMIN_PORT}",
+        *(["--delta"] if spec.delta else []),
+        "--workdir", str(workdir), "--drain-duration", "1s",
+    ]
 
 
 def _write(change: Change, *, undo: bool) -> None:

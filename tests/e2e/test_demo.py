@@ -98,6 +98,7 @@ def test_demo_runs_the_shop_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert len(changes) == 2, out  # made live, then undone, each in sync everywhere
     assert all(re.search(r"→ (\d)/\1 proxies in sync [\d.]+s after the write", c) for c in changes)
     assert "stopped: 6 Envoys (0 still running)" in out
+    assert "6 stock Envoys, each run by `legation proxy`" in out  # the users' command
     # Where to look, and one access log line of the client's sidecar (telemetry.yaml).
     assert "where to look while it runs: legation proxy-status" in out
     assert re.search(r'access log \(frontend\'s sidecar\): \[\S+\] "GET /shop HTTP/1.1" 200',

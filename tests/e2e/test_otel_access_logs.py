@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import pytest
-from grpc import aio
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
-from .harness import MeshLab, eventually, request
+from .harness import MeshLab, eventually
+from .otlp import one_request, otlp_collector
 
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
 
@@ -59,34 +58,13 @@ class Collector:
                                          for a in record.attributes})
         return logs_service_pb2.ExportLogsServiceResponse()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(LOGS_SERVICE, {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                self.Export,
-                request_deserializer=logs_service_pb2.ExportLogsServiceRequest.FromString,
-                response_serializer=logs_service_pb2.ExportLogsServiceResponse
-                .SerializeToString)})
-
 
 async def test_access_log_records_reach_an_otlp_collector(mesh: MeshLab) -> None:
     collector = Collector()
-    server = aio.server()
-    server.add_generic_rpc_handlers((collector.handler(),))
-    host = mesh.loopback.next()
-    port = server.add_insecure_port(f"{host}:0")
-    await server.start()
-    try:
-        mesh.write("telemetry.yaml", CONFIG.replace("COLLECTOR_HOST", host)
-                   .replace("COLLECTOR_PORT", str(port)))
-        mesh.service("catalog")
-        await mesh.backend("catalog-v1", app="catalog")
-        client = mesh.client("frontend")
-        await mesh.start()
-        await eventually(lambda: mesh.converged([w.node_id for w in mesh.workloads.values()]),
-                         what="every proxy ACKed")
-        resp = await request(client.address, 15001, "GET", "/logged?x=1",
-                             headers={"host": "catalog.shop:9080"}, timeout=5)
-        assert resp.status == 200
+    async with otlp_collector(mesh, LOGS_SERVICE, collector.Export,
+                              logs_service_pb2.ExportLogsServiceRequest,
+                              logs_service_pb2.ExportLogsServiceResponse) as address:
+        await one_request(mesh, CONFIG, address, "/logged?x=1")
 
         async def both_sides() -> list[dict[str, str]] | None:
             hits = [r for r in collector.records if r.get("path") == "/logged?x=1"]
@@ -94,5 +72,3 @@ async def test_access_log_records_reach_an_otlp_collector(mesh: MeshLab) -> None
 
         hits = await eventually(both_sides, timeout=20, what="both sides' records")
         assert all(r["method"] == "GET" and r["code"] == "200" for r in hits)
-    finally:
-        await server.stop(None)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 import pytest
-from grpc import aio
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from .harness import MeshLab, eventually, request
+from .harness import MeshLab, eventually
+from .otlp import one_request, otlp_collector
 
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
 
@@ -65,34 +64,13 @@ class Collector:
                     self.spans.append((service, span.trace_id.hex(), attrs))
         return trace_service_pb2.ExportTraceServiceResponse()
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        return grpc.method_handlers_generic_handler(TRACE_SERVICE, {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                self.Export,
-                request_deserializer=trace_service_pb2.ExportTraceServiceRequest.FromString,
-                response_serializer=trace_service_pb2.ExportTraceServiceResponse
-                .SerializeToString)})
-
 
 async def test_two_hops_share_a_trace_id_at_the_collector(mesh: MeshLab) -> None:
     collector = Collector()
-    server = aio.server()
-    server.add_generic_rpc_handlers((collector.handler(),))
-    host = mesh.loopback.next()
-    port = server.add_insecure_port(f"{host}:0")
-    await server.start()
-    try:
-        mesh.write("telemetry.yaml", CONFIG.replace("COLLECTOR_HOST", host)
-                   .replace("COLLECTOR_PORT", str(port)))
-        mesh.service("catalog")
-        await mesh.backend("catalog-v1", app="catalog")
-        client = mesh.client("frontend")
-        await mesh.start()
-        await eventually(lambda: mesh.converged([w.node_id for w in mesh.workloads.values()]),
-                         what="every proxy ACKed")
-        resp = await request(client.address, 15001, "GET", "/traced",
-                             headers={"host": "catalog.shop:9080"}, timeout=5)
-        assert resp.status == 200
+    async with otlp_collector(mesh, TRACE_SERVICE, collector.Export,
+                              trace_service_pb2.ExportTraceServiceRequest,
+                              trace_service_pb2.ExportTraceServiceResponse) as address:
+        await one_request(mesh, CONFIG, address, "/traced")
 
         async def both() -> dict[str, list[str]] | None:
             by_trace: dict[str, set[str]] = {}
@@ -108,6 +86,4 @@ async def test_two_hops_share_a_trace_id_at_the_collector(mesh: MeshLab) -> None
         print(f"\ntrace {trace_id}: {traces[trace_id]}")
         assert all(attrs.get("mesh") == "legation" for _, t, attrs in collector.spans
                    if t == trace_id)  # the Telemetry's custom tag
-    finally:
-        await server.stop(None)
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)

@@ -7,6 +7,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -40,16 +41,25 @@ class Recorder(SnapshotCache):
         super().set(node_id, entry)
 
 
-@pytest.fixture
-async def running() -> AsyncIterator[tuple[MeshStore, Recorder]]:
+@contextlib.asynccontextmanager
+async def shop_pipeline(**options: Any) -> AsyncIterator[tuple[MeshStore, Recorder, Pipeline]]:
+    """The shop in a store, a Pipeline with `options` running over it."""
     store, cache = MeshStore(), Recorder()
     load_shop(store)
-    pipeline = Pipeline(store, cache, Metrics(), quiet=0.05, max_delay=0.5)
+    pipeline = Pipeline(store, cache, Metrics(), **options)
     task = asyncio.create_task(pipeline.run())
-    yield store, cache
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        yield store, cache, pipeline
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[MeshStore, Recorder]]:
+    async with shop_pipeline(quiet=0.05, max_delay=0.5) as (store, cache, _):
+        yield store, cache
 
 
 async def wait_published(cache: Recorder, count: int) -> None:
@@ -229,16 +239,12 @@ async def test_a_vanished_workload_keeps_its_proxy_served_for_a_grace_period() -
     """Issue 14: a pod deleted and recreated under its name (here: its WorkloadEntry taken
     away and put back) keeps its stream and config; gone for longer than the grace, the
     proxy is told NOT_FOUND, as an unknown node is."""
-    store, cache = MeshStore(), Recorder()
-    load_shop(store)
     shop = {f"file:{p}": convert_text(p.read_text(), file=str(p)) for p in SHOP.glob("*.yaml")}
     workloads = next(k for k in shop if k.endswith("workloads.yaml"))
     without = tuple(o for o in shop[workloads].objects
                     if getattr(o, "name", "") != "payment-v1")
-    pipeline = Pipeline(store, cache, Metrics(), quiet=0.01, max_delay=0.05,
-                        vanish_grace_s=0.5)
-    task = asyncio.create_task(pipeline.run())
-    try:
+    async with shop_pipeline(quiet=0.01, max_delay=0.05, vanish_grace_s=0.5) as (
+            store, cache, _):
         with cache.watch("payment-v1.shop"):
             await wait_published(cache, 1)
             served = cache.get("payment-v1.shop")
@@ -264,21 +270,13 @@ async def test_a_vanished_workload_keeps_its_proxy_served_for_a_grace_period() -
                 await refused()
             gone = cache.get("payment-v1.shop")
             assert isinstance(gone, ProxyError) and gone.code == "NOT_FOUND"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_a_proxy_with_a_large_configuration_is_warned_about() -> None:
     """Issue 13: a configuration over --warn-proxy-config-size is a warning naming the
     proxy and its size; it goes when the proxy leaves."""
-    store, cache = MeshStore(), Recorder()
-    load_shop(store)
-    pipeline = Pipeline(store, cache, Metrics(), quiet=0.01, max_delay=0.05,
-                        warn_config_bytes=1000)
-    task = asyncio.create_task(pipeline.run())
-    try:
+    async with shop_pipeline(quiet=0.01, max_delay=0.05, warn_config_bytes=1000) as (
+            _, cache, pipeline):
         with cache.watch("order-v1.shop"):
             await wait_published(cache, 1)
             served = cache.get("order-v1.shop")
@@ -289,7 +287,3 @@ async def test_a_proxy_with_a_large_configuration_is_warned_about() -> None:
             assert d.ref.name == "order-v1.shop" and d.severity == "warning"
             assert "MiB" in d.message and "Sidecar" in d.message
         assert not [d for d in pipeline.diagnostics if d.code == "proxy.config-large"]
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -1,6 +1,6 @@
-"""What the OTLP e2e tests share (test_tracing.py, test_otel_access_logs.py): a collector
-served by grpcio on a loopback address of the test, and one request from frontend's
-sidecar to catalog's through a mesh whose telemetry names that collector."""
+"""What the telemetry e2e tests share (test_tracing.py, test_otel_access_logs.py,
+test_access_logs.py): a collector served by grpcio on a loopback address of the test,
+the catalog/frontend mesh, and one request from frontend's sidecar to catalog's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from .harness import MeshLab, eventually, request
+from .harness import MeshLab, MeshWorkload, eventually, request
 
 
 @contextlib.asynccontextmanager
@@ -42,12 +42,19 @@ async def one_request(mesh: MeshLab, config: str, collector: tuple[str, int],
     host, port = collector
     mesh.write("telemetry.yaml", config.replace("COLLECTOR_HOST", host)
                .replace("COLLECTOR_PORT", str(port)))
+    client = await catalog_and_frontend(mesh)
+    resp = await request(client.address, 15001, "GET", path,
+                         headers={"host": "catalog.shop:9080"}, timeout=5)
+    assert resp.status == 200
+
+
+async def catalog_and_frontend(mesh: MeshLab) -> MeshWorkload:
+    """Service catalog with catalog-v1 behind it and the client frontend, every sidecar
+    started and in sync; frontend."""
     mesh.service("catalog")
     await mesh.backend("catalog-v1", app="catalog")
     client = mesh.client("frontend")
     await mesh.start()
     await eventually(lambda: mesh.converged([w.node_id for w in mesh.workloads.values()]),
                      what="every proxy ACKed")
-    resp = await request(client.address, 15001, "GET", path,
-                         headers={"host": "catalog.shop:9080"}, timeout=5)
-    assert resp.status == 200
+    return client

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from .harness import MeshLab, eventually, request
+from .otlp import catalog_and_frontend
 
 pytestmark = pytest.mark.parametrize("delta", [False], ids=["sotw"])
 
@@ -75,12 +76,7 @@ async def test_telemetry_turns_access_logs_on_off_and_filters_them(
     log = tmp_path / "access.log"
     mesh.write("mesh-config.yaml", MESH_CONFIG.replace("LOG_PATH", str(log)))
     mesh.write("telemetry-mesh.yaml", MESH_WIDE)
-    mesh.service("catalog")
-    await mesh.backend("catalog-v1", app="catalog")
-    client = mesh.client("frontend")
-    await mesh.start()
-    await eventually(lambda: mesh.converged([w.node_id for w in mesh.workloads.values()]),
-                     what="every proxy ACKed")
+    client = await catalog_and_frontend(mesh)
 
     async def get(path: str) -> int:
         resp = await request(client.address, 15001, "GET", path,
